@@ -1,0 +1,298 @@
+"""The job config: one YAML file, validated by pydantic, with errors that name file, line and key.
+
+A partner's IT person writes this file once; every later failure should be traceable to a line of
+it. So loading keeps the line of every key, and each validation problem becomes one message
+`connector.yaml:12: sources[0].options.path: file not found`. Secrets are references only
+(see `connector.secrets`); a literal secret is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connector.secrets import Secret, fold_secret_references, literal_secret_paths
+
+ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+# The release view's default quasi-identifiers: the CTDC k-anonymized dataset's.
+DEFAULT_QUASI_IDENTIFIERS = ["yearOfRegistration", "gender", "ageBroad", "citizenship", "CountryOfExploitation"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartnerConfig(Strict):
+    id: str = Field(pattern=ID_PATTERN, description="short id used in release paths, e.g. `ngo-athens`")
+    name: str = ""
+    datasource: str = Field("Case Management", description="CTDC `Datasource` value for this partner's cases")
+
+
+class StoreConfig(Strict):
+    url: str = Field("sqlite:///state/cases.sqlite", description="SQLAlchemy URL; relative SQLite paths are relative to the config file")
+
+
+class SourceConfig(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    type: str
+    mapping: str = Field(description="a packaged mapping name (e.g. `excel_htcds`) or a path to a mapping YAML")
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Validated against the source type's own options model after the whole file is read.
+    parsed_options: Any = Field(default=None, exclude=True)
+
+
+class LDiversityConfig(Strict):
+    attribute: str
+    l: int = Field(2, ge=2)
+    kind: Literal["distinct", "entropy"] = "distinct"
+
+
+class ReleaseConfig(Strict):
+    method: Literal["k_anonymity", "synthetic"] = "k_anonymity"
+    k: int = Field(10, ge=2, description="smallest allowed equivalence class")
+    quasi_identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_QUASI_IDENTIFIERS))
+    columns: list[str] | None = Field(None, description="release-view columns to publish; default all")
+    levels: dict[str, int] = Field(default_factory=dict, description="fixed hierarchy level per quasi-identifier; others are searched")
+    search: Literal["optimal", "fixed"] = "optimal"
+    metric: Literal["loss", "discernibility", "entropy"] = "loss"
+    recoding: Literal["global", "local"] = "global"
+    suppression_limit: float = Field(0.05, ge=0.0, le=1.0, description="max share of records removed")
+    l_diversity: LDiversityConfig | None = None
+    hierarchies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="partner-declared hierarchies by column")
+    synthetic: dict[str, Any] = Field(default_factory=dict, description="synthesizer parameters (method: synthetic)")
+
+    @field_validator("quasi_identifiers")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("quasi-identifiers must be distinct")
+        return value
+
+
+class DestinationConfig(Strict):
+    type: Literal["folder"] = "folder"
+    path: str = "releases"
+
+
+class ScheduleConfig(Strict):
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class JobConfig(Strict):
+    partner: PartnerConfig
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    sources: list[SourceConfig] = Field(min_length=1)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    destination: DestinationConfig = Field(default_factory=DestinationConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @model_validator(mode="after")
+    def _unique_source_ids(self) -> "JobConfig":
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.id in seen:
+                raise ValueError(f"two sources have the id {source.id!r}; source ids must be unique")
+            seen.add(source.id)
+        return self
+
+
+@dataclass
+class Config:
+    """A loaded job config and where it came from, so relative paths and errors can refer to the file."""
+
+    job: JobConfig
+    path: Path
+    lines: dict[tuple, int]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve_path(self, value: str | Path) -> Path:
+        """Paths in the config are relative to the config file, not to the working directory."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def store_url(self) -> str:
+        url = self.job.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            return prefix + str(self.resolve_path(url[len(prefix):]))
+        return url
+
+    def where(self, *loc: object) -> str:
+        """`file:line: key.path` for a config location, for messages from later stages."""
+        return _where(self.path, self.lines, tuple(loc))
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `problems` has one line per problem, each naming file, line and key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, substitute `${VAR}`, fold secret references and validate a job config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config ({exc.strerror})"]) from None
+    try:
+        data, lines = _load_yaml_with_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: the config must be a mapping of keys (partner, sources, ...)"])
+
+    problems: list[str] = []
+    data = _substitute_env(data, (), path, lines, problems)
+    for loc in literal_secret_paths(data):
+        problems.append(
+            f"{_where(path, lines, loc)}: literal secret not allowed; use `{loc[-1]}_env: VARIABLE`, "
+            f"`{loc[-1]}_file: PATH` or `{loc[-1]}: ${{VARIABLE}}`"
+        )
+    data = fold_secret_references(data, path.parent)
+    _alias_folded_lines(lines)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        job = JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, (), path, lines)) from None
+
+    config = Config(job=job, path=path, lines=lines)
+    _validate_source_options(config, problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _validate_source_options(config: Config, problems: list[str]) -> None:
+    from connector.sources import source_class  # sources import config types; import late
+
+    for i, source in enumerate(config.job.sources):
+        try:
+            cls = source_class(source.type)
+        except KeyError as exc:
+            problems.append(f"{config.where('sources', i, 'type')}: {exc.args[0]}")
+            continue
+        try:
+            source.parsed_options = cls.Options.model_validate(source.options)
+        except ValidationError as exc:
+            problems.extend(_describe(exc, ("sources", i, "options"), config.path, config.lines))
+
+
+def _load_yaml_with_lines(text: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML and remember the 1-based line of every key and list item, by path."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines: dict[tuple, int] = {}
+    if node is None:
+        return None, lines
+
+    def walk(n: yaml.Node, loc: tuple) -> None:
+        lines.setdefault(loc, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                key_loc = loc + (key_node.value,)
+                lines[key_loc] = key_node.start_mark.line + 1
+                walk(value_node, key_loc)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, loc + (i,))
+
+    walk(node, ())
+    return yaml.safe_load(text), lines
+
+
+def _alias_folded_lines(lines: dict[tuple, int]) -> None:
+    """After `password_env` became `password`, errors on `password` should still find the line."""
+    for loc, line in list(lines.items()):
+        if loc and isinstance(loc[-1], str):
+            for suffix in ("_env", "_file"):
+                if loc[-1].endswith(suffix):
+                    lines.setdefault(loc[:-1] + (loc[-1][: -len(suffix)],), line)
+
+
+def _substitute_env(node: Any, loc: tuple, path: Path, lines: dict, problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute_env(v, loc + (k,), path, lines, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute_env(v, loc + (i,), path, lines, problems) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        from connector.secrets import ENV_REFERENCE, SECRET_KEY_NAMES
+
+        if loc and loc[-1] in SECRET_KEY_NAMES and ENV_REFERENCE.match(node):
+            return node  # a secret reference: read when needed, never copied into the config
+
+        def replace(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                problems.append(f"{_where(path, lines, loc)}: environment variable {name} is not set")
+                return ""
+            return os.environ[name]
+
+        return ENV_VAR.sub(replace, node)
+    return node
+
+
+def _where(path: Path, lines: dict[tuple, int], loc: tuple) -> str:
+    line = None
+    probe = loc
+    while probe is not None:
+        if probe in lines:
+            line = lines[probe]
+            break
+        probe = probe[:-1] if probe else None
+    key = _format_loc(loc)
+    return f"{path}:{line}: {key}" if line else f"{path}: {key}"
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe(exc: ValidationError, prefix: tuple, path: Path, lines: dict) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = prefix + tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and indentation)"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        problems.append(f"{_where(path, lines, loc)}: {message}")
+    return problems
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "JobConfig",
+    "ReleaseConfig",
+    "Secret",
+    "SourceConfig",
+    "load_config",
+]

@@ -1,0 +1,93 @@
+"""What every source is: a thing that yields pages of raw records and the cursor each page reaches.
+
+A source knows its system's API (auth, paging, incremental filters, deletions, rate limits) and
+nothing about HTCDS: mapping happens downstream. It never commits a cursor; the pipeline stores a
+page's records and its cursor in one transaction, so a crash between pages loses nothing and a
+re-run resumes from the last committed page (Singer's rule: state after records).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from connector.records import Page, Problem
+
+if TYPE_CHECKING:
+    from connector.config import Config, SourceConfig
+
+
+class SourceOptions(BaseModel):
+    """Base of each source type's `options:` model; unknown keys are config errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceError(RuntimeError):
+    """A source failed in a way the run cannot work around (unreachable, auth refused, bad answer).
+
+    `where` names the source, and where known the object/form, record id and field.
+    """
+
+    def __init__(self, where: str, message: str, *, transient: bool = False):
+        self.where = where
+        self.transient = transient
+        super().__init__(f"{where}: {message}")
+
+
+class SourceAuthError(SourceError):
+    """Credentials were refused or could not be read."""
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """A field the source offers: its raw name, label, type and, for selects, its choice codes."""
+
+    name: str
+    label: str | None = None
+    type: str | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class SourceStats:
+    """Counters a source keeps for the run record (API calls, bytes), reported in `status`."""
+
+    requests: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Source(ABC):
+    """Base class of all sources. Subclasses set `type_name` and `Options` and register themselves."""
+
+    type_name: ClassVar[str]
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+
+    def __init__(self, config: "SourceConfig", job: "Config"):
+        self.config = config
+        self.job = job
+        self.options = config.parsed_options if config.parsed_options is not None else self.Options.model_validate(config.options)
+        self.stats = SourceStats()
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @abstractmethod
+    def pages(self, cursor: str | None) -> Iterator[Page]:
+        """Yield pages of records changed after `cursor` (None: from the beginning), oldest first."""
+
+    def fields(self) -> list[FieldInfo]:
+        """The fields this source offers, for `check` and `mapping suggest`. Default: not known."""
+        return []
+
+    def check(self) -> list[Problem]:
+        """Reachability, credentials and anything else a user should fix before the first sync."""
+        return []
+
+    def close(self) -> None:
+        """Release connections. Called once after the source is used."""

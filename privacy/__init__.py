@@ -1,0 +1,1 @@
+"""Privacy protection of the release view: generalization, suppression, synthesis, and the release gate."""
