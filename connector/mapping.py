@@ -1,0 +1,474 @@
+"""The mapping engine: applies a declarative mapping file to raw records, giving common-schema cases.
+
+Mappings are data (`mappings/*.yaml`), so a partner with a differently named org or form edits a
+file, not code. The engine normalises every value by the target field's schema type (codes checked
+against their code list, multi-selects split, dates parsed in several formats, numbers and
+checkboxes parsed) and turns whatever it cannot read into a `Rejection` naming source, record id,
+field and reason. A rejected field is stored as unknown; the rest of the record and the run go on.
+
+File format::
+
+    profile: excel_htcds
+    fields:                        # common-schema field -> where its raw value comes from
+      prs_Gender:
+        from: prs_Gender           # raw name; dots reach into nested dicts; a list = first present
+        map: {F: Feminine}         # extra raw -> code map; the code list's codes and labels are always accepted
+        split: ";"                 # multi-select separator: ";", " ", "," or "list"
+        formats: ["%m/%d/%Y"]      # extra date formats (ISO and common day-first formats are built in)
+      ext_CountryOfExploitation:
+        from: events               # a list of child records
+        where: {hte_Type: Exploitation}
+        pick: hte_Country          # field of the first matching child
+      ext_PerpetratorRoles:
+        from: perpetrators
+        collect: per_RoleInProcess # union of the children's values
+    derive:
+      ext_AgeAtRegistration: {age_at: {birth: prs_Birthdate, on: ext_RegistrationDate}}
+      ext_MajorityStatus: {majority_from: ext_AgeAtRegistration}
+    ignore: [cas_CaseOwner]        # raw fields knowingly left out
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connector.records import CaseRecord, MappedPage, Page, RawRecord, Rejection
+from connector.schema import FieldSpec, Schema, load_schema
+
+SPLITS = {";": ";", " ": None, ",": ",", "list": "list"}  # None: any whitespace
+DEFAULT_DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%d/%m/%Y",
+    "%d.%m.%Y",
+    "%d-%m-%Y",
+    "%Y/%m/%d",
+    "%Y.%m.%d",
+    "%b %d %Y",
+    "%d %b %Y",
+    "%B %d %Y",
+    "%d %B %Y",
+    "%b %d, %Y",
+    "%B %d, %Y",
+)
+TRUE_WORDS = {"true", "yes", "y", "1", "x", "checked", "on", "si", "oui"}
+FALSE_WORDS = {"false", "no", "n", "0", "unchecked", "off", "non"}
+EXCEL_EPOCH = date(1899, 12, 30)
+MAX_AGE = 120
+MAJORITY_AGE = 18
+_FOLD = re.compile(r"[^0-9a-z]+")
+_CODE_LIKE = re.compile(r"^[\w .,/&()'+-]{1,40}$")
+
+
+class MappingError(Exception):
+    """A mapping file that cannot be used; one message per problem, each naming file and line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def fold(text: str) -> str:
+    """Comparison key for codes and labels: case, spaces and punctuation do not matter."""
+    return _FOLD.sub("", text.casefold())
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How one common-schema field is read from a raw record."""
+
+    target: str
+    sources: tuple[str, ...]
+    value_map: dict[str, str | None] = field(default_factory=dict)
+    split: str | None = ";"
+    formats: tuple[str, ...] = ()
+    where: dict[str, str] | None = None
+    pick: str | None = None
+    collect: str | None = None
+
+
+@dataclass(frozen=True)
+class Derivation:
+    target: str
+    kind: str  # "age_at" | "majority_from"
+    args: dict[str, str]
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, value: Any = None):
+        self.reason = reason
+        self.value = value
+
+
+class Mapping:
+    """A loaded, schema-checked mapping. Stateless, so one instance maps any number of pages."""
+
+    def __init__(self, name: str, path: str, rules: list[FieldRule], derivations: list[Derivation], ignore: list[str], schema: Schema):
+        self.name = name
+        self.path = path
+        self.rules = rules
+        self.derivations = derivations
+        self.ignore = ignore
+        self.schema = schema
+        self._lookups = {name: _code_lookup(name, codes) for name, codes in schema.codelists.items()}
+
+    def raw_fields(self) -> set[str]:
+        """Top-level raw field names the mapping reads: `check` compares them with the source's fields."""
+        names: set[str] = set()
+        for rule in self.rules:
+            for source in rule.sources:
+                names.add(source.split(".")[0])
+        return names
+
+    def targets(self) -> list[str]:
+        return [rule.target for rule in self.rules] + [d.target for d in self.derivations]
+
+    def map_page(self, source_id: str, page: Page) -> MappedPage:
+        out = MappedPage(cursor=page.cursor, number=page.number)
+        for raw in page.records:
+            case, rejections = self.map_record(source_id, raw)
+            out.cases.append(case)
+            out.rejections.extend(rejections)
+        return out
+
+    def map_record(self, source_id: str, raw: RawRecord) -> tuple[CaseRecord, list[Rejection]]:
+        if raw.deleted:
+            return CaseRecord(source_id, raw.record_id, {}, raw.updated_at, deleted=True), []
+        values: dict[str, Any] = {}
+        rejections: list[Rejection] = []
+        for rule in self.rules:
+            spec = self.schema.fields[rule.target]
+            value = _extract(raw.fields, rule)
+            try:
+                values[rule.target] = self._normalise(spec, rule, value)
+            except _Rejected as rejected:
+                values[rule.target] = None
+                shown = rejected.value if rejected.value is not None else value
+                rejections.append(Rejection(source_id, raw.record_id, rule.target, redact(spec, shown), rejected.reason))
+        for derivation in self.derivations:
+            try:
+                values[derivation.target] = _derive(derivation, values)
+            except _Rejected as rejected:
+                values[derivation.target] = None
+                field_name = derivation.args.get("birth", derivation.target)
+                spec = self.schema.fields[field_name]
+                rejections.append(Rejection(source_id, raw.record_id, field_name, redact(spec, rejected.value), rejected.reason))
+        return CaseRecord(source_id, raw.record_id, values, raw.updated_at), rejections
+
+    # -- normalisation by schema type ------------------------------------------------------------
+
+    def _normalise(self, spec: FieldSpec, rule: FieldRule, value: Any) -> Any:
+        if _is_blank(value):
+            return None
+        kind = spec.type
+        if kind == "codes":
+            items = _split(value, rule.split)
+            codes = set()
+            for item in items:
+                code = self._code(spec, rule, item)
+                if code is not None:
+                    codes.add(code)
+            return sorted(codes) or None
+        if isinstance(value, list):
+            if len(value) > 1:
+                raise _Rejected(f"expected one value, got {len(value)}", "; ".join(map(str, value)))
+            value = value[0]
+        if kind == "code":
+            if isinstance(value, str) and rule.split not in (None, "list") and rule.split in value and spec.codelist == "countries":
+                value = value.split(rule.split)[0]  # first of several citizenships in a single-value field
+            return self._code(spec, rule, value)
+        if kind == "date":
+            return _parse_date(value, rule.formats, spec).isoformat()
+        if kind == "datetime":
+            return _parse_datetime(value).isoformat()
+        if kind == "integer":
+            return _parse_int(value)
+        if kind == "number":
+            return _parse_number(value)
+        if kind == "boolean":
+            return _parse_bool(rule, value)
+        text = str(value).strip()
+        return text or None
+
+    def _code(self, spec: FieldSpec, rule: FieldRule, value: Any) -> str | None:
+        text = str(value).strip()
+        if not text:
+            return None
+        key = fold(text)
+        if key in rule.value_map:
+            return rule.value_map[key]
+        code = self._lookups[spec.codelist].get(key)  # type: ignore[index]
+        if code is None:
+            raise _Rejected(f"not a code of list {spec.codelist!r}", text)
+        return code
+
+
+def redact(spec: FieldSpec | None, value: Any) -> str | None:
+    """What a rejection may show of a value: never a direct identifier or free text, only code-like text."""
+    if value is None:
+        return None
+    text = value.isoformat() if isinstance(value, (date, datetime)) else str(value).strip()
+    if spec is None or spec.role in ("direct_identifier", "free_text"):
+        return f"[redacted {spec.role if spec else 'value'}, {len(text)} chars]"
+    if not _CODE_LIKE.match(text) or len(text.split()) > 4 or "@" in text:
+        return f"[redacted free text, {len(text)} chars]"
+    return text
+
+
+def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base_dir: Path | None = None) -> Mapping:
+    """Load a packaged mapping by name (`excel_htcds`) or a mapping file by path, checked against the schema."""
+    schema = schema or load_schema()
+    path, text = _read_mapping(str(name_or_path), base_dir)
+    from connector.config import _load_yaml_with_lines  # one YAML-with-lines reader for all our files
+
+    try:
+        doc, lines = _load_yaml_with_lines(text)
+    except yaml.YAMLError as exc:
+        raise MappingError([f"{path}: not valid YAML ({exc})"]) from None
+    problems: list[str] = []
+
+    def where(*loc: object) -> str:
+        probe = tuple(loc)
+        while probe and probe not in lines:
+            probe = probe[:-1]
+        return f"{path}:{lines.get(probe, 1)}"
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict):
+        raise MappingError([f"{path}:1: a mapping needs a `fields:` section"])
+    unknown_top = set(doc) - {"profile", "description", "fields", "derive", "ignore", "record_id"}
+    for key in sorted(unknown_top):
+        problems.append(f"{where(key)}: unknown key {key!r}")
+
+    rules: list[FieldRule] = []
+    for target, entry in doc["fields"].items():
+        rule = _parse_rule(target, entry, schema, lambda *loc, t=target: where("fields", t, *loc), problems)
+        if rule is not None:
+            rules.append(rule)
+
+    derivations: list[Derivation] = []
+    for target, entry in (doc.get("derive") or {}).items():
+        if target not in schema.fields:
+            problems.append(f"{where('derive', target)}: {target!r} is not a common-schema field")
+            continue
+        if not isinstance(entry, dict) or len(entry) != 1:
+            problems.append(f"{where('derive', target)}: a derivation is one of age_at, majority_from")
+            continue
+        (kind, args), = entry.items()
+        if kind == "age_at" and isinstance(args, dict) and {"birth", "on"} <= set(args):
+            derivations.append(Derivation(target, kind, {"birth": args["birth"], "on": args["on"]}))
+        elif kind == "majority_from" and isinstance(args, str):
+            derivations.append(Derivation(target, kind, {"age": args}))
+        else:
+            problems.append(f"{where('derive', target)}: unknown derivation {kind!r} or bad arguments")
+    if problems:
+        raise MappingError(problems)
+    return Mapping(str(doc.get("profile") or path.stem), str(path), rules, derivations, list(doc.get("ignore") or []), schema)
+
+
+def _parse_rule(target: str, entry: Any, schema: Schema, where, problems: list[str]) -> FieldRule | None:
+    if target not in schema.fields:
+        problems.append(f"{where()}: {target!r} is not a common-schema field")
+        return None
+    if isinstance(entry, str):
+        entry = {"from": entry}
+    if not isinstance(entry, dict) or "from" not in entry:
+        problems.append(f"{where()}: {target}: needs `from:`")
+        return None
+    allowed = {"from", "map", "split", "formats", "where", "pick", "collect"}
+    for key in sorted(set(entry) - allowed):
+        problems.append(f"{where(key)}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+    spec = schema.fields[target]
+    sources = entry["from"] if isinstance(entry["from"], list) else [entry["from"]]
+    split = entry.get("split", ";")
+    if split not in SPLITS:
+        problems.append(f"{where('split')}: split must be one of ';', ' ', ',', 'list'")
+        split = ";"
+    value_map: dict[str, str | None] = {}
+    for raw, code in (entry.get("map") or {}).items():
+        if code is not None and spec.codelist and str(code) not in schema.codelists[spec.codelist]:
+            problems.append(f"{where('map', raw)}: {code!r} is not a code of list {spec.codelist!r}")
+        value_map[fold(str(raw))] = None if code is None else str(code)
+    return FieldRule(
+        target=target,
+        sources=tuple(str(s) for s in sources),
+        value_map=value_map,
+        split=SPLITS[split],
+        formats=tuple(entry.get("formats") or ()),
+        where=entry.get("where"),
+        pick=entry.get("pick"),
+        collect=entry.get("collect"),
+    )
+
+
+def _read_mapping(name: str, base_dir: Path | None) -> tuple[Path, str]:
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name:
+        path = candidate if candidate.is_absolute() or base_dir is None else base_dir / candidate
+        try:
+            return path, path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise MappingError([f"{path}: cannot read mapping ({exc.strerror})"]) from None
+    packaged = resources.files("mappings").joinpath(f"{name}.yaml")
+    if not packaged.is_file():
+        known = sorted(p.name[:-5] for p in resources.files("mappings").iterdir() if p.name.endswith(".yaml"))
+        raise MappingError([f"no packaged mapping named {name!r}; known: {', '.join(known)} (or give a path to a .yaml file)"])
+    return Path(f"mappings/{name}.yaml"), packaged.read_text(encoding="utf-8")
+
+
+def _code_lookup(name: str, codes: dict[str, str]) -> dict[str, str]:
+    lookup: dict[str, str] = {}
+    for code, label in codes.items():
+        lookup.setdefault(fold(label), code)
+    for code in codes:
+        lookup[fold(code)] = code  # codes win over labels
+    return lookup
+
+
+def _get(record: Any, dotted: str) -> Any:
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _extract(fields: dict[str, Any], rule: FieldRule) -> Any:
+    value = None
+    for source in rule.sources:
+        value = _get(fields, source)
+        if not _is_blank(value):
+            break
+    if rule.pick is None and rule.collect is None:
+        return value
+    children = [c for c in (value or []) if isinstance(c, dict)]
+    if rule.where:
+        children = [c for c in children if all(fold(str(_get(c, k) or "")) == fold(str(v)) for k, v in rule.where.items())]
+    if rule.pick is not None:
+        for child in children:
+            picked = _get(child, rule.pick)
+            if not _is_blank(picked):
+                return picked
+        return None
+    collected: list[Any] = []
+    for child in children:
+        collected.extend(_split(_get(child, rule.collect), rule.split))  # type: ignore[arg-type]
+    return collected
+
+
+def _is_blank(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    if isinstance(value, str) and not value.strip():
+        return True
+    return isinstance(value, (list, tuple)) and not any(not _is_blank(v) for v in value)
+
+
+def _split(value: Any, split: str | None) -> list[Any]:
+    if _is_blank(value):
+        return []
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if not _is_blank(v)]
+    text = str(value)
+    parts = text.split() if split is None else text.split(";" if split == "list" else split)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _parse_date(value: Any, formats: tuple[str, ...], spec: FieldSpec) -> date:
+    if isinstance(value, datetime):
+        parsed = value.date()
+    elif isinstance(value, date):
+        parsed = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and 1 < value < 100000:
+        parsed = EXCEL_EPOCH + timedelta(days=int(value))  # an Excel serial date that lost its format
+    else:
+        text = " ".join(str(value).strip().replace(",", ", ").split()).replace(" ,", ",")
+        parsed = None
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+        except ValueError:
+            for fmt in formats + DEFAULT_DATE_FORMATS:
+                try:
+                    parsed = datetime.strptime(text, fmt).date()
+                    break
+                except ValueError:
+                    continue
+        if parsed is None:
+            raise _Rejected("not a date in a known format", value)
+    if parsed.year < 1900:
+        raise _Rejected("date before 1900", value)
+    today = datetime.now(timezone.utc).date()
+    if parsed > today + timedelta(days=1):
+        raise _Rejected("date in the future", value)
+    if spec.name.endswith("Birthdate") and parsed.year < today.year - MAX_AGE:
+        raise _Rejected(f"birth date more than {MAX_AGE} years ago", value)
+    return parsed
+
+
+def _parse_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise _Rejected("not an ISO date-time", value) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise _Rejected("not a whole number", value)
+    try:
+        number = float(str(value).strip().replace(",", ""))
+    except ValueError:
+        raise _Rejected("not a whole number", value) from None
+    if number != int(number):
+        raise _Rejected("not a whole number", value)
+    return int(number)
+
+
+def _parse_number(value: Any) -> float:
+    try:
+        return float(str(value).strip().replace(",", ""))
+    except ValueError:
+        raise _Rejected("not a number", value) from None
+
+
+def _parse_bool(rule: FieldRule, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    key = fold(str(value))
+    if key in rule.value_map:
+        mapped = rule.value_map[key]
+        return None if mapped is None else fold(mapped) in TRUE_WORDS  # type: ignore[return-value]
+    if key in TRUE_WORDS:
+        return True
+    if key in FALSE_WORDS:
+        return False
+    raise _Rejected("not a yes/no value", value)
+
+
+def _derive(derivation: Derivation, values: dict[str, Any]) -> Any:
+    if derivation.kind == "age_at":
+        birth, on = values.get(derivation.args["birth"]), values.get(derivation.args["on"])
+        if birth is None or on is None:
+            return None
+        born, seen = date.fromisoformat(birth), date.fromisoformat(on)
+        age = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
+        if age < 0:
+            raise _Rejected("birth date after the registration date", birth)
+        if age > MAX_AGE:
+            raise _Rejected(f"age at registration over {MAX_AGE}", birth)
+        return age
+    age = values.get(derivation.args["age"])
+    if age is None:
+        return None
+    return "Minor" if age < MAJORITY_AGE else "Adult"
