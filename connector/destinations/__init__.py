@@ -1,0 +1,22 @@
+"""Destinations for releases: the config's `destination.type` names one here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from connector.destinations.base import Destination, PublishError, PublishResult
+
+if TYPE_CHECKING:
+    from connector.config import Config
+
+
+def create_destination(config: "Config") -> Destination:
+    dest = config.job.destination
+    if dest.type == "folder":
+        from connector.destinations.folder import FolderDestination
+
+        return FolderDestination(config.resolve_path(dest.path))
+    raise ValueError(f"unknown destination type {dest.type!r}")
+
+
+__all__ = ["Destination", "PublishError", "PublishResult", "create_destination"]

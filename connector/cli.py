@@ -1,0 +1,346 @@
+"""`htcds-connector`: a thin shell over the pipeline. Tables for people, `--json` for machines.
+
+Exit codes (also in the README): 0 ok, 1 finished with rejections, 2 config error, 3 source
+unreachable or auth failed, 4 privacy gate refused, 5 publish failed, 6 locked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from connector import logs
+from connector.config import ConfigError, load_config
+from connector.lock import JobLock, LockedError
+from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline
+
+out = Console()
+err = Console(stderr=True)
+
+EXAMPLES = {
+    "init": "htcds-connector init connector.yaml",
+    "check": "htcds-connector check connector.yaml",
+    "sync": "htcds-connector sync connector.yaml --json",
+    "release": "htcds-connector release connector.yaml",
+    "run": "htcds-connector run connector.yaml",
+    "preview": "htcds-connector preview connector.yaml",
+    "status": "htcds-connector status connector.yaml --json",
+    "codebook": "htcds-connector codebook --format md > codebook.md",
+    "sandbox": "htcds-connector sandbox excel --cases 2000 --out cases.xlsx",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logs.configure(json_lines=getattr(args, "log_json", False))
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]config error[/red] {problem}", highlight=False, markup=True)
+        return EXIT_CONFIG
+    except LockedError as exc:
+        err.print(f"[yellow]locked[/yellow] {exc}")
+        return EXIT_LOCKED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="htcds-connector", description="Pull trafficking cases, map them to HTCDS, publish privacy-protected releases.")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines on stderr (for unattended runs)")
+    sub = parser.add_subparsers(dest="command")
+
+    def command(name: str, help_text: str, func, *, config: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example: {EXAMPLES[name]}")
+        if config:
+            p.add_argument("config", type=Path, help="the job config YAML")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print a JSON report instead of tables")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("init", "write a commented config to start from", cmd_init, config=False, json_flag=False)
+    p.add_argument("path", type=Path, nargs="?", default=Path("connector.yaml"))
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    command("check", "validate config, credentials, reachability and mappings; publishes nothing", cmd_check)
+    p = command("sync", "pull new and changed records, map them and store them", cmd_sync)
+    p.add_argument("--source", action="append", help="only this source id (repeatable)")
+    command("release", "protect the stored cases, run the gate and publish a release", cmd_release)
+    command("run", "sync, then release (what cron runs)", cmd_run)
+    p = command("preview", "show the protected release and its privacy record; publishes nothing", cmd_preview)
+    p.add_argument("--rows", type=int, default=10, help="rows of the protected table to show")
+    command("status", "last runs, record counts, rejections by reason, source errors", cmd_status)
+    p = command("codebook", "print the codebook generated from the common schema", cmd_codebook, config=False, json_flag=False)
+    p.add_argument("--format", choices=["md", "json"], default="md")
+
+    sandbox = sub.add_parser("sandbox", help="generated cases for demos and tests", epilog=f"example: {EXAMPLES['sandbox']}")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    p = sandbox_sub.add_parser("excel", help="write generated cases as an HTCDS Excel workbook (or CSV)")
+    p.add_argument("--cases", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--mess-rate", type=float, default=0.05)
+    p.add_argument("--out", type=Path, required=True, help=".xlsx or .csv")
+    p.set_defaults(func=cmd_sandbox_excel, command="sandbox")
+    return parser
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    if args.path.exists() and not args.force:
+        err.print(f"{args.path} exists; use --force to overwrite")
+        return EXIT_CONFIG
+    template = resources.files("connector").joinpath("config_template.yaml").read_text(encoding="utf-8")
+    args.path.write_text(template, encoding="utf-8")
+    out.print(f"wrote {args.path}: edit it, then run `htcds-connector check {args.path}`")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    pipeline = Pipeline(config)
+    try:
+        problems = pipeline.check()
+    finally:
+        pipeline.close()
+    errors = [p for p in problems if p.severity == "error"]
+    if args.json:
+        _print_json({"ok": not errors, "problems": [vars(p) for p in problems]})
+    elif problems:
+        for p in problems:
+            colour = "red" if p.severity == "error" else "yellow"
+            err.print(f"[{colour}]{p.severity}[/{colour}] {p}", highlight=False)
+    else:
+        out.print(f"[green]ok[/green] {args.config}: config, store, {len(config.job.sources)} source(s) and destination look right")
+    return EXIT_CONFIG if errors else EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with _locked(config) as pipeline, _progress(args) as hook:
+        pipeline.progress = hook
+        report = pipeline.sync(args.source)
+    _show_sync(report, args.json)
+    return report.exit_code
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with _locked(config) as pipeline:
+        report = pipeline.release()
+    _show_release(report, args.json)
+    return report.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with _locked(config) as pipeline, _progress(args) as hook:
+        pipeline.progress = hook
+        sync, release = pipeline.run()
+    if args.json:
+        _print_json({"sync": sync.as_dict(), "release": release.as_dict(), "exit_code": _run_exit(sync.exit_code, release.exit_code)})
+    else:
+        _show_sync(sync, False)
+        _show_release(release, False)
+    return _run_exit(sync.exit_code, release.exit_code)
+
+
+def _run_exit(sync_code: int, release_code: int) -> int:
+    """The most serious outcome wins; rejections (1) only when all else went well."""
+    return release_code if release_code not in (EXIT_OK,) else sync_code
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from privacy.gate import GateRefused, admit
+
+    config = load_config(args.config)
+    pipeline = Pipeline(config)
+    try:
+        view, table, privacy = pipeline.protected_view()
+    finally:
+        pipeline.close()
+    verdict: dict[str, Any] = {"passes_gate": True, "reasons": []}
+    try:
+        admit(table, privacy, roles=pipeline.schema.view_roles())
+    except GateRefused as exc:
+        verdict = {"passes_gate": False, "reasons": list(exc.reasons)}
+    if args.json:
+        _print_json({"records_in": len(view), "privacy": privacy, **verdict, "sample": table.head(args.rows).astype(str).to_dict("records")})
+        return EXIT_OK
+    out.print(f"release view: {len(view)} cases -> {len(table)} rows after protection ({privacy.get('method')}, k={privacy.get('k')})")
+    _print_mapping_table("privacy", {k: v for k, v in privacy.items() if not isinstance(v, (dict, list))})
+    if privacy.get("levels"):
+        _print_mapping_table("generalization level per quasi-identifier", privacy["levels"])
+    sample = Table(title=f"first {args.rows} rows (quasi-identifiers)")
+    qis = [c for c in privacy.get("quasi_identifiers", []) if c in table.columns]
+    for column in qis:
+        sample.add_column(column)
+    for _, row in table.head(args.rows).iterrows():
+        sample.add_row(*["" if v is None or v != v else str(v) for v in row[qis]])
+    out.print(sample)
+    out.print("[green]passes the gate[/green]" if verdict["passes_gate"] else f"[red]the gate would refuse[/red]: {'; '.join(verdict['reasons'])}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    pipeline = Pipeline(config)
+    try:
+        store = pipeline.store
+        status = {
+            "runs": store.runs(limit=10),
+            "counts": store.counts(),
+            "rejections_by_reason": store.rejections_by_reason(),
+            "sources": store.source_status(),
+        }
+    finally:
+        pipeline.close()
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    runs = Table(title="last runs")
+    for column in ("run", "kind", "started", "status", "counts", "error"):
+        runs.add_column(column)
+    for run in status["runs"]:
+        counts = run.get("counts") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
+        runs.add_row(str(run["run_id"])[:8], run["kind"], str(run["started_at"])[:19], run["status"], shown, (run.get("error") or "")[:80])
+    out.print(runs)
+    _print_mapping_table("records", status["counts"])
+    reasons = Table(title="rejections by reason")
+    for column in ("source", "field", "reason", "count"):
+        reasons.add_column(column)
+    for row in status["rejections_by_reason"]:
+        reasons.add_row(str(row.get("source")), str(row.get("field")), str(row.get("reason")), str(row.get("count")))
+    out.print(reasons)
+    sources = Table(title="sources")
+    for column in ("source", "last success", "last error"):
+        sources.add_column(column)
+    for row in status["sources"]:
+        sources.add_row(row["source"], str(row.get("last_success_at") or "")[:19], (row.get("last_error") or "")[:100])
+    out.print(sources)
+    return EXIT_OK
+
+
+def cmd_codebook(args: argparse.Namespace) -> int:
+    from connector.codebook import codebook_json, render_codebook_markdown
+    from connector.schema import load_schema
+
+    schema = load_schema()
+    if args.format == "json":
+        _print_json(codebook_json(schema))
+    else:
+        sys.stdout.write(render_codebook_markdown(schema))
+    return EXIT_OK
+
+
+def cmd_sandbox_excel(args: argparse.Namespace) -> int:
+    from connector.sandbox.excel_writer import write_csv, write_workbook
+    from connector.sandbox.generate import generate_cases
+
+    cases = generate_cases(args.cases, seed=args.seed, mess_rate=args.mess_rate)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    (write_csv if args.out.suffix.lower() == ".csv" else write_workbook)(cases, args.out)
+    out.print(f"wrote {len(cases)} generated cases (seed {args.seed}) to {args.out}")
+    return EXIT_OK
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+class _locked:
+    """A pipeline under the job's lock, closed on exit."""
+
+    def __init__(self, config):
+        self.pipeline = Pipeline(config)
+        self.lock = JobLock(self.pipeline.lock_path())
+
+    def __enter__(self) -> Pipeline:
+        self.lock.__enter__()
+        return self.pipeline
+
+    def __exit__(self, *exc: object) -> None:
+        self.pipeline.close()
+        self.lock.__exit__(*exc)
+
+
+class _progress:
+    """A progress line per source on a terminal; nothing when output is JSON or not a terminal."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.enabled = not args.json and err.is_terminal
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        self.bar.start()
+        return self.update
+
+    def update(self, source: str, pages: int, records: int) -> None:
+        if source not in self.tasks:
+            self.tasks[source] = self.bar.add_task(f"sync {source}", total=None, info="")
+        self.bar.update(self.tasks[source], info=f"{pages} pages, {records} records")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def _show_sync(report, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    table = Table(title=f"sync {report.run_id[:8]}")
+    columns = ("source", "status", "pages", "fetched", "inserted", "updated", "unchanged", "deleted", "rejected", "requests", "seconds")
+    for column in columns:
+        table.add_column(column)
+    for s in report.sources:
+        table.add_row(*[str(getattr(s, c)) for c in columns])
+    out.print(table)
+    for s in report.failed:
+        err.print(f"[red]source failed[/red] {s.error}", highlight=False)
+    if any(s.rejected for s in report.sources):
+        out.print("some values were rejected: `htcds-connector status CONFIG` lists them by reason")
+
+
+def _show_release(report, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    if report.status in ("published", "unchanged"):
+        word = "published" if report.status == "published" else "unchanged (already published)"
+        out.print(f"[green]release {report.release_id}[/green] {word}: {report.records_out} rows from {report.records_in} cases -> {report.location}")
+    else:
+        err.print(f"[red]release {report.status}[/red]: " + "; ".join(report.reasons), highlight=False)
+
+
+def _print_mapping_table(title: str, mapping: dict) -> None:
+    table = Table(title=title)
+    table.add_column("key")
+    table.add_column("value")
+    for key, value in mapping.items():
+        table.add_row(str(key), json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+    out.print(table)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

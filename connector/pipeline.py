@@ -1,0 +1,291 @@
+"""One job, end to end: sources -> mapping -> store, then store -> privacy -> gate -> destination.
+
+The pipeline owns the run record and the cursors: a source only yields pages, and each page's
+cases, rejections and cursor are committed together, so a crash at any point leaves the store at
+the last whole page and the next run continues from there. One failing source does not stop the
+others; the release waits until every enabled source has synced in this run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from connector.config import Config
+from connector.destinations import PublishError, create_destination
+from connector.logs import get_logger
+from connector.mapping import Mapping, MappingError, load_mapping
+from connector.records import MappedPage, Page, Problem, Rejection
+from connector.release import build_bundle
+from connector.schema import Schema, load_schema
+from connector.secrets import SecretMissing
+from connector.sources import source_class
+from connector.sources.base import Source, SourceError
+from connector.store import Store
+
+# Exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_REJECTIONS = 1
+EXIT_CONFIG = 2
+EXIT_SOURCE = 3
+EXIT_GATE = 4
+EXIT_PUBLISH = 5
+EXIT_LOCKED = 6
+
+ProgressHook = Callable[[str, int, int], None]  # (source id, pages done, records done)
+log = get_logger()
+
+
+@dataclass
+class SourceReport:
+    source: str
+    status: str = "ok"  # ok | failed
+    pages: int = 0
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class SyncReport:
+    run_id: str
+    sources: list[SourceReport] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[SourceReport]:
+        return [s for s in self.sources if s.status != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return EXIT_SOURCE
+        return EXIT_REJECTIONS if any(s.rejected for s in self.sources) else EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "exit_code": self.exit_code, "sources": [asdict(s) for s in self.sources]}
+
+
+@dataclass
+class ReleaseReport:
+    run_id: str
+    status: str  # published | unchanged | refused | failed | preview | skipped
+    release_id: str | None = None
+    location: str | None = None
+    records_in: int = 0
+    records_out: int = 0
+    privacy: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"refused": EXIT_GATE, "failed": EXIT_PUBLISH, "skipped": EXIT_SOURCE}.get(self.status, EXIT_OK)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "exit_code": self.exit_code}
+
+
+class Pipeline:
+    """Runs the stages of one job. Construct per run; `close()` releases the store."""
+
+    def __init__(self, config: Config, *, progress: ProgressHook | None = None, schema: Schema | None = None):
+        self.config = config
+        self.schema = schema or load_schema()
+        self.progress = progress
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.config.store_url())
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def job_name(self) -> str:
+        return self.config.job.partner.id
+
+    def lock_path(self) -> Path:
+        url = self.config.store_url()
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            return Path(url[len("sqlite:///"):]).with_suffix(".lock")
+        return self.config.resolve_path(f"{self.job_name}.lock")
+
+    # -- sync ----------------------------------------------------------------------------------
+
+    def sync(self, only: list[str] | None = None) -> SyncReport:
+        run_id = self.store.start_run(self.job_name, "sync")
+        report = SyncReport(run_id)
+        for source_config in self.config.job.sources:
+            if not source_config.enabled or (only and source_config.id not in only):
+                continue
+            report.sources.append(self._sync_source(run_id, source_config))
+        counts = _total_counts(report)
+        status = "failed" if report.failed else ("rejections" if counts["rejected"] else "ok")
+        error = "; ".join(f"{s.source}: {s.error}" for s in report.failed) or None
+        self.store.finish_run(run_id, status, counts, error)
+        return report
+
+    def _sync_source(self, run_id: str, source_config) -> SourceReport:
+        result = SourceReport(source_config.id)
+        started = time.monotonic()
+        source: Source | None = None
+        try:
+            mapping = load_mapping(source_config.mapping, self.schema, base_dir=self.config.base_dir)
+            source = source_class(source_config.type)(source_config, self.config)
+            seen: set[str] = set()
+            cursor = self.store.cursor(source_config.id)
+            log.info("sync started", extra={"run_id": run_id, "source": source_config.id, "resume": cursor is not None})
+            for page in source.pages(cursor):
+                mapped = _map_page(mapping, source_config.id, page)
+                counts = self.store.commit_page(source_config.id, run_id, mapped)
+                seen.update(case.record_id for case in mapped.cases)
+                result.pages += 1
+                result.fetched += len(page.records)
+                result.inserted += counts.inserted
+                result.updated += counts.updated
+                result.unchanged += counts.unchanged
+                result.deleted += counts.deleted
+                result.rejected += len(mapped.rejections)
+                log.info(
+                    "page committed",
+                    extra={"run_id": run_id, "source": source_config.id, "page": page.number, "records": len(page.records), "rejected": len(mapped.rejections)},
+                )
+                if self.progress:
+                    self.progress(source_config.id, result.pages, result.fetched)
+            if getattr(source, "full_snapshot", False) and getattr(source, "complete_read", False):
+                result.deleted += self.store.mark_missing_deleted(source_config.id, run_id, seen)
+            result.requests = source.stats.requests
+            self.store.record_source_status(source_config.id, ok=True)
+        except (SourceError, SecretMissing, MappingError) as exc:
+            result.status, result.error = "failed", str(exc)
+        except OSError as exc:
+            result.status, result.error = "failed", f"{source_config.id}: {type(exc).__name__}: {exc.strerror or exc}"
+        finally:
+            if source is not None:
+                result.requests = source.stats.requests
+                source.close()
+            result.seconds = round(time.monotonic() - started, 3)
+        if result.status != "ok":
+            self.store.record_source_status(source_config.id, ok=False, error=result.error)
+            log.error("sync failed", extra={"run_id": run_id, "source": source_config.id, "error": result.error})
+        else:
+            log.info("sync finished", extra={"run_id": run_id, **{k: v for k, v in asdict(result).items() if k != "error"}})
+        return result
+
+    # -- release -------------------------------------------------------------------------------
+
+    def protected_view(self) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+        """Snapshot -> release view -> protection. Returns (view, protected table, privacy record)."""
+        from privacy.protect import protect
+        from privacy.view import derive_release_view
+
+        job = self.config.job
+        snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
+        view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
+        protected = protect(view, job.release, self.schema.view_roles())
+        return view, protected.table, protected.privacy
+
+    def release(self, run_ids: list[str] | None = None) -> ReleaseReport:
+        from privacy.gate import GateRefused, admit
+
+        run_id = self.store.start_run(self.job_name, "release")
+        report = ReleaseReport(run_id, "failed")
+        try:
+            view, table, privacy = self.protected_view()
+            report.records_in = len(view)
+            privacy = {**privacy, "schema_version": self.schema.version}
+            release = admit(table, privacy, roles=self.schema.view_roles())
+            bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
+            destination = create_destination(self.config)
+            result = destination.publish(bundle)
+            self.store.record_release(bundle.release_id, run_id, str(privacy.get("method")), destination.describe(), release.privacy)
+            report.status = "published" if result.published else "unchanged"
+            report.release_id, report.location = bundle.release_id, result.location
+            report.records_out, report.privacy = release.row_count, release.privacy
+        except GateRefused as exc:
+            report.status, report.reasons = "refused", list(exc.reasons)
+        except PublishError as exc:
+            report.status, report.reasons = "failed", [str(exc)]
+        except (ValueError, NotImplementedError) as exc:
+            report.status, report.reasons = "refused", [str(exc)]
+        status = {"published": "ok", "unchanged": "ok"}.get(report.status, "failed")
+        self.store.finish_run(run_id, status, {"records_in": report.records_in, "records_out": report.records_out}, "; ".join(report.reasons) or None)
+        level = log.info if status == "ok" else log.error
+        level("release " + report.status, extra={"run_id": run_id, "release_id": report.release_id, "records_out": report.records_out})
+        return report
+
+    def run(self) -> tuple[SyncReport, ReleaseReport]:
+        sync = self.sync()
+        if sync.failed:
+            names = ", ".join(s.source for s in sync.failed)
+            return sync, ReleaseReport(sync.run_id, "skipped", reasons=[f"not released: source(s) {names} did not sync"])
+        return sync, self.release([sync.run_id])
+
+    # -- check ---------------------------------------------------------------------------------
+
+    def check(self) -> list[Problem]:
+        """Everything a new user should fix before the first sync, each with where and what to do."""
+        problems: list[Problem] = []
+        try:
+            self.store.counts()
+        except Exception as exc:  # noqa: BLE001 - any driver error is reported, not raised
+            problems.append(Problem("store.url", f"cannot open the store: {type(exc).__name__}", hint="check the URL and that the server runs"))
+        for i, source_config in enumerate(self.config.job.sources):
+            where = f"{self.config.where('sources', i)} ({source_config.id})"
+            try:
+                mapping = load_mapping(source_config.mapping, self.schema, base_dir=self.config.base_dir)
+            except MappingError as exc:
+                problems.extend(Problem(where, p) for p in exc.problems)
+                continue
+            source = source_class(source_config.type)(source_config, self.config)
+            try:
+                found = source.check()
+                problems.extend(Problem(where, str(p.message), p.severity, p.hint) for p in found)
+                offered = {f.name for f in source.fields()}
+                if offered and not any(p.severity == "error" for p in found):
+                    missing = sorted(mapping.raw_fields() - offered)
+                    for name in missing:
+                        problems.append(Problem(where, f"mapping {mapping.name} reads field {name!r}, which the source does not have", "warning"))
+            except (SourceError, SecretMissing) as exc:
+                problems.append(Problem(where, str(exc)))
+            finally:
+                source.close()
+        problems.extend(create_destination(self.config).check())
+        return problems
+
+
+def _map_page(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
+    """Map a page; a record that breaks the mapper itself becomes a rejection, not a failed run."""
+    try:
+        return mapping.map_page(source_id, page)
+    except Exception:  # noqa: BLE001 - isolate the record at fault below
+        out = MappedPage(cursor=page.cursor, number=page.number)
+        for raw in page.records:
+            try:
+                case, rejections = mapping.map_record(source_id, raw)
+            except Exception as exc:  # noqa: BLE001 - the stored version (if any) is kept as it was
+                out.rejections.append(Rejection(source_id, raw.record_id, "*", None, f"mapping failed: {type(exc).__name__}"))
+                continue
+            out.cases.append(case)
+            out.rejections.extend(rejections)
+        return out
+
+
+def _total_counts(report: SyncReport) -> dict[str, int]:
+    keys = ("pages", "fetched", "inserted", "updated", "unchanged", "deleted", "rejected", "requests")
+    return {k: sum(getattr(s, k) for s in report.sources) for k in keys}

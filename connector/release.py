@@ -1,0 +1,106 @@
+"""The release bundle: the files that leave the partner, built only from a gate-admitted `Release`.
+
+A bundle is content-addressed: the release id is a hash of the data and of the files describing it
+(not of the time or the run), so the same protected table gives the same id and publishing it again
+is a no-op at every destination. `manifest.json` adds provenance (partner, time, run ids) and the
+SHA-256 of every file, so the central team can verify what arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from connector import __version__
+from connector.schema import Schema
+from privacy.gate import Release
+
+DATA_FILE = "data.csv"
+MANIFEST_FILE = "manifest.json"
+CONTENT_FILES = (DATA_FILE, "datapackage.json", "codebook.md", "privacy.json")
+
+# Frictionless types of release-view columns; quasi-identifiers are strings because generalization
+# turns numbers into bands ("18--20") and suppressed cells into "*".
+_FRICTIONLESS = {"integer", "number", "string", "boolean", "year", "date"}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    release_id: str
+    partner: str
+    files: dict[str, bytes]  # file name -> bytes, manifest included
+    manifest: dict[str, Any]
+
+
+def canonical_json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def table_schema(release: Release, schema: Schema) -> dict[str, Any]:
+    """A Frictionless Table Schema for exactly the columns the gate admitted."""
+    fields = []
+    for name in release.columns:
+        column = schema.view.get(name)
+        role = column.role if column else "unknown"
+        kind = column.type if column and column.type in _FRICTIONLESS else "string"
+        if role == "quasi_identifier" or kind == "year":
+            kind = "string"
+        spec: dict[str, Any] = {"name": name, "type": kind, "role": role}
+        if column is not None and column.description:
+            spec["description"] = column.description
+        if column is not None and column.values and role != "quasi_identifier":
+            spec["constraints"] = {"enum": list(column.values)}
+        fields.append(spec)
+    return {"fields": fields, "missingValues": [""]}
+
+
+def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: list[str], created_at: datetime | None = None) -> Bundle:
+    """Assemble the bundle's files from a gate-admitted release. Pure: writes nothing."""
+    from connector.codebook import render_codebook_markdown
+
+    datapackage = {
+        "profile": "tabular-data-package",
+        "name": f"htcds-release-{partner}",
+        "title": f"HTCDS privacy-protected release of {partner}",
+        "version": schema.version,
+        "licenses": [{"name": "CC-BY-4.0", "path": "https://creativecommons.org/licenses/by/4.0/"}],
+        "resources": [
+            {
+                "name": "cases",
+                "path": DATA_FILE,
+                "profile": "tabular-data-resource",
+                "format": "csv",
+                "mediatype": "text/csv",
+                "encoding": "utf-8",
+                "schema": table_schema(release, schema),
+            }
+        ],
+        "htcds": {"schema_version": schema.version, "method": release.privacy.get("method")},
+    }
+    files = {
+        DATA_FILE: release.data_csv,
+        "datapackage.json": canonical_json(datapackage),
+        "codebook.md": render_codebook_markdown(schema).encode("utf-8"),
+        "privacy.json": canonical_json(release.privacy),
+    }
+    digest = hashlib.sha256()
+    for name in CONTENT_FILES:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).hexdigest().encode() + b"\n")
+    release_id = "r-" + digest.hexdigest()[:20]
+    created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    manifest = {
+        "release_id": release_id,
+        "partner": partner,
+        "created_at": created,
+        "run_ids": run_ids,
+        "schema_version": schema.version,
+        "connector_version": __version__,
+        "method": release.privacy.get("method"),
+        "rows": release.row_count,
+        "files": {name: {"sha256": hashlib.sha256(files[name]).hexdigest(), "bytes": len(files[name])} for name in CONTENT_FILES},
+    }
+    files[MANIFEST_FILE] = canonical_json(manifest)
+    return Bundle(release_id=release_id, partner=partner, files=files, manifest=manifest)
