@@ -23,7 +23,7 @@ File format::
         from: perpetrators
         collect: per_RoleInProcess # union of the children's values
     derive:
-      ext_AgeAtRegistration: {age_at: {birth: prs_Birthdate, on: ext_RegistrationDate}}
+      ext_AgeAtRegistration: {age_at: {birth: prs_Birthdate, date: ext_RegistrationDate}}
       ext_MajorityStatus: {majority_from: ext_AgeAtRegistration}
     ignore: [cas_CaseOwner]        # raw fields knowingly left out
 """
@@ -101,9 +101,10 @@ class Derivation:
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str, value: Any = None):
+    def __init__(self, reason: str, value: Any = None, partial: Any = None):
         self.reason = reason
         self.value = value
+        self.partial = partial  # what could still be read (the known items of a multi-select)
 
 
 class Mapping:
@@ -148,7 +149,7 @@ class Mapping:
             try:
                 values[rule.target] = self._normalise(spec, rule, value)
             except _Rejected as rejected:
-                values[rule.target] = None
+                values[rule.target] = rejected.partial
                 shown = rejected.value if rejected.value is not None else value
                 rejections.append(Rejection(source_id, raw.record_id, rule.target, redact(spec, shown), rejected.reason))
         for derivation in self.derivations:
@@ -168,12 +169,18 @@ class Mapping:
             return None
         kind = spec.type
         if kind == "codes":
-            items = _split(value, rule.split)
-            codes = set()
-            for item in items:
-                code = self._code(spec, rule, item)
+            codes: set[str] = set()
+            unknown: list[str] = []
+            for item in _split(value, rule.split):
+                try:
+                    code = self._code(spec, rule, item)
+                except _Rejected:
+                    unknown.append(str(item).strip())
+                    continue
                 if code is not None:
                     codes.add(code)
+            if unknown:
+                raise _Rejected(f"not a code of list {spec.codelist!r}", "; ".join(unknown), sorted(codes) or None)
             return sorted(codes) or None
         if isinstance(value, list):
             if len(value) > 1:
@@ -260,7 +267,11 @@ def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base
             problems.append(f"{where('derive', target)}: a derivation is one of age_at, majority_from")
             continue
         (kind, args), = entry.items()
-        if kind == "age_at" and isinstance(args, dict) and {"birth", "on"} <= set(args):
+        if kind == "age_at" and isinstance(args, dict):
+            args = {("on" if key is True else key): value for key, value in args.items()}  # YAML 1.1 reads `on:` as true
+            if "date" in args:
+                args["on"] = args.pop("date")
+        if kind == "age_at" and isinstance(args, dict) and set(args) == {"birth", "on"}:
             derivations.append(Derivation(target, kind, {"birth": args["birth"], "on": args["on"]}))
         elif kind == "majority_from" and isinstance(args, str):
             derivations.append(Derivation(target, kind, {"age": args}))

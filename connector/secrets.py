@@ -87,7 +87,7 @@ def literal_secret_paths(node: object, path: tuple = ()) -> list[tuple]:
     found: list[tuple] = []
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in SECRET_KEY_NAMES and isinstance(value, (str, int)) and value != "":
+            if key in SECRET_KEY_NAMES and isinstance(value, (str, int)) and value != "" and not ENV_REFERENCE.match(str(value)):
                 found.append(path + (key,))
             else:
                 found.extend(literal_secret_paths(value, path + (key,)))

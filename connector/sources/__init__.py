@@ -33,7 +33,7 @@ def source_class(type_name: str) -> type[Source]:
         except ModuleNotFoundError:
             pass
     if type_name not in _REGISTRY:
-        known = ", ".join(sorted(t for t in _MODULES if _module_available(t)))
+        known = ", ".join(sorted({t for t in _MODULES if _module_available(t)} | set(_REGISTRY)))
         raise KeyError(f"unknown source type {type_name!r}; known types: {known}")
     return _REGISTRY[type_name]
 

@@ -1,0 +1,220 @@
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from connector.mapping import MappingError, load_mapping
+from connector.records import Page, RawRecord
+from connector.schema import FieldSpec, Schema
+
+
+def make_schema() -> Schema:
+    def f(name, type_, role, codelist=None):
+        return FieldSpec(name=name, section="test", label=name, type=type_, role=role, codelist=codelist)
+
+    fields = [
+        f("prs_FirstName", "text", "direct_identifier"),
+        f("prs_Birthdate", "date", "direct_identifier"),
+        f("prs_Gender", "code", "quasi_identifier", "gender"),
+        f("prs_Citizenship", "codes", "quasi_identifier", "countries"),
+        f("vic_MethodsOfControl", "codes", "sensitive", "control"),
+        f("cas_IncomingReferralDetails", "long_text", "free_text"),
+        f("prs_NumberOfChildren", "integer", "quasi_identifier"),
+        f("con_Consent", "boolean", "process"),
+        f("ext_RegistrationDate", "date", "process"),
+        f("ext_AgeAtRegistration", "integer", "quasi_identifier"),
+        f("ext_MajorityStatus", "code", "quasi_identifier", "majority"),
+        f("ext_CountryOfExploitation", "code", "quasi_identifier", "countries"),
+        f("ext_PerpetratorRoles", "codes", "sensitive", "roles"),
+    ]
+    codelists = {
+        "gender": {"Feminine": "Feminine", "Masculine": "Masculine", "NonSpecifiedUnknown": "Non-specified/Unknown"},
+        "countries": {"UA": "Ukraine", "PL": "Poland", "NG": "Nigeria"},
+        "control": {"DebtBondage": "Debt bondage ", "PhysicalAbuse": "Physical abuse", "ThreatensChildrenFamily": "Threatens children/family"},
+        "majority": {"Minor": "Minor", "Adult": "Adult"},
+        "roles": {"Recruiter": "Recruiter", "Transporter": "Transporter", "Exploiter": "Exploiter"},
+    }
+    return Schema(version="test", fields={s.name: s for s in fields}, codelists=codelists)
+
+
+MAPPING = """\
+profile: test
+fields:
+  prs_FirstName: first
+  prs_Birthdate: {from: born, formats: ["%m-%d-%Y"]}
+  prs_Gender: {from: [gender, sex], map: {F: Feminine, "n/a": null}}
+  prs_Citizenship: {from: citizenship, split: ";"}
+  vic_MethodsOfControl: {from: control, split: ";"}
+  cas_IncomingReferralDetails: details
+  prs_NumberOfChildren: children
+  con_Consent: consent
+  ext_RegistrationDate: Case.CreatedDate
+  ext_CountryOfExploitation: {from: events, where: {type: Exploitation}, pick: country}
+  ext_PerpetratorRoles: {from: perpetrators, collect: roles, split: " "}
+derive:
+  ext_AgeAtRegistration: {age_at: {birth: prs_Birthdate, date: ext_RegistrationDate}}
+  ext_MajorityStatus: {majority_from: ext_AgeAtRegistration}
+"""
+
+
+@pytest.fixture
+def mapping(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING)
+    return load_mapping(path, make_schema())
+
+
+def map_one(mapping, fields, record_id="r1"):
+    return mapping.map_record("src", RawRecord(record_id, fields))
+
+
+def test_values_are_normalised_by_schema_type(mapping):
+    case, rejections = map_one(
+        mapping,
+        {
+            "first": "  Olena ",
+            "born": "12/03/2001",
+            "gender": " FEMININE",
+            "citizenship": "Ukraine; pl",
+            "control": "debt bondage;Threatens children/family ;DebtBondage",
+            "children": "2",
+            "consent": "Yes",
+            "Case": {"CreatedDate": "2021-05-01T10:00:00.000+0000"},
+            "events": [{"type": "Transit", "country": "PL"}, {"type": "exploitation", "country": "Nigeria"}],
+            "perpetrators": [{"roles": "Recruiter Transporter"}, {"roles": "Exploiter Recruiter"}],
+        },
+    )
+    assert rejections == []
+    assert case.fields == {
+        "prs_FirstName": "Olena",
+        "prs_Birthdate": "2001-03-12",
+        "prs_Gender": "Feminine",
+        "prs_Citizenship": ["PL", "UA"],
+        "vic_MethodsOfControl": ["DebtBondage", "ThreatensChildrenFamily"],
+        "cas_IncomingReferralDetails": None,
+        "prs_NumberOfChildren": 2,
+        "con_Consent": True,
+        "ext_RegistrationDate": "2021-05-01",
+        "ext_CountryOfExploitation": "NG",
+        "ext_PerpetratorRoles": ["Exploiter", "Recruiter", "Transporter"],
+        "ext_AgeAtRegistration": 20,
+        "ext_MajorityStatus": "Adult",
+    }
+
+
+def test_first_present_source_and_value_map(mapping):
+    case, _ = map_one(mapping, {"sex": "F"})
+    assert case.fields["prs_Gender"] == "Feminine"
+    case, rejections = map_one(mapping, {"gender": "N/A"})
+    assert case.fields["prs_Gender"] is None and rejections == []
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (date(2000, 1, 2), "2000-01-02"),
+        (datetime(2000, 1, 2, 5, 6), "2000-01-02"),
+        ("2000-01-02", "2000-01-02"),
+        ("02/01/2000", "2000-01-02"),
+        ("2000.01.02", "2000-01-02"),
+        ("Jan 2 2000", "2000-01-02"),
+        ("01-02-2000", "2000-01-02"),  # the mapping's own extra format (%m-%d-%Y) wins over built-ins? no: tried first
+        (36527, "2000-01-02"),  # an Excel serial number
+    ],
+)
+def test_dates_in_many_formats(mapping, raw, expected):
+    case, rejections = map_one(mapping, {"born": raw})
+    assert rejections == []
+    assert case.fields["prs_Birthdate"] == expected
+
+
+def test_unknown_code_is_a_named_rejection_and_the_record_goes_on(mapping):
+    case, rejections = map_one(mapping, {"gender": "Martian", "first": "Ana", "control": "DebtBondage;Blackmail"}, "case-7")
+    assert case.fields["prs_Gender"] is None
+    assert case.fields["prs_FirstName"] == "Ana"
+    assert case.fields["vic_MethodsOfControl"] == ["DebtBondage"]
+    by_field = {r.field: r for r in rejections}
+    assert set(by_field) == {"prs_Gender", "vic_MethodsOfControl"}
+    assert by_field["prs_Gender"].source == "src" and by_field["prs_Gender"].record_id == "case-7"
+    assert by_field["prs_Gender"].value == "Martian"
+    assert "not a code of list 'gender'" in by_field["prs_Gender"].reason
+    assert by_field["vic_MethodsOfControl"].value == "Blackmail"
+
+
+def test_birth_date_in_the_future_is_rejected_without_showing_it(mapping):
+    future = (date.today() + timedelta(days=400)).isoformat()
+    case, rejections = map_one(mapping, {"born": future})
+    assert case.fields["prs_Birthdate"] is None
+    (rejection,) = rejections
+    assert rejection.field == "prs_Birthdate" and rejection.reason == "date in the future"
+    assert future not in (rejection.value or "")
+    assert rejection.value.startswith("[redacted direct_identifier")
+
+
+def test_direct_identifier_and_free_text_values_never_appear_in_rejections(mapping):
+    _, rejections = map_one(mapping, {"born": "Olena's birthday", "gender": "she told us her name is Olena Petrenko, 23"})
+    assert len(rejections) == 2
+    for rejection in rejections:
+        assert "Olena" not in (rejection.value or "")
+
+
+def test_unparseable_numbers_and_booleans(mapping):
+    case, rejections = map_one(mapping, {"children": "two", "consent": "maybe"})
+    assert case.fields["prs_NumberOfChildren"] is None and case.fields["con_Consent"] is None
+    assert {(r.field, r.reason) for r in rejections} == {
+        ("prs_NumberOfChildren", "not a whole number"),
+        ("con_Consent", "not a yes/no value"),
+    }
+
+
+def test_birth_after_registration_rejects_the_derived_age(mapping):
+    case, rejections = map_one(mapping, {"born": "2020-01-01", "Case": {"CreatedDate": "2019-01-01"}})
+    assert case.fields["ext_AgeAtRegistration"] is None and case.fields["ext_MajorityStatus"] is None
+    assert [(r.field, r.reason) for r in rejections] == [("prs_Birthdate", "birth date after the registration date")]
+
+
+def test_minor_at_registration(mapping):
+    case, _ = map_one(mapping, {"born": "2010-06-02", "Case": {"CreatedDate": "2026-06-01"}})
+    assert case.fields["ext_AgeAtRegistration"] == 15
+    assert case.fields["ext_MajorityStatus"] == "Minor"
+
+
+def test_deleted_records_carry_no_fields(mapping):
+    case, rejections = mapping.map_record("src", RawRecord("r9", {"first": "x"}, deleted=True))
+    assert case.deleted and case.fields == {} and rejections == []
+
+
+def test_map_page_keeps_cursor_and_collects_rejections(mapping):
+    page = Page([RawRecord("a", {"gender": "F"}), RawRecord("b", {"gender": "??"})], cursor="c-2", number=3)
+    mapped = mapping.map_page("src", page)
+    assert mapped.cursor == "c-2" and mapped.number == 3
+    assert [c.record_id for c in mapped.cases] == ["a", "b"]
+    assert [r.record_id for r in mapped.rejections] == ["b"]
+
+
+def test_bad_mapping_file_lists_each_problem_with_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "fields:\n"
+        "  prs_Gender: {from: g, map: {F: Femme}}\n"
+        "  prs_Nickname: nick\n"
+        "  prs_FirstName: {from: f, spilt: ';'}\n"
+        "derive:\n"
+        "  ext_AgeAtRegistration: {age_of: x}\n"
+    )
+    with pytest.raises(MappingError) as info:
+        load_mapping(path, make_schema())
+    problems = info.value.problems
+    assert any(p.startswith(f"{path}:2") and "'Femme' is not a code of list 'gender'" in p for p in problems)
+    assert any(p.startswith(f"{path}:3") and "'prs_Nickname' is not a common-schema field" in p for p in problems)
+    assert any(p.startswith(f"{path}:4") and "unknown key 'spilt'" in p for p in problems)
+    assert any(p.startswith(f"{path}:6") and "unknown derivation" in p for p in problems)
+    assert len(problems) == 4
+
+
+def test_unknown_packaged_mapping_lists_known_ones():
+    with pytest.raises(MappingError, match="no packaged mapping named 'nope'"):
+        load_mapping("nope", make_schema())
+
+
+def test_raw_fields_lists_top_level_sources(mapping):
+    assert {"first", "born", "gender", "sex", "Case", "events", "perpetrators"} <= mapping.raw_fields()
