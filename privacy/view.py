@@ -1,0 +1,330 @@
+"""The release view: CTDC's column set, derived from mapped cases by the rules in `release_view.yaml`.
+
+The privacy steps (k-anonymity, synthesis, the gate) work on this view, never on the common-schema
+cases, so that what can leave the partner is decided by data in one file: a column that is not in
+the view cannot be published. This module is the only interpreter of the view's rules; the codebook
+describes the same rules in words with `describe_rule`, so the two cannot drift apart silently.
+
+    cases = pandas.DataFrame([case.fields for case in snapshot])
+    view = derive_release_view(cases, load_schema(), datasource="ngo-a")
+
+Conventions the privacy module relies on: flags are Int64 1/0 with <NA> for unknown, strings are
+pandas "string" dtype with <NA> for unknown, and the frame has exactly the requested view columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from connector.schema import FORBIDDEN_ROLES, Schema, ViewColumn
+
+# The rule kinds privacy.view interprets; a rule is a dict whose first key is its kind.
+RULE_KINDS = ("config", "year_of", "copy", "first_of", "map", "flag", "all_flags", "not_specified", "concat", "join", "unavailable")
+# Frictionless types a view column may have, with the pandas dtype that holds them.
+DTYPES = {"integer": "Int64", "year": "Int64", "number": "Float64", "boolean": "boolean", "string": "string"}
+CONFIG_KEYS = ("datasource",)
+SEPARATOR = ";"
+
+
+def rule_kind(rule: dict[str, Any]) -> str:
+    """The kind of a rule: the one key of RULE_KINDS it has. Raises ValueError if none or several."""
+    kinds = [key for key in rule if key in RULE_KINDS]
+    if len(kinds) != 1:
+        raise ValueError(f"rule {rule!r} must have exactly one of {', '.join(RULE_KINDS)}")
+    return kinds[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# values as the mapping produces them
+
+
+def _is_unknown(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _as_codes(value: Any) -> frozenset[str] | None:
+    """A single or multi-select value as a set of codes; None when unknown. An empty list is known-empty."""
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+        return frozenset(str(v).strip() for v in value if not _is_unknown(v))
+    if _is_unknown(value):
+        return None
+    return frozenset([str(value).strip()])
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        known = [v for v in value if not _is_unknown(v)]
+        return str(known[0]).strip() if known else pd.NA
+    if isinstance(value, (set, frozenset)):
+        known = sorted(str(v).strip() for v in value if not _is_unknown(v))
+        return known[0] if known else pd.NA
+    return pd.NA if _is_unknown(value) else value
+
+
+def _year(value: Any) -> Any:
+    if isinstance(value, (datetime, date, pd.Timestamp)):
+        return value.year
+    if _is_unknown(value):
+        return pd.NA
+    text = str(value).strip()
+    if len(text) >= 4 and text[:4].isdigit() and (len(text) == 4 or text[4] == "-"):
+        return int(text[:4])
+    return pd.NA
+
+
+def _typed(values: pd.Series, column: ViewColumn) -> pd.Series:
+    """Cast derived values to the column's nullable dtype; values that cannot be cast become <NA>."""
+    dtype = DTYPES[column.type]
+    if dtype == "Int64":
+        numbers = pd.to_numeric(values.map(lambda v: pd.NA if _is_unknown(v) else v), errors="coerce")
+        return np.floor(numbers.astype("Float64")).astype("Int64")
+    if dtype == "Float64":
+        return pd.to_numeric(values.map(lambda v: pd.NA if _is_unknown(v) else v), errors="coerce").astype("Float64")
+    if dtype == "boolean":
+        return values.map(lambda v: pd.NA if _is_unknown(v) else bool(v)).astype("boolean")
+    return values.map(lambda v: pd.NA if _is_unknown(v) else str(v)).astype("string")
+
+
+# ---------------------------------------------------------------------------------------------------
+# derivation
+
+
+class _Deriver:
+    """Derives view columns on demand, so a rule may use another column whether or not it is requested."""
+
+    def __init__(self, cases: pd.DataFrame, schema: Schema, datasource: str) -> None:
+        self.cases = cases
+        self.schema = schema
+        self.datasource = datasource
+        self.columns: dict[str, pd.Series] = {}
+        self.codes: dict[str, pd.Series] = {}
+        self.pending: set[str] = set()
+
+    def field(self, name: str) -> pd.Series:
+        """A common-schema field of the cases; a field the cases lack is unknown for every case."""
+        if name in self.cases.columns:
+            return self.cases[name]
+        return pd.Series([None] * len(self.cases), index=self.cases.index, dtype=object)
+
+    def field_codes(self, name: str) -> pd.Series:
+        if name not in self.codes:
+            self.codes[name] = self.field(name).map(_as_codes)
+        return self.codes[name]
+
+    def column(self, name: str) -> pd.Series:
+        if name not in self.columns:
+            if name in self.pending:
+                raise ValueError(f"release_view.yaml: column {name}: its rule depends on itself")
+            self.pending.add(name)
+            column = self.schema.view[name]
+            self.columns[name] = _typed(self.derive(column), column)
+            self.pending.discard(name)
+        return self.columns[name]
+
+    def derive(self, column: ViewColumn) -> pd.Series:
+        rule = column.rule
+        kind = rule_kind(rule)
+        index = self.cases.index
+        if kind == "config":
+            return pd.Series([self.datasource] * len(index), index=index, dtype=object)
+        if kind == "unavailable":
+            return pd.Series([pd.NA] * len(index), index=index, dtype=object)
+        if kind == "year_of":
+            return self.field(rule["year_of"]).map(_year)
+        if kind == "copy":
+            return self.field(rule["copy"]).map(lambda v: pd.NA if _is_unknown(v) else v)
+        if kind == "first_of":
+            return self.field(rule["first_of"]).map(_first)
+        if kind == "map":
+            values = rule.get("values", {})
+            return self.field(rule["map"]).map(lambda v: pd.NA if not isinstance(v, str) else values.get(v.strip()))
+        if kind == "flag":
+            wanted = frozenset(rule["any_of"])
+            return self.field_codes(rule["flag"]).map(lambda codes: pd.NA if codes is None else int(bool(codes & wanted)))
+        if kind == "all_flags":
+            flags = pd.concat([self.column(name) for name in rule["all_flags"]], axis=1)
+            result = pd.Series(pd.NA, index=index, dtype="Int64")
+            result[flags.eq(1).fillna(False).all(axis=1)] = 1
+            result[flags.eq(0).fillna(False).any(axis=1)] = 0  # Kleene "and": one known 0 decides
+            return result
+        if kind == "not_specified":
+            codes = self.field_codes(rule["not_specified"])
+            specified = codes.map(lambda c: c is not None and len(c) > 0).astype(bool)
+            result = pd.Series(1, index=index, dtype="Int64")
+            if "only_if" in rule:
+                result[~self.column(rule["only_if"]).eq(1).fillna(False).astype(bool)] = pd.NA
+            result[specified] = 0
+            return result
+        if kind == "concat":
+            joined = pd.Series("", index=index, dtype=object)
+            for name in rule["concat"]:
+                is_set = self.column(name).eq(1).fillna(False).astype(bool)
+                joined = joined + np.where(is_set, name + SEPARATOR, "")
+            return joined.str.rstrip(SEPARATOR).replace("", pd.NA)
+        if kind == "join":
+            name = rule["join"]
+            order = {code: i for i, code in enumerate(self.schema.codelists[self.schema.fields[name].codelist])}
+            return self.field_codes(name).map(
+                lambda codes: pd.NA if not codes else SEPARATOR.join(sorted(codes, key=lambda c: (order.get(c, len(order)), c)))
+            )
+        raise AssertionError(kind)  # rule_kind admits only RULE_KINDS
+
+
+def derive_release_view(
+    cases: pd.DataFrame, schema: Schema, *, datasource: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """The release view of `cases` (one row per case, one column per common-schema field).
+
+    Returns exactly `columns` (default: every view column, in release_view.yaml order) with nullable
+    dtypes, indexed like `cases`. Raises ValueError for an unknown column or a view that does not
+    pass `check_view`, so a bad release_view.yaml fails before any data is derived.
+    """
+    problems = check_view(schema)
+    if problems:
+        raise ValueError("release_view.yaml: " + "; ".join(problems))
+    wanted = list(schema.view) if columns is None else list(columns)
+    unknown = [name for name in wanted if name not in schema.view]
+    if unknown:
+        raise ValueError(f"not release-view columns: {', '.join(unknown)}")
+    deriver = _Deriver(cases, schema, datasource)
+    return pd.DataFrame({name: deriver.column(name) for name in wanted}, index=cases.index)
+
+
+# ---------------------------------------------------------------------------------------------------
+# checks, Table Schema and words
+
+
+def _fields_of(rule: dict[str, Any]) -> list[str]:
+    kind = rule_kind(rule)
+    if kind in ("year_of", "copy", "first_of", "map", "flag", "not_specified", "join"):
+        return [rule[kind]]
+    return []
+
+
+def _columns_of(rule: dict[str, Any]) -> list[str]:
+    kind = rule_kind(rule)
+    if kind in ("all_flags", "concat"):
+        return list(rule[kind])
+    if kind == "not_specified" and "only_if" in rule:
+        return [rule["only_if"]]
+    return []
+
+
+def check_view(schema: Schema) -> list[str]:
+    """Every problem of the release view, each naming its column; empty when the view is sound.
+
+    Why: the view decides what may leave the partner, so it must never carry a direct identifier or
+    free text, and a code a rule names must exist in the field's code list (a typo would silently
+    make a flag 0 for every case).
+    """
+    problems: list[str] = []
+    for name, column in schema.view.items():
+        where = f"column {name}"
+        try:
+            kind = rule_kind(column.rule)
+        except ValueError as error:
+            problems.append(f"{where}: {error}")
+            continue
+        if column.role in FORBIDDEN_ROLES:
+            problems.append(f"{where}: role {column.role} may not be in the release view")
+        if column.type not in DTYPES:
+            problems.append(f"{where}: type {column.type!r} is not one of {', '.join(DTYPES)}")
+        if (column.role == "quasi_identifier") != (column.hierarchy is not None):
+            problems.append(f"{where}: a quasi-identifier needs a hierarchy, and only a quasi-identifier has one")
+        if kind == "config" and column.rule["config"] not in CONFIG_KEYS:
+            problems.append(f"{where}: config key {column.rule['config']!r} is not one of {', '.join(CONFIG_KEYS)}")
+        for other in _columns_of(column.rule):
+            if other not in schema.view:
+                problems.append(f"{where}: uses unknown column {other}")
+        for field_name in _fields_of(column.rule):
+            spec = schema.fields.get(field_name)
+            if spec is None:
+                problems.append(f"{where}: uses unknown field {field_name}")
+                continue
+            if spec.role in FORBIDDEN_ROLES:
+                problems.append(f"{where}: derived from {field_name}, a {spec.role} field")
+            codes = schema.codelists.get(spec.codelist or "", {})
+            named = list(column.rule.get("any_of", [])) + list(column.rule.get("values", {}) if kind == "map" else [])
+            if kind in ("flag", "map", "join") and not codes:
+                problems.append(f"{where}: {kind} needs a coded field, {field_name} has no code list")
+            for code in named:
+                if codes and code not in codes:
+                    problems.append(f"{where}: code {code!r} is not in {field_name}'s code list {spec.codelist}")
+    return problems
+
+
+def _enum(column: ViewColumn, schema: Schema) -> list[Any]:
+    """Allowed values: the column's own, else the code list of a field it copies unchanged."""
+    if column.values:
+        return list(column.values)
+    kind = rule_kind(column.rule)
+    if column.type == "string" and kind in ("copy", "first_of"):
+        spec = schema.fields.get(column.rule[kind])
+        if spec is not None and spec.codelist:
+            return list(schema.codelists[spec.codelist])
+    return []
+
+
+def view_table_schema(schema: Schema, columns: Iterable[str] | None = None) -> dict[str, Any]:
+    """The Frictionless Table Schema of the (un-generalized) view, for datapackage.json.
+
+    Each field carries a custom `role` property so the release gate can check roles from the
+    package alone. Generalized columns change type (e.g. ageBroad becomes a band): the privacy step
+    that generalizes a column must rewrite its entry.
+    """
+    names = list(schema.view) if columns is None else list(columns)
+    fields = []
+    for name in names:
+        column = schema.view[name]
+        entry: dict[str, Any] = {"name": name, "type": column.type, "description": column.description, "role": column.role}
+        enum = _enum(column, schema)
+        if enum:
+            entry["constraints"] = {"enum": enum}
+        fields.append(entry)
+    return {"fields": fields, "missingValues": [""]}
+
+
+def _codes_in_words(codes: Iterable[str]) -> str:
+    return ", ".join(str(code) for code in codes)
+
+
+def describe_rule(rule: dict[str, Any]) -> str:
+    """The rule in plain words, for the codebook."""
+    kind = rule_kind(rule)
+    arg = rule[kind]
+    if kind == "config":
+        return f"The `{arg}` of the partner's job configuration, the same for every case."
+    if kind == "year_of":
+        return f"The year of `{arg}`; blank if that date is unknown."
+    if kind == "copy":
+        return f"`{arg}` as it is; blank if unknown."
+    if kind == "first_of":
+        return f"The first code of `{arg}` (when several are recorded); blank if none."
+    if kind == "map":
+        pairs = [f"{code} -> {value if value is not None else 'blank'}" for code, value in rule.get("values", {}).items()]
+        return f"`{arg}` translated: {'; '.join(pairs)}; any other value or unknown -> blank."
+    if kind == "flag":
+        return f"1 if `{arg}` includes any of {_codes_in_words(rule['any_of'])}; 0 if it is recorded without them; blank if unknown."
+    if kind == "all_flags":
+        return f"1 if all of {_codes_in_words(arg)} are 1; 0 if any of them is 0; blank otherwise."
+    if kind == "not_specified":
+        if "only_if" in rule:
+            return f"0 if `{arg}` is recorded; otherwise 1 where {rule['only_if']} is 1 and blank elsewhere."
+        return f"0 if `{arg}` is recorded; 1 if it is unknown or empty."
+    if kind == "concat":
+        return f"The names of those of {_codes_in_words(arg)} that are 1, joined with '{SEPARATOR}'; blank if none is 1."
+    if kind == "join":
+        return f"The codes of `{arg}` in code-list order, joined with '{SEPARATOR}'; blank if none."
+    if kind == "unavailable":
+        return f"Always blank: {arg}"
+    raise AssertionError(kind)
