@@ -1,0 +1,747 @@
+"""The local case store: mapped cases, cursors, run history, rejections and the release ledger.
+
+It lives at the partner (an SQLite file by default, PostgreSQL by URL) and is the only place raw
+mapped cases are kept. Two rules shape it:
+
+- A page is committed whole or not at all: its cases, deletions, rejections and the cursor it
+  reaches are written in ONE transaction (`commit_page`), so a cursor never moves past data that is
+  not stored and a re-run after a crash resumes from the last committed page.
+- A deleted record keeps only its key: its data is cleared to `{}` so a victim's data does not
+  linger after the source removed it.
+
+Example:
+    store = Store("sqlite:///state/cases.sqlite")
+    run_id = store.start_run("nightly", "sync")
+    counts = store.commit_page("sf", run_id, mapped_page)
+
+SQLAlchemy 2 Core only (no ORM). Timestamps are tz-aware UTC everywhere: `timestamptz` on
+PostgreSQL, fixed-width ISO-8601 text on SQLite (so text order is time order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy import delete as sa_delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine, create_engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
+
+from connector.records import CaseRecord, MappedPage
+
+SCHEMA_VERSION = 1
+RUN_KINDS = ("sync", "release", "run")
+FINAL_STATUSES = ("ok", "rejections", "failed")
+EMPTY_DATA = "{}"
+# IN-lists are chunked: SQLite limits bound parameters, and PostgreSQL plans short lists better.
+_IN_CHUNK = 500
+# Rows fetched per round trip when streaming cases out (server-side cursor on PostgreSQL).
+_STREAM_CHUNK = 1000
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used. The message never contains a password or case data."""
+
+
+class UTCDateTime(TypeDecorator):
+    """A tz-aware UTC timestamp that reads back identically from SQLite and PostgreSQL.
+
+    SQLite has no timestamp type and SQLAlchemy's DateTime drops the offset there, so on SQLite the
+    value is stored as fixed-width ISO text (`2024-05-01T12:00:00.000000+00:00`), whose text order is
+    time order. Naive datetimes are taken as UTC (sources give offsets; a naive value is a bug
+    upstream that must not shift times by the server's local zone).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = _as_utc(value)
+        if dialect.name == "sqlite":
+            return value.isoformat(timespec="microseconds")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return _as_utc(value)
+
+
+metadata = MetaData()
+
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("job", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),
+    Column("counts", Text, nullable=False, default=EMPTY_DATA),
+    Column("error", Text),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("record_id", String(255), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("source_updated_at", UTCDateTime),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("last_run_id", String(36), ForeignKey("runs.run_id"), nullable=False),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("run_id", String(36), ForeignKey("runs.run_id"), nullable=False),
+)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), ForeignKey("runs.run_id"), nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("record_id", String(255), nullable=False),
+    Column("field", String(200), nullable=False),
+    Column("value", Text),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_rejections_source_record", "source", "record_id"),
+    Index("ix_rejections_run", "run_id"),
+)
+
+source_status = Table(
+    "source_status",
+    metadata,
+    Column("source", String(100), primary_key=True),
+    Column("last_success_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("last_error_at", UTCDateTime),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("release_id", String(200), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("run_id", String(36), ForeignKey("runs.run_id")),
+    Column("method", String(32), nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("published_at", UTCDateTime),
+    Column("privacy", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class PageCounts:
+    """What one committed page did, for the run record.
+
+    Every distinct record id on the page falls in exactly one of inserted / updated / unchanged /
+    deleted. `deleted` counts records this page turned into tombstones (including ids the store
+    had never seen); a repeated delete of a tombstone is `unchanged`.
+    """
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+
+    def __add__(self, other: PageCounts) -> PageCounts:
+        return PageCounts(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Store:
+    """The case store behind one SQLAlchemy URL. Open once per process; `close()` when done."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.display_url = parsed.render_as_string(hide_password=True)
+        self._sqlite = parsed.get_backend_name() == "sqlite"
+        if self._sqlite:
+            _make_sqlite_folder(parsed.database)
+        # hide_parameters: a failing statement's error must not echo case data into logs.
+        options: dict[str, Any] = {"hide_parameters": True}
+        if not self._sqlite:
+            options["pool_pre_ping"] = True
+        try:
+            self._engine: Engine = create_engine(parsed, **options)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(f"cannot open the case store at {self.display_url}: {_first_line(exc)}") from None
+        if self._sqlite:
+            _configure_sqlite(self._engine)
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        try:
+            metadata.create_all(self._engine)
+            self._check_schema_version()
+        except SQLAlchemyError as exc:
+            self._engine.dispose()
+            message = _first_line(getattr(exc, "orig", None) or exc)
+            raise StoreError(f"cannot open the case store at {self.display_url}: {message}") from None
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections (and SQLite file handles, so the file can be moved)."""
+        self._engine.dispose()
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def commit_page(
+        self, source: str, run_id: str, page: MappedPage, deleted_ids: Iterable[str] = ()
+    ) -> PageCounts:
+        """Store one mapped page and the cursor it reaches in ONE transaction.
+
+        New records are inserted; a record whose content hash or deleted flag changed is updated;
+        otherwise only `last_seen`/`last_run_id` move. `deleted_ids` and cases flagged deleted
+        become tombstones with data `{}` (a delete wins over a live copy on the same page). The
+        earlier rejections of every record on the page are replaced by this page's. The cursor is
+        set to `page.cursor` unless it is None. If anything fails, nothing of the page is written.
+        """
+        incoming = self._incoming_rows(source, page, deleted_ids)
+        for rejection in page.rejections:
+            if rejection.source != source:
+                raise ValueError(
+                    f"rejection of {rejection.source}/{rejection.record_id} on a page of source {source!r}"
+                )
+        touched_ids = set(incoming) | {r.record_id for r in page.rejections}
+        now = _now()
+        with self._write() as conn:
+            existing = self._existing_states(conn, source, list(incoming))
+            changed: list[dict[str, Any]] = []
+            unchanged: list[str] = []
+            inserted = updated = deleted = 0
+            for record_id, row in incoming.items():
+                before = existing.get(record_id)
+                if before is not None and before == (row["content_hash"], row["deleted"]):
+                    unchanged.append(record_id)
+                    continue
+                changed.append(row)
+                if row["deleted"]:
+                    deleted += 1
+                elif before is None:
+                    inserted += 1
+                else:
+                    updated += 1
+            self._upsert_cases(conn, source, run_id, changed, now)
+            self._touch_cases(conn, source, run_id, unchanged, now)
+            self._replace_rejections(conn, source, run_id, touched_ids, page, now)
+            if page.cursor is not None:
+                self._set_cursor(conn, source, run_id, page.cursor, now)
+        return PageCounts(
+            inserted=inserted,
+            updated=updated,
+            unchanged=len(unchanged),
+            deleted=deleted,
+            rejected=len(page.rejections),
+        )
+
+    def mark_missing_deleted(self, source: str, run_id: str, seen_ids: set[str]) -> int:
+        """For full-snapshot sources: tombstone every live record of `source` not in `seen_ids`.
+
+        Call it only after a complete, successful read of the source: an empty `seen_ids` deletes
+        every record of the source. One transaction; returns how many records were deleted.
+        """
+        now = _now()
+        with self._write() as conn:
+            live = conn.execute(
+                select(cases.c.record_id).where(cases.c.source == source, cases.c.deleted.is_(False))
+            ).scalars()
+            missing = sorted(set(live) - set(seen_ids))
+            for chunk in _chunks(missing, _IN_CHUNK):
+                conn.execute(
+                    update(cases)
+                    .where(cases.c.source == source, cases.c.record_id.in_(chunk))
+                    .values(deleted=True, data=EMPTY_DATA, content_hash=_EMPTY_HASH, last_run_id=run_id)
+                )
+                conn.execute(
+                    sa_delete(rejections).where(rejections.c.source == source, rejections.c.record_id.in_(chunk))
+                )
+        return len(missing)
+
+    # -- cursors -----------------------------------------------------------------------------
+
+    def cursor(self, source: str) -> str | None:
+        """The cursor the last committed page of `source` reached; None before the first page."""
+        with self._engine.connect() as conn:
+            return conn.execute(select(cursors.c.value).where(cursors.c.source == source)).scalar_one_or_none()
+
+    def reset_cursor(self, source: str) -> None:
+        """Forget `source`'s cursor so the next sync re-reads it from the start (records are kept)."""
+        with self._write() as conn:
+            conn.execute(sa_delete(cursors).where(cursors.c.source == source))
+
+    # -- runs and status ---------------------------------------------------------------------
+
+    def start_run(self, job: str, kind: str) -> str:
+        """Record a run as `running` and return its id, so a crash leaves a visible trace."""
+        if kind not in RUN_KINDS:
+            raise ValueError(f"run kind must be one of {', '.join(RUN_KINDS)}, not {kind!r}")
+        run_id = str(uuid.uuid4())
+        with self._write() as conn:
+            conn.execute(
+                runs.insert().values(
+                    run_id=run_id, job=job, kind=kind, started_at=_now(), status="running", counts=EMPTY_DATA
+                )
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, counts: dict[str, Any], error: str | None = None) -> None:
+        """Close a run with its outcome. `error` must be a safe message (no personal data, no secrets)."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"run status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
+        with self._write() as conn:
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(finished_at=_now(), status=status, counts=_dumps(counts), error=error)
+            )
+            if result.rowcount != 1:
+                raise StoreError(f"run {run_id} is not in the store")
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first, with `counts` decoded."""
+        query = select(runs).order_by(runs.c.started_at.desc(), runs.c.run_id).limit(limit)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**row, "counts": json.loads(row["counts"])} for row in rows]
+
+    def record_source_status(self, source: str, ok: bool, error: str | None = None) -> None:
+        """Remember a source's last success or last error for `status`.
+
+        A success keeps the last error (with its time) so `status` can say when it last failed;
+        `ok` in `source_status()` compares the two times.
+        """
+        now = _now()
+        values: dict[str, Any] = {"last_success_at": now} if ok else {"last_error": error, "last_error_at": now}
+        stmt = self._insert(source_status).values(source=source, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=[source_status.c.source], set_=values)
+        with self._write() as conn:
+            conn.execute(stmt)
+
+    def source_status(self) -> list[dict[str, Any]]:
+        """One dict per source: last success, last error and `ok` (the latest outcome was a success)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(source_status).order_by(source_status.c.source)).mappings().all()
+        out = []
+        for row in rows:
+            success, failure = row["last_success_at"], row["last_error_at"]
+            ok = success is not None and (failure is None or success >= failure)
+            out.append({**row, "ok": ok})
+        return out
+
+    # -- reading cases -----------------------------------------------------------------------
+
+    def snapshot(self, sources: list[str] | None = None) -> pd.DataFrame:
+        """Live cases as a frame: `source`, `record_id`, then one column per field found in data.
+
+        Columns after the key are sorted by name; a field a record lacks is None; rows are in
+        (source, record_id) order, so the same store always gives the same frame. Rows are
+        streamed from the database in chunks, so memory is bounded by the frame itself. Field
+        columns have dtype object, so ints stay ints and unknowns stay None.
+        """
+        keys: dict[str, list[Any]] = {"source": [], "record_id": []}
+        columns: dict[str, list[Any]] = {}
+        n = 0
+        for source, record_id, data in self._stream_live(sources):
+            keys["source"].append(source)
+            keys["record_id"].append(record_id)
+            fields = json.loads(data)
+            for name, value in fields.items():
+                column = columns.get(name)
+                if column is None:
+                    column = columns[name] = [None] * n
+                column.append(value)
+            n += 1
+            for name, column in columns.items():
+                if len(column) < n:
+                    column.append(None)
+        frame = {name: pd.Series(values, dtype=object) for name, values in keys.items()}
+        for name in sorted(columns):
+            frame[name] = pd.Series(columns.pop(name), dtype=object)
+        return pd.DataFrame(frame, columns=list(frame))
+
+    def iter_cases(self, source: str | None = None) -> Iterator[CaseRecord]:
+        """Live cases as CaseRecords in (source, record_id) order, streamed (for exports and checks)."""
+        query = select(cases.c.source, cases.c.record_id, cases.c.data, cases.c.source_updated_at).where(
+            cases.c.deleted.is_(False)
+        )
+        if source is not None:
+            query = query.where(cases.c.source == source)
+        query = query.order_by(cases.c.source, cases.c.record_id)
+        with self._engine.connect() as conn:
+            result = conn.execution_options(yield_per=_STREAM_CHUNK).execute(query)
+            for row in result:
+                yield CaseRecord(
+                    source=row.source,
+                    record_id=row.record_id,
+                    fields=json.loads(row.data),
+                    updated_at=row.source_updated_at,
+                )
+
+    def counts(self) -> dict[str, Any]:
+        """Per source: live, deleted and rejections; plus rejections by reason, for `status`."""
+        per_source: dict[str, dict[str, int]] = {}
+        by_reason: dict[str, int] = {}
+        with self._engine.connect() as conn:
+            case_rows = conn.execute(
+                select(cases.c.source, cases.c.deleted, func.count()).group_by(cases.c.source, cases.c.deleted)
+            )
+            for source, is_deleted, n in case_rows:
+                entry = per_source.setdefault(source, {"live": 0, "deleted": 0, "rejections": 0})
+                entry["deleted" if is_deleted else "live"] += n
+            for source, n in conn.execute(
+                select(rejections.c.source, func.count()).group_by(rejections.c.source)
+            ):
+                per_source.setdefault(source, {"live": 0, "deleted": 0, "rejections": 0})["rejections"] = n
+            for reason, n in conn.execute(
+                select(rejections.c.reason, func.count()).group_by(rejections.c.reason)
+            ):
+                by_reason[reason] = n
+        return {
+            "sources": dict(sorted(per_source.items())),
+            "rejections_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
+        }
+
+    def rejections(self, limit: int = 50, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The latest current rejections (optionally of one run), newest first."""
+        query = select(rejections).order_by(rejections.c.id.desc()).limit(limit)
+        if run_id is not None:
+            query = query.where(rejections.c.run_id == run_id)
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def rejections_by_reason(self) -> list[dict[str, Any]]:
+        """Current rejections grouped by source, field and reason, most frequent first: what to fix."""
+        n = func.count().label("count")
+        query = (
+            select(rejections.c.source, rejections.c.field, rejections.c.reason, n)
+            .group_by(rejections.c.source, rejections.c.field, rejections.c.reason)
+            .order_by(n.desc(), rejections.c.source, rejections.c.field, rejections.c.reason)
+        )
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    # -- releases ----------------------------------------------------------------------------
+
+    def record_release(
+        self,
+        release_id: str,
+        run_id: str | None,
+        method: str,
+        destination: str,
+        privacy: dict[str, Any],
+        published_at: datetime | None = None,
+    ) -> bool:
+        """Add a release to the ledger; False if it is already there (publishing is idempotent)."""
+        now = _now()
+        stmt = (
+            self._insert(releases)
+            .values(
+                release_id=release_id,
+                created_at=now,
+                run_id=run_id,
+                method=method,
+                destination=destination,
+                published_at=published_at or now,
+                privacy=_dumps(privacy),
+            )
+            .on_conflict_do_nothing(index_elements=[releases.c.release_id])
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def releases(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest releases in the ledger, newest first, with `privacy` decoded."""
+        query = select(releases).order_by(releases.c.created_at.desc(), releases.c.release_id).limit(limit)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**row, "privacy": json.loads(row["privacy"])} for row in rows]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so
+        the hashes read at its start cannot go stale before the writes."""
+        with self._engine.connect() as conn:
+            conn = conn.execution_options(htcds_write=True)
+            with conn.begin():
+                yield conn
+
+    def _check_schema_version(self) -> None:
+        with self._write() as conn:
+            found = conn.execute(
+                select(store_meta.c.value).where(store_meta.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if found is None:
+                conn.execute(store_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(found) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"the case store at {self.display_url} has schema version {found}; this connector "
+                    f"reads version {SCHEMA_VERSION} (upgrade the connector, or use a new store)"
+                )
+
+    def _incoming_rows(
+        self, source: str, page: MappedPage, deleted_ids: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The page as one row per record id (the last copy wins; a delete wins over a live copy),
+        serialised and hashed before the transaction starts."""
+        rows: dict[str, dict[str, Any]] = {}
+        for case in page.cases:
+            if case.source != source:
+                raise ValueError(f"case {case.source}/{case.record_id} on a page of source {source!r}")
+            if case.deleted:
+                rows[case.record_id] = _tombstone(case.record_id, case.updated_at)
+                continue
+            if rows.get(case.record_id, {}).get("deleted"):
+                continue
+            data = canonical_json(case.fields, where=f"{source}/{case.record_id}")
+            rows[case.record_id] = {
+                "record_id": case.record_id,
+                "data": data,
+                "content_hash": content_hash(data),
+                "deleted": False,
+                "source_updated_at": case.updated_at,
+            }
+        for record_id in deleted_ids:
+            rows[record_id] = _tombstone(record_id, None)
+        return rows
+
+    def _existing_states(self, conn: Connection, source: str, ids: list[str]) -> dict[str, tuple[str, bool]]:
+        states: dict[str, tuple[str, bool]] = {}
+        for chunk in _chunks(ids, _IN_CHUNK):
+            query = (
+                select(cases.c.record_id, cases.c.content_hash, cases.c.deleted)
+                .where(cases.c.source == source, cases.c.record_id.in_(chunk))
+                .with_for_update()
+            )
+            for record_id, digest, is_deleted in conn.execute(query):
+                states[record_id] = (digest, bool(is_deleted))
+        return states
+
+    def _upsert_cases(
+        self, conn: Connection, source: str, run_id: str, rows: list[dict[str, Any]], now: datetime
+    ) -> None:
+        if not rows:
+            return
+        stmt = self._insert(cases)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[cases.c.source, cases.c.record_id],
+            set_={
+                "data": stmt.excluded.data,
+                "content_hash": stmt.excluded.content_hash,
+                "deleted": stmt.excluded.deleted,
+                "source_updated_at": func.coalesce(stmt.excluded.source_updated_at, cases.c.source_updated_at),
+                "last_seen": stmt.excluded.last_seen,
+                "last_run_id": stmt.excluded.last_run_id,
+            },
+        )
+        params = [
+            {**row, "source": source, "first_seen": now, "last_seen": now, "last_run_id": run_id} for row in rows
+        ]
+        conn.execute(stmt, params)
+
+    def _touch_cases(self, conn: Connection, source: str, run_id: str, ids: list[str], now: datetime) -> None:
+        for chunk in _chunks(ids, _IN_CHUNK):
+            conn.execute(
+                update(cases)
+                .where(cases.c.source == source, cases.c.record_id.in_(chunk))
+                .values(last_seen=now, last_run_id=run_id)
+            )
+
+    def _replace_rejections(
+        self, conn: Connection, source: str, run_id: str, ids: set[str], page: MappedPage, now: datetime
+    ) -> None:
+        for chunk in _chunks(sorted(ids), _IN_CHUNK):
+            conn.execute(
+                sa_delete(rejections).where(rejections.c.source == source, rejections.c.record_id.in_(chunk))
+            )
+        if page.rejections:
+            conn.execute(
+                rejections.insert(),
+                [
+                    {
+                        "run_id": run_id,
+                        "source": source,
+                        "record_id": r.record_id,
+                        "field": r.field,
+                        "value": r.value,
+                        "reason": r.reason,
+                        "created_at": now,
+                    }
+                    for r in page.rejections
+                ],
+            )
+
+    def _set_cursor(self, conn: Connection, source: str, run_id: str, value: str, now: datetime) -> None:
+        values = {"value": value, "updated_at": now, "run_id": run_id}
+        stmt = self._insert(cursors).values(source=source, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[cursors.c.source], set_=values))
+
+    def _stream_live(self, sources: list[str] | None) -> Iterator[tuple[Any, ...]]:
+        query = select(cases.c.source, cases.c.record_id, cases.c.data).where(cases.c.deleted.is_(False))
+        if sources is not None:
+            query = query.where(cases.c.source.in_(sources))
+        query = query.order_by(cases.c.source, cases.c.record_id)
+        with self._engine.connect() as conn:
+            yield from conn.execution_options(yield_per=_STREAM_CHUNK).execute(query)
+
+
+def canonical_json(fields: dict[str, Any], where: str = "") -> str:
+    """The one JSON text of a case's fields: sorted keys, no spaces, UTF-8, NaN as null.
+
+    Equal content always gives equal text, so its hash detects unchanged records across runs.
+    Dates are written as ISO strings; any other non-JSON value is an error naming the field.
+    """
+    clean = {name: _json_value(value, f"{where} field {name}") for name, value in fields.items()}
+    return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def content_hash(data: str) -> str:
+    """SHA-256 of a record's canonical JSON."""
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+_EMPTY_HASH = content_hash(EMPTY_DATA)
+
+
+def _json_value(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, datetime):
+        return _as_utc(value).isoformat() if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, where) for item in value]
+    raise StoreError(f"{where}: a value of type {type(value).__name__} cannot be stored")
+
+
+def _tombstone(record_id: str, updated_at: datetime | None) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "data": EMPTY_DATA,
+        "content_hash": _EMPTY_HASH,
+        "deleted": True,
+        "source_updated_at": updated_at,
+    }
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _make_sqlite_folder(database: str | None) -> None:
+    """Create the SQLite file's folder: `state/` does not exist on a fresh install."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL (readers do not block the writer), a busy timeout (wait, don't fail, on a lock),
+    foreign keys, and transactions that really begin where SQLAlchemy says they do.
+
+    pysqlite's own transaction handling starts a transaction only at the first write, so a read
+    at the start of `commit_page` would sit outside it; we turn that off and emit BEGIN ourselves.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("htcds_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
