@@ -88,6 +88,11 @@ class ScheduleConfig(Strict):
     timezone: str = "UTC"
 
 
+class RunConfig(Strict):
+    time_budget_minutes: float | None = Field(None, gt=0, description="stop fetching (after the page in flight) when a run has taken this long")
+    release_requires_all_sources: bool = Field(True, description="release only when every enabled source synced in this run")
+
+
 class JobConfig(Strict):
     partner: PartnerConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -95,6 +100,7 @@ class JobConfig(Strict):
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     destination: DestinationConfig = Field(default_factory=DestinationConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> "JobConfig":

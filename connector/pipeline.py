@@ -98,11 +98,29 @@ class ReleaseReport:
 class Pipeline:
     """Runs the stages of one job. Construct per run; `close()` releases the store."""
 
-    def __init__(self, config: Config, *, progress: ProgressHook | None = None, schema: Schema | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        progress: ProgressHook | None = None,
+        schema: Schema | None = None,
+        stop_requested: Callable[[], bool] | None = None,
+    ):
         self.config = config
         self.schema = schema or load_schema()
         self.progress = progress
+        # Checked after each committed page: SIGTERM handlers and the daemon set it to stop cleanly.
+        self.stop_requested = stop_requested or (lambda: False)
         self._store: Store | None = None
+        self._deadline: float | None = None
+
+    def _should_stop(self) -> str | None:
+        """Why fetching must stop after the page just committed, or None to go on."""
+        if self.stop_requested():
+            return "stopped on request (signal or shutdown) after the last committed page"
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            return f"time budget of {self.config.job.run.time_budget_minutes} min spent; the next run continues"
+        return None
 
     @property
     def store(self) -> Store:
@@ -130,8 +148,13 @@ class Pipeline:
     def sync(self, only: list[str] | None = None) -> SyncReport:
         run_id = self.store.start_run(self.job_name, "sync")
         report = SyncReport(run_id)
+        budget = self.config.job.run.time_budget_minutes
+        self._deadline = time.monotonic() + budget * 60 if budget else None
         for source_config in self.config.job.sources:
             if not source_config.enabled or (only and source_config.id not in only):
+                continue
+            if self._should_stop():
+                report.sources.append(SourceReport(source_config.id, "interrupted", error=f"{source_config.id}: {self._should_stop()}"))
                 continue
             report.sources.append(self._sync_source(run_id, source_config))
         counts = _total_counts(report)
@@ -167,10 +190,15 @@ class Pipeline:
                 )
                 if self.progress:
                     self.progress(source_config.id, result.pages, result.fetched)
-            if getattr(source, "full_snapshot", False) and getattr(source, "complete_read", False):
+                reason = self._should_stop()
+                if reason:
+                    result.status, result.error = "interrupted", f"{source_config.id}: {reason}"
+                    break
+            if result.status == "ok" and getattr(source, "full_snapshot", False) and getattr(source, "complete_read", False):
                 result.deleted += self.store.mark_missing_deleted(source_config.id, run_id, seen)
             result.requests = source.stats.requests
-            self.store.record_source_status(source_config.id, ok=True)
+            if result.status == "ok":
+                self.store.record_source_status(source_config.id, ok=True)
         except (SourceError, SecretMissing, MappingError) as exc:
             result.status, result.error = "failed", str(exc)
         except OSError as exc:
@@ -231,7 +259,7 @@ class Pipeline:
 
     def run(self) -> tuple[SyncReport, ReleaseReport]:
         sync = self.sync()
-        if sync.failed:
+        if sync.failed and self.config.job.run.release_requires_all_sources:
             names = ", ".join(s.source for s in sync.failed)
             return sync, ReleaseReport(sync.run_id, "skipped", reasons=[f"not released: source(s) {names} did not sync"])
         return sync, self.release([sync.run_id])
