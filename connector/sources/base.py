@@ -66,6 +66,11 @@ class Source(ABC):
 
     type_name: ClassVar[str]
     Options: ClassVar[type[SourceOptions]] = SourceOptions
+    # A full-snapshot source re-reads everything each run (a spreadsheet). After `pages()` is
+    # exhausted with `complete_read` true (the whole dataset, from its start, in this call), the
+    # pipeline deletes the source's stored records that the read did not contain.
+    full_snapshot: ClassVar[bool] = False
+    complete_read: bool = False
 
     def __init__(self, config: "SourceConfig", job: "Config"):
         self.config = config

@@ -303,6 +303,7 @@ class ExcelSource(Source):
         {"sha256", "row": last row of the page, "end": whether the page ends the file}. A file
         without data rows yields one empty page with `end` true, so its emptiness is committed.
         """
+        self.complete_read = False
         sha256 = file_sha256(self.path) if self.path.is_file() else ""
         state = parse_cursor(cursor)
         resume_after = 0
@@ -315,6 +316,8 @@ class ExcelSource(Source):
             layout, top = self._layout(rows, sheet)
             self.stats.requests += 1
             yield from self._paged(layout, _chain(top, rows), sha256, resume_after, sheet)
+            # Only a read of the whole file from its first row may mark absent records as deleted.
+            self.complete_read = resume_after == 0
         finally:
             if workbook is not None:
                 workbook.close()
