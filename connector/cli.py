@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from connector.config import ConfigError, load_config
 from connector.lock import JobLock, LockedError
 from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline
 
-out = Console()
-err = Console(stderr=True)
+# Not a terminal (cron, CI, a pipe): a fixed, wide layout instead of rich's 80 columns.
+out = Console(width=None if Console().is_terminal else 140)
+err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 140)
 
 EXAMPLES = {
     "init": "htcds-connector init connector.yaml",
@@ -40,7 +42,8 @@ EXAMPLES = {
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logs.configure(json_lines=getattr(args, "log_json", False))
+    json_lines = getattr(args, "log_json", False)
+    logs.configure(json_lines=json_lines, level=logging.INFO if json_lines or args.verbose else logging.WARNING)
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="htcds-connector", description="Pull trafficking cases, map them to HTCDS, publish privacy-protected releases.")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines on stderr (for unattended runs)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every page and step on stderr")
     sub = parser.add_subparsers(dest="command")
 
     def command(name: str, help_text: str, func, *, config: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -119,12 +123,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     errors = [p for p in problems if p.severity == "error"]
     if args.json:
         _print_json({"ok": not errors, "problems": [vars(p) for p in problems]})
-    elif problems:
+    else:
         for p in problems:
             colour = "red" if p.severity == "error" else "yellow"
             err.print(f"[{colour}]{p.severity}[/{colour}] {p}", highlight=False)
-    else:
-        out.print(f"[green]ok[/green] {args.config}: config, store, {len(config.job.sources)} source(s) and destination look right")
+        if not errors:
+            out.print(f"[green]ok[/green] {args.config}: config, store, {len(config.job.sources)} source(s) and destination look right")
+        else:
+            err.print(f"{len(errors)} problem(s) to fix before the first sync")
     return EXIT_CONFIG if errors else EXIT_OK
 
 
@@ -219,7 +225,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
         runs.add_row(str(run["run_id"])[:8], run["kind"], str(run["started_at"])[:19], run["status"], shown, (run.get("error") or "")[:80])
     out.print(runs)
-    _print_mapping_table("records", status["counts"])
+    records = Table(title="records")
+    for column in ("source", "live", "deleted", "rejected values"):
+        records.add_column(column)
+    for source, row in (status["counts"].get("sources") or {}).items():
+        records.add_row(source, str(row.get("live", 0)), str(row.get("deleted", 0)), str(row.get("rejections", 0)))
+    out.print(records)
     reasons = Table(title="rejections by reason")
     for column in ("source", "field", "reason", "count"):
         reasons.add_column(column)

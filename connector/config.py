@@ -78,9 +78,75 @@ class ReleaseConfig(Strict):
         return value
 
 
-class DestinationConfig(Strict):
+# -- destinations: a union discriminated on `type` (a missing `type` means folder, as before) ------
+from typing import Annotated  # noqa: E402 - kept beside the destination models they serve
+
+from pydantic import Discriminator, Tag  # noqa: E402
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class FolderDestinationConfig(Strict):
     type: Literal["folder"] = "folder"
     path: str = "releases"
+
+
+class S3DestinationConfig(Strict):
+    """Any S3-compatible bucket (AWS, MinIO, Ceph, Azure through an S3 gateway)."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    prefix: str = Field("", description="key prefix before `<partner>/<release id>/`, e.g. `htcds/releases`")
+    endpoint_url: str | None = Field(None, description="for S3-compatible services (MinIO ...); default AWS")
+    region: str | None = None
+    access_key: Secret | None = Field(None, description="omit both keys to use the default AWS credential chain")
+    secret_key: Secret | None = None
+    sse: Literal["AES256", "aws:kms"] | None = Field(None, description="server-side encryption of every object")
+    kms_key_id: str | None = Field(None, description="KMS key for sse: aws:kms (default: the bucket's)")
+    multipart_threshold_mb: int = Field(8, ge=5, le=5120, description="files larger than this go up in parts")
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> "S3DestinationConfig":
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("give both access_key and secret_key references, or neither (default AWS credential chain)")
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("kms_key_id needs sse: aws:kms")
+        if ".." in self.prefix or self.prefix.startswith("/"):
+            raise ValueError("prefix must be a relative key prefix without `..`")
+        return self
+
+
+class CentralApiDestinationConfig(Strict):
+    """The central repository's HTTPS API (`htcds-connector central serve` behind TLS)."""
+
+    type: Literal["central_api"]
+    url: str = Field(description="base URL of the receiver, e.g. https://central.example.org")
+    token: Secret = Field(description="the partner's token from `central add-partner`: token_env or token_file")
+    timeout: float = Field(60.0, gt=0, le=3600, description="seconds per HTTP request")
+    retries: int = Field(5, ge=0, le=20, description="retries after a failed attempt, with exponential back-off")
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("url must be an https:// URL")
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+            raise ValueError("url must use https:// (plain http is allowed only to 127.0.0.1/localhost for tests)")
+        return value.rstrip("/")
+
+
+def _destination_type(value: Any) -> str:
+    kind = value.get("type", "folder") if isinstance(value, dict) else getattr(value, "type", "folder")
+    return kind if kind in ("folder", "s3", "central_api") else "folder"
+
+
+DestinationConfig = Annotated[
+    Annotated[FolderDestinationConfig, Tag("folder")] | Annotated[S3DestinationConfig, Tag("s3")] | Annotated[CentralApiDestinationConfig, Tag("central_api")],
+    Discriminator(_destination_type),
+]
 
 
 class ScheduleConfig(Strict):
@@ -93,14 +159,42 @@ class RunConfig(Strict):
     release_requires_all_sources: bool = Field(True, description="release only when every enabled source synced in this run")
 
 
+class WebhookNotifyConfig(Strict):
+    url: str = Field(description="where the JSON POST goes; a URL holding a token belongs in the environment: `url: ${HTCDS_WEBHOOK_URL}`")
+    token: Secret | None = Field(None, description="sent as `Authorization: Bearer ...` (`token_env: VARIABLE` or `token_file: PATH`)")
+    timeout_seconds: float = Field(10, gt=0)
+
+
+class EmailNotifyConfig(Strict):
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password: Secret | None = Field(None, description="`password_env: VARIABLE` or `password_file: PATH`")
+    sender: str = Field(description="the From address")
+    to: list[str] = Field(min_length=1)
+    timeout_seconds: float = Field(10, gt=0)
+
+
+class NotifyConfig(Strict):
+    """Who is told, and when: a failed run, the first good run after a failure, many rejections."""
+
+    on_failure: bool = True
+    on_recovery: bool = True
+    rejections_above: int | None = Field(None, ge=0, description="also notify when a run rejected more values than this")
+    webhook: WebhookNotifyConfig | None = None
+    email: EmailNotifyConfig | None = None
+
+
 class JobConfig(Strict):
     partner: PartnerConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
     sources: list[SourceConfig] = Field(min_length=1)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
-    destination: DestinationConfig = Field(default_factory=DestinationConfig)
+    destination: DestinationConfig = Field(default_factory=FolderDestinationConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> "JobConfig":
@@ -127,7 +221,7 @@ class Config:
     def resolve_path(self, value: str | Path) -> Path:
         """Paths in the config are relative to the config file, not to the working directory."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path)
+        return path if path.is_absolute() else Path(os.path.normpath(self.base_dir / path))
 
     def store_url(self) -> str:
         url = self.job.store.url

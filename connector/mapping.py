@@ -127,6 +127,15 @@ class Mapping:
                 names.add(source.split(".")[0])
         return names
 
+    def missing_fields(self, offered: set[str]) -> list[str]:
+        """Rules none of whose raw fields the source offers, as `target <- raw names`, for `check`."""
+        missing = []
+        for rule in self.rules:
+            names = [source.split(".")[0] for source in rule.sources]
+            if not any(name in offered for name in names):
+                missing.append(f"{rule.target} <- {' | '.join(names)}")
+        return missing
+
     def targets(self) -> list[str]:
         return [rule.target for rule in self.rules] + [d.target for d in self.derivations]
 

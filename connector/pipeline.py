@@ -18,6 +18,7 @@ import pandas as pd
 
 from connector.config import Config
 from connector.destinations import PublishError, create_destination
+from connector.faults import fault_point
 from connector.logs import get_logger
 from connector.mapping import Mapping, MappingError, load_mapping
 from connector.records import MappedPage, Page, Problem, Rejection
@@ -174,6 +175,7 @@ class Pipeline:
             cursor = self.store.cursor(source_config.id)
             log.info("sync started", extra={"run_id": run_id, "source": source_config.id, "resume": cursor is not None})
             for page in source.pages(cursor):
+                fault_point("sync.page_fetched")
                 mapped = _map_page(mapping, source_config.id, page)
                 counts = self.store.commit_page(source_config.id, run_id, mapped)
                 seen.update(case.record_id for case in mapped.cases)
@@ -190,6 +192,7 @@ class Pipeline:
                 )
                 if self.progress:
                     self.progress(source_config.id, result.pages, result.fetched)
+                fault_point("sync.page_committed")
                 reason = self._should_stop()
                 if reason:
                     result.status, result.error = "interrupted", f"{source_config.id}: {reason}"
@@ -241,6 +244,7 @@ class Pipeline:
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
             result = destination.publish(bundle)
+            fault_point("publish.before_ledger")
             self.store.record_release(bundle.release_id, run_id, str(privacy.get("method")), destination.describe(), release.privacy)
             report.status = "published" if result.published else "unchanged"
             report.release_id, report.location = bundle.release_id, result.location
@@ -286,9 +290,8 @@ class Pipeline:
                 problems.extend(Problem(where, str(p.message), p.severity, p.hint) for p in found)
                 offered = {f.name for f in source.fields()}
                 if offered and not any(p.severity == "error" for p in found):
-                    missing = sorted(mapping.raw_fields() - offered)
-                    for name in missing:
-                        problems.append(Problem(where, f"mapping {mapping.name} reads field {name!r}, which the source does not have", "warning"))
+                    for rule in mapping.missing_fields(offered):
+                        problems.append(Problem(where, f"mapping {mapping.name}: no source field for {rule}; it will stay unknown", "warning"))
             except (SourceError, SecretMissing) as exc:
                 problems.append(Problem(where, str(exc)))
             finally:
