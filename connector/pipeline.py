@@ -228,7 +228,8 @@ class Pipeline:
         job = self.config.job
         snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
         view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
-        protected = protect(view, job.release, self.schema.view_roles())
+        hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
+        protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names)
         return view, protected.table, protected.privacy
 
     def release(self, run_ids: list[str] | None = None) -> ReleaseReport:
