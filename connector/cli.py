@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     p = command("codebook", "print the codebook generated from the common schema", cmd_codebook, config=False, json_flag=False)
     p.add_argument("--format", choices=["md", "json"], default="md")
 
+    central = sub.add_parser("central", help="the central team's receiver: serve, add-partner")
+    try:
+        from connector.central.cli import register as register_central
+    except ImportError as exc:  # the receiver's web stack is the optional extra `central`
+        central.set_defaults(func=lambda _args, _e=exc: _missing_extra("central", _e), command="central")
+    else:
+        register_central(central.add_subparsers(dest="central_command", required=True))
+
     sandbox = sub.add_parser("sandbox", help="generated cases for demos and tests", epilog=f"example: {EXAMPLES['sandbox']}")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
     p = sandbox_sub.add_parser("excel", help="write generated cases as an HTCDS Excel workbook (or CSV)")
@@ -270,6 +278,11 @@ def cmd_sandbox_excel(args: argparse.Namespace) -> int:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _missing_extra(extra: str, exc: ImportError) -> int:
+    err.print(f"this command needs the optional part `{extra}`: pip install 'htcds-connector[{extra}]' ({exc.name} is missing)")
+    return EXIT_CONFIG
 
 
 class _locked:

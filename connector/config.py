@@ -12,10 +12,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from connector.secrets import Secret, fold_secret_references, literal_secret_paths
 
@@ -56,6 +56,42 @@ class LDiversityConfig(Strict):
     kind: Literal["distinct", "entropy"] = "distinct"
 
 
+class SynthConfig(Strict):
+    """Differentially private synthesis (`method: synthetic`) with pac-synth, the engine of Microsoft's
+    Synthetic Data Showcase. The defaults are SDS's own, except fabrication (`balanced`) and the
+    resolution, which the release gate enforces. Every key is explained in the README."""
+
+    epsilon: float = Field(4.0, gt=0, le=50, description="privacy loss of this release; smaller is more private and noisier")
+    delta: float | None = Field(None, gt=0, lt=1e-3, description="chance the epsilon bound fails; default 1/(ln n * n) for n records, as SDS does")
+    reporting_length: int = Field(3, ge=1, le=5, description="longest attribute combination whose counts the synthesizer preserves")
+    resolution: int = Field(10, ge=2, description="smallest count of any quasi-identifier combination in the release (the gate's threshold)")
+    max_categories: int = Field(40, ge=2, description="numeric and coded quasi-identifiers are binned up their hierarchy until at most this many values remain")
+    accuracy_mode: Literal["prioritize_long_combinations", "balanced", "prioritize_short_combinations"] = Field(
+        "prioritize_long_combinations", description="how epsilon is split across combination lengths"
+    )
+    fabrication_mode: Literal["balanced", "minimize", "progressive", "uncontrolled"] = Field(
+        "balanced", description="how hard the noisy counts are thresholded against combinations that never occurred"
+    )
+    percentile_percentage: int = Field(99, ge=1, le=100, description="percentile of per-record combination counts kept (sensitivity control)")
+    percentile_epsilon_proportion: float = Field(0.01, gt=0, lt=1, description="share of epsilon spent choosing that percentile")
+    number_of_records_epsilon_proportion: float = Field(0.005, gt=0, lt=1, description="share of epsilon spent on the noisy record count")
+    weight_selection_percentile: int = Field(95, ge=1, le=100, description="sampling weight of combinations longer than reporting_length")
+    use_synthetic_counts: bool = Field(False, description="balance sampling by what was already synthesized")
+    aggregate_counts_scale_factor: float | None = Field(None, gt=0, description="multiply the noisy counts when sampling (SDS default: none)")
+    budget: float = Field(12.0, gt=0, description="total epsilon this partner may spend over all synthetic releases (the store keeps the ledger)")
+    seed: int | None = Field(None, description="only with HTCDS_TESTING=1: fixes the connector's own random choices")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SynthConfig":
+        if self.percentile_epsilon_proportion + self.number_of_records_epsilon_proportion >= 1:
+            raise ValueError("percentile_epsilon_proportion + number_of_records_epsilon_proportion must be < 1")
+        if self.epsilon > self.budget:
+            raise ValueError(f"epsilon {self.epsilon} is larger than the whole budget {self.budget}")
+        if self.seed is not None and os.environ.get("HTCDS_TESTING") != "1":
+            raise ValueError("seed is accepted only in tests (HTCDS_TESTING=1): a fixed seed would make the noise predictable")
+        return self
+
+
 class ReleaseConfig(Strict):
     method: Literal["k_anonymity", "synthetic"] = "k_anonymity"
     k: int = Field(10, ge=2, description="smallest allowed equivalence class")
@@ -68,7 +104,7 @@ class ReleaseConfig(Strict):
     suppression_limit: float = Field(0.05, ge=0.0, le=1.0, description="max share of records removed")
     l_diversity: LDiversityConfig | None = None
     hierarchies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="partner-declared hierarchies by column")
-    synthetic: dict[str, Any] = Field(default_factory=dict, description="synthesizer parameters (method: synthetic)")
+    synthetic: "SynthConfig" = Field(default_factory=lambda: SynthConfig(), description="synthesizer parameters (method: synthetic)")
 
     @field_validator("quasi_identifiers")
     @classmethod
@@ -79,9 +115,7 @@ class ReleaseConfig(Strict):
 
 
 # -- destinations: a union discriminated on `type` (a missing `type` means folder, as before) ------
-from typing import Annotated  # noqa: E402 - kept beside the destination models they serve
 
-from pydantic import Discriminator, Tag  # noqa: E402
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -138,9 +172,12 @@ class CentralApiDestinationConfig(Strict):
         return value.rstrip("/")
 
 
+DESTINATION_TAGS = ("folder", "s3", "central_api")
+
+
 def _destination_type(value: Any) -> str:
     kind = value.get("type", "folder") if isinstance(value, dict) else getattr(value, "type", "folder")
-    return kind if kind in ("folder", "s3", "central_api") else "folder"
+    return kind if kind in DESTINATION_TAGS else "folder"
 
 
 DestinationConfig = Annotated[
@@ -376,6 +413,8 @@ def _describe(exc: ValidationError, prefix: tuple, path: Path, lines: dict) -> l
     problems = []
     for error in exc.errors():
         loc = prefix + tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if len(loc) > 1 and loc[0] == "destination" and loc[1] in DESTINATION_TAGS:
+            loc = loc[:1] + loc[2:]  # the union's tag is not a key the user wrote
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and indentation)"
@@ -393,6 +432,7 @@ __all__ = [
     "JobConfig",
     "ReleaseConfig",
     "Secret",
+    "SynthConfig",
     "SourceConfig",
     "load_config",
 ]

@@ -16,6 +16,14 @@ def create_destination(config: "Config") -> Destination:
         from connector.destinations.folder import FolderDestination
 
         return FolderDestination(config.resolve_path(dest.path))
+    if dest.type == "s3":
+        from connector.destinations.s3 import S3Destination
+
+        return S3Destination.from_config(dest)
+    if dest.type == "central_api":
+        from connector.destinations.central_api import CentralApiDestination
+
+        return CentralApiDestination.from_config(dest, partner=config.job.partner.id)
     raise ValueError(f"unknown destination type {dest.type!r}")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from connector.destinations.base import Destination, PublishError, PublishResult
 from connector.records import Problem
+from connector.faults import fault_point
 from connector.release import MANIFEST_FILE, Bundle
 
 
@@ -40,7 +41,9 @@ class FolderDestination(Destination):
                 for name, content in bundle.files.items():
                     if name == MANIFEST_FILE:
                         continue
+                    fault_point("release.write")
                     _write(staging / name, content)
+                fault_point("release.write")
                 _write(staging / MANIFEST_FILE, bundle.files[MANIFEST_FILE])  # last: marks the bundle whole
                 if target.exists():  # a crashed earlier attempt left an incomplete folder: replace it
                     shutil.rmtree(target)

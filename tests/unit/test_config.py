@@ -121,3 +121,11 @@ def test_template_written_by_init_is_a_valid_config(tmp_path):
     path.write_text(resources.files("connector").joinpath("config_template.yaml").read_text())
     config = load_config(path)
     assert config.job.sources[0].type == "excel"
+
+
+def test_destination_errors_name_the_key_the_user_wrote(write_config):
+    path = write_config(GOOD + "destination:\n  type: central_api\n  url: http://central.example.org\n  token_env: CENTRAL_TOKEN\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:11: destination.url:") and "https" in problem

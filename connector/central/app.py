@@ -1,0 +1,471 @@
+"""The receiver's HTTP API (FastAPI). `create_app(settings)` builds it; `cli.serve` runs it.
+
+    POST /releases                    partner token; multipart `files` (one part per bundle file)
+    GET  /releases, /releases/{id}    partner: its own; admin: all
+    GET  /releases/{id}/files/{name}  one file of a release, by its DB row
+    GET  /harmonized.csv|.parquet     admin: every partner's latest release, merged and re-gated
+    GET  /harmonized/manifest.json    what the merge did
+    GET  /partners, /whoami, /healthz
+    GET  /                            the central team's page (admin; browsers may use Basic auth
+                                      with the token as password)
+    GET  /openapi.json, /docs
+
+Security: bodies above `max_upload_bytes` get 413 (checked on Content-Length and while reading);
+uploads must be multipart/form-data (415 otherwise); ids in paths are validated by pattern and
+files are found through DB rows, never by a path a request names; tokens are compared in constant
+time and never logged (log lines carry the partner and release id only). TLS is terminated by a
+reverse proxy (deploy/central/).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from connector.central.auth import Principal, authenticate
+from connector.central.db import make_engine, now, partners, release_files, releases
+from connector.central.merge import MergeInput, MergeRefused, Merged, merge_releases, parquet_bytes
+from connector.central.objects import ObjectStore
+from connector.central.validate import FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload
+from connector.destinations.s3 import content_type
+from connector.schema import Schema, load_schema
+
+log = logging.getLogger("connector.central")
+RELEASE_ID_PATTERN = r"^r-[0-9a-f]{20}$"
+FILE_NAME_PATTERN = FILE_NAME.pattern
+MB = 1024 * 1024
+
+
+@dataclass
+class CentralSettings:
+    """Where the receiver keeps its state, and its limits."""
+
+    database_url: str = "sqlite:///central-data/central.sqlite"
+    data_dir: Path = Path("central-data")
+    max_upload_bytes: int = 64 * MB
+    min_k: int = 2
+    schema: Schema | None = field(default=None, repr=False)
+
+
+# -- response models (they make the OpenAPI precise enough to fuzz) ---------------------------
+
+
+class ErrorDetail(BaseModel):
+    error: str
+    reasons: list[str] = []
+    hint: str | None = None
+
+
+class ErrorBody(BaseModel):
+    detail: ErrorDetail | str | list[Any]
+
+
+class ReleaseSummary(BaseModel):
+    release_id: str
+    partner: str
+    version: int
+    received_at: str
+    schema_version: str
+    method: str
+    rows: int
+    k: int | None
+    status: str
+    url: str
+
+
+class FileEntry(BaseModel):
+    name: str
+    sha256: str
+    bytes: int
+    content_type: str
+    url: str
+
+
+class ReleaseDetail(ReleaseSummary):
+    files: list[FileEntry]
+    manifest: dict[str, Any]
+    privacy: dict[str, Any]
+    report: dict[str, Any]
+
+
+class UploadResult(BaseModel):
+    release_id: str
+    partner: str
+    version: int
+    created: bool
+    url: str
+
+
+class PartnerSummary(BaseModel):
+    id: str
+    name: str
+    releases: int
+    latest_release: str | None
+    latest_received_at: str | None
+
+
+class WhoAmI(BaseModel):
+    role: str
+    partner: str | None
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "malformed request", 401: "no valid token", 403: "not allowed for this token", 404: "not found",
+            409: "conflict", 413: "body too large", 415: "wrong content type", 422: "refused: see reasons"}
+    return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
+
+
+# -- middleware --------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuse bodies above `max_bytes`: at once on Content-Length, else while they are read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                too_big = True
+            if too_big:
+                response = JSONResponse({"detail": {"error": "request body too large", "reasons": [f"the limit is {self.max_bytes} bytes"], "hint": None}}, status_code=413)
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, detail={"error": "request body too large", "reasons": [f"the limit is {self.max_bytes} bytes"], "hint": None})
+            return message
+
+        await self.app(scope, limited, send)
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def create_app(settings: CentralSettings | None = None) -> FastAPI:
+    settings = settings or CentralSettings()
+    schema = settings.schema or load_schema()
+    engine = make_engine(settings.database_url)
+    objects = ObjectStore(Path(settings.data_dir))
+    merge_cache: dict[str, Any] = {}
+    merge_lock = threading.Lock()
+
+    app = FastAPI(
+        title="HTCDS central receiver",
+        version="1",
+        description="Receives partners' privacy-protected releases, re-checks them and merges them. "
+        "Authenticate with `Authorization: Bearer <token>` (tokens from `htcds-connector central add-partner`).",
+    )
+    app.state.engine = engine
+    app.state.objects = objects
+    app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+
+    @app.exception_handler(UploadRefused)
+    async def _refused(_request: Request, exc: UploadRefused) -> JSONResponse:
+        return JSONResponse({"detail": exc.as_detail()}, status_code=exc.status)
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def principal(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        token: str | None = None
+        if scheme.lower() == "bearer":
+            token = value.strip()
+        elif scheme.lower() == "basic":  # browsers: any user name, the token as password
+            try:
+                token = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                token = None
+        found = authenticate(engine, token)
+        if found is None:
+            raise HTTPException(401, detail={"error": "a valid token is required", "reasons": [], "hint": "send Authorization: Bearer <token>"},
+                                headers={"WWW-Authenticate": 'Bearer, Basic realm="htcds-central"'})
+        return found
+
+    def admin(who: Principal = Depends(principal)) -> Principal:
+        if not who.is_admin:
+            raise HTTPException(403, detail={"error": "the central team's admin token is required", "reasons": [], "hint": None})
+        return who
+
+    def partner(who: Principal = Depends(principal)) -> Principal:
+        if who.is_admin or not who.partner:
+            raise HTTPException(403, detail={"error": "uploads need a partner token", "reasons": [], "hint": "admin tokens read; partners upload"})
+        return who
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def summary(row: Any) -> dict[str, Any]:
+        return {
+            "release_id": row.release_id,
+            "partner": row.partner_id,
+            "version": row.version,
+            "received_at": _iso(row.received_at),
+            "schema_version": row.schema_version,
+            "method": row.method,
+            "rows": row.rows,
+            "k": row.k,
+            "status": row.status,
+            "url": f"/releases/{row.release_id}",
+        }
+
+    def visible(who: Principal) -> Any:
+        query = select(releases).order_by(releases.c.partner_id, releases.c.version)
+        return query if who.is_admin else query.where(releases.c.partner_id == who.partner)
+
+    def find(release_id: str, who: Principal) -> Any:
+        with engine.connect() as conn:
+            row = conn.execute(visible(who).where(releases.c.release_id == release_id)).first()
+        if row is None:  # another partner's release is "not found" too: ids are not disclosed
+            raise HTTPException(404, detail={"error": f"no release {release_id}", "reasons": [], "hint": None})
+        return row
+
+    def store(checked: CheckedRelease) -> tuple[Any, bool]:
+        """Insert the checked release (objects first, then one transaction); idempotent on the id."""
+        for attempt in range(5):
+            with engine.connect() as conn:
+                existing = conn.execute(select(releases).where(releases.c.release_id == checked.release_id)).first()
+            if existing is not None:
+                if existing.partner_id != checked.partner:
+                    raise UploadRefused(409, "this release id belongs to another partner")
+                return existing, False
+            digests = {name: objects.put(content) for name, content in checked.files.items()}
+            try:
+                with engine.begin() as conn:
+                    if conn.execute(select(partners.c.id).where(partners.c.id == checked.partner)).first() is None:
+                        raise UploadRefused(403, f"partner {checked.partner} is not registered")
+                    latest = conn.execute(select(func.max(releases.c.version)).where(releases.c.partner_id == checked.partner)).scalar()
+                    pk = conn.execute(
+                        insert(releases).values(
+                            release_id=checked.release_id,
+                            partner_id=checked.partner,
+                            version=(latest or 0) + 1,
+                            received_at=now(),
+                            schema_version=checked.schema_version,
+                            method=checked.method,
+                            rows=checked.rows,
+                            k=checked.k,
+                            status="accepted",
+                            manifest=json.dumps(checked.manifest, sort_keys=True),
+                            privacy=json.dumps(checked.privacy, sort_keys=True),
+                            report=json.dumps(checked.report, sort_keys=True),
+                        )
+                    ).inserted_primary_key[0]
+                    conn.execute(insert(release_files), [
+                        {"release_pk": pk, "name": name, "sha256": digests[name], "bytes": len(content), "content_type": content_type(name)}
+                        for name, content in checked.files.items()
+                    ])
+            except IntegrityError:
+                continue  # a concurrent upload of the same release, or of another version: look again
+            with engine.connect() as conn:
+                return conn.execute(select(releases).where(releases.c.pk == pk)).first(), True
+        raise UploadRefused(409, "could not store the release after concurrent updates; retry")
+
+    def latest_inputs() -> list[MergeInput]:
+        with engine.connect() as conn:
+            newest = select(releases.c.partner_id, func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
+            rows = conn.execute(
+                select(releases).join(newest, (releases.c.partner_id == newest.c.partner_id) & (releases.c.version == newest.c.version)).order_by(releases.c.partner_id)
+            ).all()
+            inputs = []
+            for row in rows:
+                sha = conn.execute(select(release_files.c.sha256).where((release_files.c.release_pk == row.pk) & (release_files.c.name == "data.csv"))).scalar_one()
+                inputs.append(MergeInput(row.partner_id, row.release_id, row.version, objects.get(sha), json.loads(row.privacy)))
+        return inputs
+
+    def harmonized() -> Merged:
+        inputs = latest_inputs()
+        if not inputs:
+            raise HTTPException(404, detail={"error": "no releases received yet", "reasons": [], "hint": None})
+        key = ",".join(item.release_id for item in inputs)
+        with merge_lock:
+            if merge_cache.get("key") != key:
+                try:
+                    merge_cache["value"] = merge_releases(inputs, schema)
+                except MergeRefused as exc:
+                    raise HTTPException(409, detail={"error": "the merged dataset does not pass the gate", "reasons": exc.reasons, "hint": None}) from None
+                merge_cache["key"] = key
+            return merge_cache["value"]
+
+    # -- routes ------------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/whoami", response_model=WhoAmI, responses=_errors(401), tags=["service"])
+    def whoami(who: Principal = Depends(principal)) -> dict[str, Any]:
+        return {"role": who.role, "partner": who.partner}
+
+    @app.post(
+        "/releases",
+        status_code=201,
+        response_model=UploadResult,
+        responses={200: {"model": UploadResult, "description": "the same release was already stored (no change)"}, **_errors(400, 401, 403, 409, 413, 415, 422)},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 5, "maxItems": MAX_FILES,
+                                             "description": "every file of the release folder, manifest.json included; the part's filename is the file name"}},
+                }}},
+            }
+        },
+        tags=["releases"],
+    )
+    async def upload(
+        request: Request,
+        who: Principal = Depends(partner),
+        idempotency_key: str | None = Header(None, alias="Idempotency-Key", pattern=RELEASE_ID_PATTERN),
+    ) -> JSONResponse:
+        """Upload a release. It is stored only if every check passes; the same release again is a no-op (200)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":
+            raise UploadRefused(415, "uploads are multipart/form-data", [f"got {kind or 'no content type'}"], hint="send one `files` part per file")
+        try:
+            form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
+        except HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any multipart parse failure is the client's
+            raise UploadRefused(400, "the multipart body cannot be parsed", [type(exc).__name__]) from None
+        files: dict[str, bytes] = {}
+        try:
+            for key, value in form.multi_items():
+                if key != "files" or not isinstance(value, UploadFile):
+                    raise UploadRefused(400, "only `files` parts with a filename are accepted", [f"unexpected part {key[:40]!r}"])
+                name = value.filename or ""
+                if not FILE_NAME.match(name):
+                    raise UploadRefused(422, "file names not allowed", [f"{name[:100]!r} does not match {FILE_NAME_PATTERN}"])
+                if name in files:
+                    raise UploadRefused(400, "a file was sent twice", [name])
+                files[name] = await value.read()
+        finally:
+            await form.close()
+        if not files:
+            raise UploadRefused(400, "no files were uploaded", hint="send one `files` part per file of the release folder")
+        checked = await run_in_threadpool(check_upload, files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key, min_k=settings.min_k)
+        row, created = await run_in_threadpool(store, checked)
+        log.info("release %s", "accepted" if created else "already stored", extra={"partner": row.partner_id, "release_id": row.release_id, "version": row.version})
+        body = {"release_id": row.release_id, "partner": row.partner_id, "version": row.version, "created": created, "url": f"/releases/{row.release_id}"}
+        return JSONResponse(body, status_code=201 if created else 200, headers={"Location": f"/releases/{row.release_id}"})
+
+    @app.get("/releases", response_model=list[ReleaseSummary], responses=_errors(401), tags=["releases"])
+    def list_releases(who: Principal = Depends(principal)) -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            return [summary(row) for row in conn.execute(visible(who)).all()]
+
+    @app.get("/releases/{release_id}", response_model=ReleaseDetail, responses=_errors(401, 404), tags=["releases"])
+    def get_release(release_id: str = PathParam(pattern=RELEASE_ID_PATTERN), who: Principal = Depends(principal)) -> dict[str, Any]:
+        row = find(release_id, who)
+        with engine.connect() as conn:
+            file_rows = conn.execute(select(release_files).where(release_files.c.release_pk == row.pk).order_by(release_files.c.name)).all()
+        return {
+            **summary(row),
+            "files": [{"name": f.name, "sha256": f.sha256, "bytes": f.bytes, "content_type": f.content_type, "url": f"/releases/{row.release_id}/files/{f.name}"} for f in file_rows],
+            "manifest": json.loads(row.manifest),
+            "privacy": json.loads(row.privacy),
+            "report": json.loads(row.report),
+        }
+
+    @app.get("/releases/{release_id}/files/{name}", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}, **_errors(401, 404)}, tags=["releases"])
+    def get_file(release_id: str = PathParam(pattern=RELEASE_ID_PATTERN), name: str = PathParam(pattern=FILE_NAME_PATTERN, max_length=100),
+                 who: Principal = Depends(principal)) -> Response:
+        row = find(release_id, who)
+        with engine.connect() as conn:
+            entry = conn.execute(select(release_files).where((release_files.c.release_pk == row.pk) & (release_files.c.name == name))).first()
+        if entry is None:
+            raise HTTPException(404, detail={"error": f"release {release_id} has no file {name}", "reasons": [], "hint": None})
+        return Response(objects.get(entry.sha256), media_type=entry.content_type, headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/partners", response_model=list[PartnerSummary], responses=_errors(401, 403), tags=["central"])
+    def list_partners(_who: Principal = Depends(admin)) -> list[dict[str, Any]]:
+        return partner_rows(engine)
+
+    @app.get("/harmonized.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
+    async def harmonized_csv(_who: Principal = Depends(admin)) -> Response:
+        merged = await run_in_threadpool(harmonized)
+        return Response(merged.release.data_csv, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized.csv"'})
+
+    @app.get("/harmonized.parquet", response_class=Response, responses={200: {"content": {"application/vnd.apache.parquet": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
+    async def harmonized_parquet(_who: Principal = Depends(admin)) -> Response:
+        merged = await run_in_threadpool(harmonized)
+        data = await run_in_threadpool(parquet_bytes, merged.release)
+        return Response(data, media_type="application/vnd.apache.parquet", headers={"Content-Disposition": 'attachment; filename="harmonized.parquet"'})
+
+    @app.get("/harmonized/manifest.json", responses=_errors(401, 403, 404, 409), tags=["central"])
+    async def harmonized_manifest(_who: Principal = Depends(admin)) -> dict[str, Any]:
+        merged = await run_in_threadpool(harmonized)
+        return merged.manifest
+
+    @app.get("/", response_class=HTMLResponse, responses=_errors(401, 403), tags=["central"])
+    async def page(_who: Principal = Depends(admin)) -> HTMLResponse:
+        from connector.central.page import render_page
+
+        def build() -> str:
+            with engine.connect() as conn:
+                rows = conn.execute(select(releases).order_by(releases.c.partner_id, releases.c.version.desc())).all()
+            try:
+                merged: Merged | None = harmonized()
+                merge_error = None
+            except HTTPException as exc:
+                merged, merge_error = None, exc.detail
+            return render_page(partner_rows(engine), [{**summary(r), "privacy": json.loads(r.privacy), "report": json.loads(r.report)} for r in rows], merged, merge_error)
+
+        return HTMLResponse(await run_in_threadpool(build), headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+    return app
+
+
+def partner_rows(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        out = []
+        for p in conn.execute(select(partners).order_by(partners.c.id)).all():
+            latest = conn.execute(select(releases).where(releases.c.partner_id == p.id).order_by(releases.c.version.desc()).limit(1)).first()
+            count = conn.execute(select(func.count()).select_from(releases).where(releases.c.partner_id == p.id)).scalar_one()
+            out.append({"id": p.id, "name": p.name, "releases": count, "latest_release": latest.release_id if latest else None,
+                        "latest_received_at": _iso(latest.received_at) if latest else None})
+        return out
+
+
+def _iso(value: Any) -> str:
+    if value is None:
+        return ""
+    if getattr(value, "tzinfo", None) is None:
+        return value.isoformat(timespec="seconds") + "+00:00"
+    return value.isoformat(timespec="seconds")
+
+
+__all__ = ["BodyLimit", "CentralSettings", "create_app"]

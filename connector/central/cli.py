@@ -1,0 +1,142 @@
+"""`htcds-connector central serve | add-partner`: the functions the main CLI wires in.
+
+    htcds-connector central add-partner ngo-athens --name "NGO Athens" --data-dir /srv/htcds
+    htcds-connector central add-partner --admin --data-dir /srv/htcds
+    htcds-connector central serve --data-dir /srv/htcds --port 8080     # TLS: deploy/central/
+
+`register(subparsers)` adds both commands with their arguments to an argparse sub-parser group;
+`serve(args)` and `add_partner(args)` are the handlers (return an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from connector.central.app import MB, CentralSettings, create_app
+
+DB_ENV = "HTCDS_CENTRAL_DATABASE_URL"
+
+
+def _settings(args: argparse.Namespace) -> CentralSettings:
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    url = args.database_url or os.environ.get(DB_ENV) or f"sqlite:///{data_dir / 'central.sqlite'}"
+    return CentralSettings(
+        database_url=url,
+        data_dir=data_dir,
+        max_upload_bytes=int(getattr(args, "max_upload_mb", 64) * MB),
+        min_k=int(getattr(args, "min_k", 2)),
+    )
+
+
+def add_partner(args: argparse.Namespace) -> int:
+    """Create a partner (or, with --admin, an admin token) and print the token once."""
+    from connector.central.auth import PartnerExists, add_admin
+    from connector.central.auth import add_partner as create_partner
+    from connector.central.db import make_engine
+
+    settings = _settings(args)
+    engine = make_engine(settings.database_url)
+    try:
+        if args.admin:
+            token, who = add_admin(engine), "the central team (admin)"
+        else:
+            if not args.partner:
+                print("give a partner id (e.g. ngo-athens) or --admin", file=sys.stderr)
+                return 2
+            token, who = create_partner(engine, args.partner, args.name or "", new_token=args.new_token), f"partner {args.partner}"
+    except (PartnerExists, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"token for {who} (shown only once; only its hash is stored):", file=sys.stderr)
+    print(token)
+    if not args.admin:
+        print("give it to the partner; in connector.yaml: destination: {type: central_api, url: ..., token_env: HTCDS_CENTRAL_TOKEN}", file=sys.stderr)
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the receiver with uvicorn until interrupted. Binds 127.0.0.1 unless --host says otherwise;
+    put a TLS reverse proxy in front (deploy/central/)."""
+    import uvicorn
+
+    app = create_app(_settings(args))
+    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips, log_level="info")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `serve` and `add-partner` to an argparse sub-parser group (the main CLI's `central`)."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", default="central-data", help="where received files (and the default SQLite database) live")
+        p.add_argument("--database-url", default=None, help=f"SQLAlchemy URL (default: SQLite in --data-dir; env {DB_ENV})")
+
+    p = subparsers.add_parser("serve", help="run the central receiver", epilog="example: htcds-connector central serve --data-dir /srv/htcds --port 8080")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (keep 127.0.0.1 behind a reverse proxy)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-upload-mb", type=float, default=64, help="largest accepted request body")
+    p.add_argument("--min-k", type=int, default=2, help="refuse k-anonymous releases with a smaller k")
+    p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-* headers")
+    p.set_defaults(func=serve)
+
+    p = subparsers.add_parser("add-partner", help="register a partner and print its token once",
+                              epilog='example: htcds-connector central add-partner ngo-athens --name "NGO Athens"')
+    common(p)
+    p.add_argument("partner", nargs="?", help="the partner's id: its connector.yaml partner.id")
+    p.add_argument("--name", default="", help="display name")
+    p.add_argument("--admin", action="store_true", help="issue an admin token for the central team instead")
+    p.add_argument("--new-token", action="store_true", help="issue another token for an existing partner (rotation)")
+    p.set_defaults(func=add_partner)
+
+
+class ServerThread:
+    """uvicorn in a background thread on 127.0.0.1 and a free port; for tests and the demo.
+
+        with ServerThread(create_app(settings)) as server:
+            requests.get(server.url + "/healthz")
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+        import socket
+
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the receiver did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["ServerThread", "add_partner", "register", "serve"]

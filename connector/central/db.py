@@ -1,0 +1,102 @@
+"""The receiver's tables (SQLAlchemy Core): partners, tokens (hashes only), releases and their files.
+
+SQLite file by default, PostgreSQL by URL. File contents live in a content-addressed object folder
+(`objects/<sha256>`), addressed only through `release_files` rows, so no request value ever becomes
+a file-system path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),  # the public half of a token: `<id>.<secret>`
+    Column("partner_id", String(63), ForeignKey("partners.id"), nullable=True),  # NULL for admin tokens
+    Column("role", String(16), nullable=False),  # "partner" | "admin"
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("release_id", String(40), nullable=False, unique=True),
+    Column("partner_id", String(63), ForeignKey("partners.id"), nullable=False),
+    Column("version", Integer, nullable=False),  # 1, 2, ... per partner, in order of receipt
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("schema_version", String(32), nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("k", Integer, nullable=True),
+    Column("status", String(16), nullable=False, default="accepted"),
+    Column("manifest", Text, nullable=False),  # manifest.json as received
+    Column("privacy", Text, nullable=False),  # privacy.json as received
+    Column("report", Text, nullable=False),  # the receiver's own check report (JSON)
+    UniqueConstraint("partner_id", "version", name="uq_release_version"),
+)
+
+release_files = Table(
+    "release_files",
+    metadata,
+    Column("release_pk", Integer, ForeignKey("releases.pk"), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("content_type", String(100), nullable=False),
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the tables created; SQLite gets foreign keys and a busy timeout."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+    metadata.create_all(engine)
+    return engine
+
+
+__all__ = ["make_engine", "metadata", "now", "partners", "release_files", "releases", "tokens"]

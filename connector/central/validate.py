@@ -1,0 +1,266 @@
+"""Re-validate an uploaded release: trust nothing the partner's connector says about its own bundle.
+
+Checks, in order, each failure one reason a partner's IT person can act on:
+1. the file set: the content files of a release plus `manifest.json`, names from a fixed pattern;
+2. the manifest: its partner is the uploader, every file's SHA-256 and size match, and the release
+   id is the content hash the connector computes (so the id is a true idempotency key);
+3. the schema: `datapackage.json` and the manifest name the common release schema version this
+   receiver speaks, the CSV header equals the package's fields, and each field's name, role and
+   type are those of the common release schema; categorical columns hold only allowed values;
+4. privacy: the privacy gate runs again on the received table (no identifier or free-text column,
+   k holds, `privacy.json` says as many rows as there are); the received bytes are the gate's
+   canonical bytes; k is at least the receiver's minimum; quasi-identifier values are labels of
+   the level `privacy.json` claims.
+
+Refusals are `UploadRefused(status, error, reasons, hint)`; the app turns them into 4xx responses.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from connector.central.merge import builtin_hierarchy, is_label
+from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, table_schema
+from connector.schema import Schema
+from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RELEASE_ID = re.compile(r"^r-[0-9a-f]{20}$")
+MAX_FILES = 16
+_MAX_LISTED = 10
+
+
+class UploadRefused(Exception):
+    """An upload the receiver will not store. `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, error: str, reasons: list[str] | None = None, hint: str | None = None):
+        self.status = status
+        self.error = error
+        self.reasons = list(reasons or [])
+        self.hint = hint
+        super().__init__(error + (": " + "; ".join(self.reasons) if self.reasons else ""))
+
+    def as_detail(self) -> dict[str, Any]:
+        return {"error": self.error, "reasons": self.reasons, "hint": self.hint}
+
+
+@dataclass
+class CheckedRelease:
+    """An upload that passed every check, with what the receiver stores about it."""
+
+    release_id: str
+    partner: str
+    files: dict[str, bytes]
+    manifest: dict[str, Any]
+    privacy: dict[str, Any]
+    schema_version: str
+    method: str
+    rows: int
+    k: int | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def release_id_of(files: dict[str, bytes]) -> str:
+    """The content hash `connector.release.build_bundle` names a release by."""
+    digest = hashlib.sha256()
+    for name in CONTENT_FILES:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).hexdigest().encode() + b"\n")
+    return "r-" + digest.hexdigest()[:20]
+
+
+def _json_object(files: dict[str, bytes], name: str, reasons: list[str]) -> dict[str, Any] | None:
+    try:
+        value = json.loads(files[name].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        reasons.append(f"{name} is not valid UTF-8 JSON ({type(exc).__name__})")
+        return None
+    if not isinstance(value, dict):
+        reasons.append(f"{name} must be a JSON object")
+        return None
+    return value
+
+
+def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idempotency_key: str | None = None, min_k: int = 2) -> CheckedRelease:
+    """Every check of the module docstring; returns the checked release or raises UploadRefused."""
+    # 1. the file set
+    bad = [name for name in files if not FILE_NAME.match(name)]
+    if bad:
+        raise UploadRefused(422, "file names not allowed", [f"{name!r} does not match {FILE_NAME.pattern}" for name in bad[:_MAX_LISTED]])
+    if len(files) > MAX_FILES:
+        raise UploadRefused(422, "too many files", [f"{len(files)} files; a release has at most {MAX_FILES}"])
+    missing = [name for name in (*CONTENT_FILES, MANIFEST_FILE) if name not in files]
+    if missing:
+        raise UploadRefused(422, "the release is incomplete", [f"missing file {name}" for name in missing],
+                            hint="upload every file of the release folder, manifest.json included")
+
+    # 2. the manifest
+    reasons: list[str] = []
+    manifest = _json_object(files, MANIFEST_FILE, reasons)
+    if manifest is None:
+        raise UploadRefused(422, "manifest.json cannot be read", reasons)
+    release_id = manifest.get("release_id")
+    if not isinstance(release_id, str) or not RELEASE_ID.match(release_id):
+        raise UploadRefused(422, "manifest.json has no valid release_id", [f"release_id {release_id!r} does not match {RELEASE_ID.pattern}"])
+    if manifest.get("partner") != partner:
+        raise UploadRefused(403, "a partner uploads only under its own id",
+                            [f"manifest.json says partner {manifest.get('partner')!r}; the token belongs to {partner!r}"],
+                            hint="set partner.id in connector.yaml to the id the central team registered, or use that partner's token")
+    if idempotency_key is not None and idempotency_key != release_id:
+        raise UploadRefused(400, "Idempotency-Key must be the release id", [f"Idempotency-Key {idempotency_key!r} != release_id {release_id!r}"])
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        raise UploadRefused(422, "manifest.json has no `files` map")
+    for name in sorted(set(files) - {MANIFEST_FILE} - set(listed)):
+        reasons.append(f"{name} was uploaded but is not listed in manifest.json")
+    for name, entry in sorted(listed.items()):
+        if name not in files:
+            reasons.append(f"{name} is listed in manifest.json but was not uploaded")
+            continue
+        entry = entry if isinstance(entry, dict) else {}
+        actual = hashlib.sha256(files[name]).hexdigest()
+        if entry.get("sha256") != actual:
+            reasons.append(f"{name}: SHA-256 {actual} does not match the manifest's {entry.get('sha256')!r} (changed or truncated in transit?)")
+        if entry.get("bytes") != len(files[name]):
+            reasons.append(f"{name}: {len(files[name])} bytes, the manifest says {entry.get('bytes')!r}")
+    if not reasons and release_id_of(files) != release_id:
+        reasons.append(f"release_id {release_id} is not the content hash of the files ({release_id_of(files)})")
+    if reasons:
+        raise UploadRefused(422, "manifest checks failed", reasons, hint="publish the release folder again exactly as the connector wrote it")
+
+    # 3. the schema
+    datapackage = _json_object(files, "datapackage.json", reasons)
+    privacy = _json_object(files, "privacy.json", reasons)
+    if datapackage is None or privacy is None:
+        raise UploadRefused(422, "release files cannot be read", reasons)
+    version = schema.version
+    claimed = {
+        "manifest.json schema_version": manifest.get("schema_version"),
+        "datapackage.json version": datapackage.get("version"),
+        "datapackage.json htcds.schema_version": (datapackage.get("htcds") or {}).get("schema_version") if isinstance(datapackage.get("htcds"), dict) else None,
+    }
+    if "schema_version" in privacy:
+        claimed["privacy.json schema_version"] = privacy.get("schema_version")
+    for where, value in claimed.items():
+        if value != version:
+            reasons.append(f"{where} is {value!r}; this receiver accepts the common release schema {version}")
+    if any(value != version for value in claimed.values()):
+        raise UploadRefused(422, "schema version mismatch", reasons, hint=f"upgrade the connector to one that writes schema {version}")
+    resources = datapackage.get("resources")
+    resource = resources[0] if isinstance(resources, list) and len(resources) == 1 and isinstance(resources[0], dict) else None
+    if resource is None or resource.get("path") != DATA_FILE:
+        raise UploadRefused(422, "datapackage.json must have exactly one resource with path data.csv")
+    fields_spec = (resource.get("schema") or {}).get("fields") if isinstance(resource.get("schema"), dict) else None
+    if not isinstance(fields_spec, list) or not all(isinstance(f, dict) for f in fields_spec):
+        raise UploadRefused(422, "datapackage.json: the resource has no schema.fields list")
+    try:
+        header, rows = parse_csv_bytes(files[DATA_FILE])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UploadRefused(422, "data.csv cannot be parsed", [f"data.csv is not UTF-8 CSV ({type(exc).__name__})"]) from None
+    names = [str(f.get("name")) for f in fields_spec]
+    if header != names:
+        reasons.append(f"data.csv header {header[:20]} differs from datapackage.json fields {names[:20]}")
+    width = len(header)
+    ragged = [i + 2 for i, row in enumerate(rows) if len(row) != width]
+    if ragged:
+        reasons.append(f"data.csv lines {ragged[:_MAX_LISTED]} do not have {width} fields")
+    if reasons:
+        raise UploadRefused(422, "data.csv does not match datapackage.json", reasons)
+
+    # 4. privacy: the gate on exactly the received table
+    roles = {**{name: spec.role for name, spec in schema.fields.items()}, **schema.view_roles()}
+    table = pd.DataFrame(rows, columns=header, dtype=object)
+    try:
+        release = admit(table, privacy, roles=roles)
+    except GateRefused as exc:
+        raise UploadRefused(422, "the privacy gate refused the release", exc.reasons,
+                            hint="run `htcds-connector preview` at the partner and fix the release config; nothing was stored") from None
+    reasons += _schema_fields(release, fields_spec, schema)
+    if release.data_csv != files[DATA_FILE]:
+        reasons.append("data.csv is not in the gate's canonical form (rows sorted, UTF-8, \\n line ends)")
+    k = privacy.get("k")
+    if privacy.get("method") == "k_anonymity" and isinstance(k, int) and k < min_k:
+        reasons.append(f"k={k} is below this receiver's minimum k={min_k}")
+    if manifest.get("rows") != release.row_count:
+        reasons.append(f"manifest.json says rows={manifest.get('rows')!r}; data.csv has {release.row_count}")
+    if manifest.get("method") != privacy.get("method"):
+        reasons.append(f"manifest.json method {manifest.get('method')!r} != privacy.json method {privacy.get('method')!r}")
+    warnings: list[str] = []
+    reasons += _levels(release, table, privacy, warnings)
+    if reasons:
+        raise UploadRefused(422, "the release does not match the common release schema or its privacy record", reasons)
+
+    report = {
+        "checks": ["files", "manifest checksums", "release id", f"schema {version}", "privacy gate", "canonical bytes", "levels"],
+        "gate": f"passed: k={k} on {release.row_count} rows" if privacy.get("method") == "k_anonymity" else "passed",
+        "warnings": warnings,
+    }
+    return CheckedRelease(
+        release_id=release_id,
+        partner=partner,
+        files=dict(files),
+        manifest=manifest,
+        privacy=privacy,
+        schema_version=version,
+        method=str(privacy.get("method")),
+        rows=release.row_count,
+        k=k if isinstance(k, int) else None,
+        report=report,
+    )
+
+
+def _schema_fields(release: Release, received: list[dict[str, Any]], schema: Schema) -> list[str]:
+    """Name, role and type of each field as the common release schema has them; allowed values."""
+    reasons: list[str] = []
+    expected = {f["name"]: f for f in table_schema(release, schema)["fields"]}
+    for spec in received:
+        name = spec.get("name")
+        want = expected.get(name)
+        if want is None or name not in schema.view:
+            reasons.append(f"column {name}: not a column of the common release schema {schema.version}")
+            continue
+        for key in ("role", "type"):
+            if spec.get(key) != want.get(key):
+                reasons.append(f"column {name}: {key} {spec.get(key)!r}, the common release schema says {want.get(key)!r}")
+    _, rows = parse_csv_bytes(release.data_csv)
+    for j, name in enumerate(release.columns):
+        column = schema.view.get(name)
+        if column is None or not column.values or column.role == "quasi_identifier":
+            continue
+        allowed = {str(v) for v in column.values} | {""}
+        odd = sorted({row[j] for row in rows} - allowed)
+        if odd:
+            reasons.append(f"column {name}: values {odd[:_MAX_LISTED]} are not among {sorted(allowed - {''})}")
+    return reasons
+
+
+def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warnings: list[str]) -> list[str]:
+    """Each quasi-identifier's values must be labels of the level privacy.json claims, so the merge
+    can lift them soundly."""
+    reasons: list[str] = []
+    levels = privacy.get("levels") if isinstance(privacy.get("levels"), dict) else {}
+    names = privacy.get("hierarchies") if isinstance(privacy.get("hierarchies"), dict) else {}
+    for column in privacy.get("quasi_identifiers", []) or []:
+        if column not in table.columns:
+            continue
+        hierarchy = builtin_hierarchy(names.get(column))
+        if hierarchy is None:
+            warnings.append(f"column {column}: hierarchy {names.get(column)!r} is not a packaged one; the harmonized dataset shows it as *")
+            continue
+        level = levels.get(column)
+        if not isinstance(level, int) or not 0 <= level <= hierarchy.height:
+            reasons.append(f"column {column}: privacy.json level {level!r} is not a level of hierarchy {hierarchy.name}")
+            continue
+        odd = sorted(v for v in set(table[column]) if not is_label(hierarchy, v, level))
+        if odd:
+            reasons.append(f"column {column}: values {odd[:_MAX_LISTED]} are not labels of hierarchy {hierarchy.name} at level {level} ({hierarchy.level_names[level]})")
+    return reasons
+
+
+__all__ = ["CheckedRelease", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "release_id_of"]

@@ -1,0 +1,275 @@
+"""The central receiver's HTTP API, in process (FastAPI TestClient), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from connector.central.app import CentralSettings, create_app
+from connector.central.auth import add_admin, add_partner
+from connector.release import Bundle
+from tests.unit.test_central_fixtures import make_bundle, rehash, tampered
+
+PG_URL = os.environ.get("HTCDS_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+def _pg_unreachable() -> str | None:
+    parts = urlsplit(PG_URL.replace("postgresql+psycopg2", "postgresql"))
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), timeout=1).close()
+    except OSError as exc:
+        return f"PostgreSQL at {parts.hostname}:{parts.port or 5432} unreachable ({exc.strerror})"
+    return None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'central.sqlite'}"
+        return
+    reason = _pg_unreachable()
+    if reason:
+        pytest.skip(reason)
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"central_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+class Central:
+    """A receiver with two partners and an admin, and helpers to upload."""
+
+    def __init__(self, tmp_path: Path, database_url: str, **settings):
+        self.data_dir = tmp_path / "central"
+        self.app = create_app(CentralSettings(database_url=database_url, data_dir=self.data_dir, **settings))
+        engine = self.app.state.engine
+        self.tokens = {"ngo-a": add_partner(engine, "ngo-a", "NGO A"), "ngo-b": add_partner(engine, "ngo-b", "NGO B"), "admin": add_admin(engine)}
+        self.client = TestClient(self.app)
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def upload(self, files: dict[str, bytes] | Bundle, who: str = "ngo-a", key: str | None = None):
+        if isinstance(files, Bundle):
+            key = key or files.release_id
+            files = files.files
+        headers = {**self.auth(who), **({"Idempotency-Key": key} if key else {})}
+        return self.client.post("/releases", files=[("files", (name, content, "application/octet-stream")) for name, content in files.items()], headers=headers)
+
+    def stored(self) -> tuple[int, list[str]]:
+        """Releases in the DB and files anywhere under the data dir (objects and staging)."""
+        releases = self.client.get("/releases", headers=self.auth("admin")).json()
+        files = sorted(str(p.relative_to(self.data_dir)) for p in self.data_dir.rglob("*") if p.is_file() and p.suffix != ".sqlite")
+        return len(releases), files
+
+
+@pytest.fixture
+def central(tmp_path, database_url):
+    c = Central(tmp_path, database_url)
+    yield c
+    c.client.close()
+    c.app.state.engine.dispose()
+
+
+def test_upload_is_stored_once_and_a_repeat_is_a_no_op(central):
+    bundle = make_bundle("ngo-a")
+    first = central.upload(bundle)
+    assert first.status_code == 201, first.text
+    assert first.json()["version"] == 1 and first.json()["created"] is True
+    again = central.upload(bundle)
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert central.stored()[0] == 1
+    detail = central.client.get(f"/releases/{bundle.release_id}", headers=central.auth("ngo-a")).json()
+    assert {f["name"] for f in detail["files"]} == set(bundle.files)
+    assert detail["privacy"]["k"] == 3 and "privacy gate" in detail["report"]["checks"]
+    data = central.client.get(f"/releases/{bundle.release_id}/files/data.csv", headers=central.auth("ngo-a"))
+    assert data.content == bundle.files["data.csv"] and data.headers["content-type"].startswith("text/csv")
+
+
+def test_releases_are_versioned_per_partner(central):
+    assert central.upload(make_bundle("ngo-a", k=3)).json()["version"] == 1
+    assert central.upload(make_bundle("ngo-a", k=4)).json()["version"] == 2
+    assert central.upload(make_bundle("ngo-b", k=3), who="ngo-b").json()["version"] == 1
+
+
+def test_direct_identifier_column_is_refused_with_422_and_leaves_nothing_behind(central):
+    names = ["Anna", "Olha", "Iryna"] * 4
+    bundle = make_bundle("ngo-a", roles_extra={"prs_FirstName": "process"}, extra_columns={"prs_FirstName": names})
+    response = central.upload(bundle)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert any("prs_FirstName" in r and "direct_identifier" in r for r in detail["reasons"]), detail
+    assert central.stored() == (0, [])
+
+
+def test_checksum_mismatch_is_refused_with_the_file_named(central):
+    bundle = make_bundle("ngo-a")
+    files = tampered(bundle, "data.csv", bundle.files["data.csv"].replace(b"30--34", b"30--35"), fix_manifest=False)
+    response = central.upload(files, key=bundle.release_id)
+    assert response.status_code == 422
+    assert any(r.startswith("data.csv: SHA-256") for r in response.json()["detail"]["reasons"])
+    assert central.stored() == (0, [])
+
+
+def test_a_forged_release_that_breaks_k_is_refused_by_the_gate(central):
+    bundle = make_bundle("ngo-a")
+    lines = bundle.files["data.csv"].split(b"\n")
+    lines[1] = lines[1].replace(b"30--34", b"24--26")  # one person alone in a class
+    header, body = lines[0], sorted(line for line in lines[1:] if line)
+    files = rehash(tampered(bundle, "data.csv", b"\n".join([header, *body]) + b"\n"))
+    response = central.upload(files, key=json.loads(files["manifest.json"])["release_id"])
+    assert response.status_code == 422
+    assert any("fewer than k=3" in r for r in response.json()["detail"]["reasons"])
+
+
+def test_privacy_record_must_match_the_rows(central):
+    bundle = make_bundle("ngo-a")
+    privacy = json.loads(bundle.files["privacy.json"])
+    privacy["records_out"] = 99
+    files = rehash(tampered(bundle, "privacy.json", json.dumps(privacy).encode()))
+    response = central.upload(files, key=json.loads(files["manifest.json"])["release_id"])
+    assert response.status_code == 422
+    assert any("records_out=99" in r for r in response.json()["detail"]["reasons"])
+
+
+def test_schema_version_mismatch_is_refused_with_a_hint(central):
+    bundle = make_bundle("ngo-a")
+    package = json.loads(bundle.files["datapackage.json"])
+    package["version"] = "0.9.0"
+    files = rehash(tampered(bundle, "datapackage.json", json.dumps(package).encode()))
+    response = central.upload(files)
+    assert response.status_code == 422
+    assert "upgrade the connector" in response.json()["detail"]["hint"]
+
+
+def test_a_partner_writes_only_under_its_own_id(central):
+    response = central.upload(make_bundle("ngo-a"), who="ngo-b")
+    assert response.status_code == 403 and "ngo-b" in response.json()["detail"]["reasons"][0]
+    assert central.upload(make_bundle("ngo-a"), who="admin").status_code == 403
+    assert central.stored() == (0, [])
+
+
+def test_partners_see_only_their_own_releases(central):
+    bundle = make_bundle("ngo-a")
+    central.upload(bundle)
+    assert central.client.get("/releases", headers=central.auth("ngo-b")).json() == []
+    assert central.client.get(f"/releases/{bundle.release_id}", headers=central.auth("ngo-b")).status_code == 404
+    assert central.client.get("/harmonized.csv", headers=central.auth("ngo-a")).status_code == 403
+
+
+def test_tokens_are_required_and_checked(central):
+    assert central.client.get("/releases").status_code == 401
+    wrong = central.tokens["ngo-a"][:-4] + "AAAA"
+    assert central.client.get("/releases", headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+    assert central.client.get("/whoami", headers=central.auth("ngo-a")).json() == {"role": "partner", "partner": "ngo-a"}
+
+
+def test_only_hashes_of_tokens_are_stored(central):
+    from sqlalchemy import select
+
+    from connector.central.db import tokens
+
+    with central.app.state.engine.connect() as conn:
+        stored = [tuple(str(v) for v in row) for row in conn.execute(select(tokens)).all()]
+    secrets = [t.split(".", 1)[1] for t in central.tokens.values()]
+    assert stored and not any(secret in cell for row in stored for cell in row for secret in secrets)
+
+
+def test_wrong_content_type_and_oversized_bodies_are_refused(tmp_path, database_url):
+    central = Central(tmp_path, database_url, max_upload_bytes=20_000)
+    try:
+        response = central.client.post("/releases", content=b"{}", headers={**central.auth("ngo-a"), "Content-Type": "application/json"})
+        assert response.status_code == 415
+        big = central.upload(make_bundle("ngo-a"))  # the codebook alone is larger than 20 kB
+        assert big.status_code == 413
+        assert central.stored() == (0, [])
+    finally:
+        central.client.close()
+
+
+def test_tokens_never_reach_the_logs(central, caplog):
+    caplog.set_level(logging.DEBUG)
+    central.upload(make_bundle("ngo-a"))
+    central.client.get("/releases", headers={"Authorization": "Bearer 0123456789abcdef.not-a-real-secret-at-all"})
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert "accepted" in caplog.text
+    assert not any(t.split(".", 1)[1] in text for t in central.tokens.values()) and "not-a-real-secret" not in text
+
+
+def test_harmonized_merges_partners_at_a_common_level_and_passes_the_gate(central):
+    a, b = make_bundle("ngo-a"), make_bundle("ngo-b")
+    assert central.upload(a).status_code == 201 and central.upload(b, who="ngo-b").status_code == 201
+    response = central.client.get("/harmonized.csv", headers=central.auth("admin"))
+    assert response.status_code == 200
+    lines = response.text.splitlines()
+    assert lines[0].startswith("partner,release,yearOfRegistration")
+    assert len(lines) == 1 + 24
+    assert "30--34" not in response.text and "30--38" in response.text and "Eastern Europe" in response.text
+    manifest = central.client.get("/harmonized/manifest.json", headers=central.auth("admin")).json()
+    steps = {s["column"]: s for s in manifest["generalization"]}
+    assert steps["ageBroad"]["target_level"] == 2 and "ngo-a" in steps["ageBroad"]["action"]
+    assert manifest["privacy"]["k"] == 3 and manifest["excluded"] == []
+    table = pq.read_table(io.BytesIO(central.client.get("/harmonized.parquet", headers=central.auth("admin")).content))
+    assert table.num_rows == 24 and table.column_names[:2] == ["partner", "release"]
+
+
+def test_the_page_lists_partners_releases_and_privacy(central):
+    bundle = make_bundle("ngo-a")
+    central.upload(bundle)
+    page = central.client.get("/", headers=central.auth("admin"))
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert bundle.release_id in page.text and "ngo-b" in page.text and "none yet" in page.text and "5-year bands" in page.text
+    import base64
+
+    basic = base64.b64encode(f"central:{central.tokens['admin']}".encode()).decode()
+    assert central.client.get("/", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+    assert "Basic" in central.client.get("/").headers["www-authenticate"]
+
+
+def test_path_parameters_are_validated_before_any_lookup(central):
+    bundle = make_bundle("ngo-a")
+    central.upload(bundle)
+    for path in (f"/releases/{bundle.release_id}/files/..%2F..%2Fcentral.sqlite", "/releases/..%2Fetc", f"/releases/{bundle.release_id}/files/.hidden"):
+        assert central.client.get(path, headers=central.auth("admin")).status_code in (404, 422)
+    assert central.client.get(f"/releases/{bundle.release_id}/files/report.html", headers=central.auth("admin")).status_code == 404
+
+
+def test_openapi_describes_the_upload(central):
+    spec = central.client.get("/openapi.json").json()
+    assert "multipart/form-data" in spec["paths"]["/releases"]["post"]["requestBody"]["content"]
+
+
+def test_a_chunked_body_without_content_length_is_cut_off_at_the_limit(tmp_path):
+    central = Central(tmp_path, f"sqlite:///{tmp_path / 'c.sqlite'}", max_upload_bytes=50_000)
+    boundary = "xyz"
+
+    def body():
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="data.csv"\r\n\r\n'.encode()
+        for _ in range(100):
+            yield b"a" * 1000
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    try:
+        response = central.client.post("/releases", content=body(), headers={**central.auth("ngo-a"), "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert response.status_code == 413
+        assert central.stored() == (0, [])
+    finally:
+        central.client.close()
