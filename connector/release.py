@@ -39,6 +39,14 @@ def canonical_json(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def release_id_of(files: dict[str, bytes]) -> str:
+    """The content hash a release is named by; the central receiver recomputes it on upload."""
+    digest = hashlib.sha256()
+    for name in CONTENT_FILES:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).hexdigest().encode() + b"\n")
+    return "r-" + digest.hexdigest()[:20]
+
+
 def table_schema(release: Release, schema: Schema) -> dict[str, Any]:
     """A Frictionless Table Schema for exactly the columns the gate admitted."""
     fields = []
@@ -86,10 +94,7 @@ def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: lis
         "codebook.md": render_codebook_markdown(schema).encode("utf-8"),
         "privacy.json": canonical_json(release.privacy),
     }
-    digest = hashlib.sha256()
-    for name in CONTENT_FILES:
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).hexdigest().encode() + b"\n")
-    release_id = "r-" + digest.hexdigest()[:20]
+    release_id = release_id_of(files)
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     manifest = {
         "release_id": release_id,

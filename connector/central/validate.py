@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from connector.central.merge import builtin_hierarchy, is_label
-from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, table_schema
+from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
 from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
 
@@ -65,14 +65,6 @@ class CheckedRelease:
     rows: int
     k: int | None
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def release_id_of(files: dict[str, bytes]) -> str:
-    """The content hash `connector.release.build_bundle` names a release by."""
-    digest = hashlib.sha256()
-    for name in CONTENT_FILES:
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).hexdigest().encode() + b"\n")
-    return "r-" + digest.hexdigest()[:20]
 
 
 def _json_object(files: dict[str, bytes], name: str, reasons: list[str]) -> dict[str, Any] | None:
