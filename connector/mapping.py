@@ -369,7 +369,7 @@ def _extract(fields: dict[str, Any], rule: FieldRule) -> Any:
         return value
     children = [c for c in (value or []) if isinstance(c, dict)]
     if rule.where:
-        children = [c for c in children if all(fold(str(_get(c, k) or "")) == fold(str(v)) for k, v in rule.where.items())]
+        children = [c for c in children if all(_matches(_get(c, k), v) for k, v in rule.where.items())]
     if rule.pick is not None:
         for child in children:
             picked = _get(child, rule.pick)
@@ -380,6 +380,12 @@ def _extract(fields: dict[str, Any], rule: FieldRule) -> Any:
     for child in children:
         collected.extend(_split(_get(child, rule.collect), rule.split))  # type: ignore[arg-type]
     return collected
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    """A `where` test: equal to the wanted code, or holding it among the items of a multi-select."""
+    items = value if isinstance(value, (list, tuple)) else str(value if value is not None else "").split(";")
+    return fold(str(wanted)) in {fold(str(item)) for item in items}
 
 
 def _is_blank(value: Any) -> bool:

@@ -79,7 +79,7 @@ def test_values_are_normalised_by_schema_type(mapping):
             "children": "2",
             "consent": "Yes",
             "Case": {"CreatedDate": "2021-05-01T10:00:00.000+0000"},
-            "events": [{"type": "Transit", "country": "PL"}, {"type": "exploitation", "country": "Nigeria"}],
+            "events": [{"type": "Transit", "country": "PL"}, {"type": "Recruitment;exploitation", "country": "Nigeria"}],
             "perpetrators": [{"roles": "Recruiter Transporter"}, {"roles": "Exploiter Recruiter"}],
         },
     )
