@@ -66,6 +66,8 @@ class SynthConfig(Strict):
     reporting_length: int = Field(3, ge=1, le=5, description="longest attribute combination whose counts the synthesizer preserves")
     resolution: int = Field(10, ge=2, description="smallest count of any quasi-identifier combination in the release (the gate's threshold)")
     max_categories: int = Field(40, ge=2, description="numeric and coded quasi-identifiers are binned up their hierarchy until at most this many values remain")
+    levels: dict[str, int] = Field(default_factory=dict, description="fixed binning level per quasi-identifier (0 = as recorded); others follow max_categories")
+    suppression_limit: float = Field(0.05, ge=0.0, le=0.5, description="share of SYNTHETIC records that may be removed to reach the resolution")
     accuracy_mode: Literal["prioritize_long_combinations", "balanced", "prioritize_short_combinations"] = Field(
         "prioritize_long_combinations", description="how epsilon is split across combination lengths"
     )

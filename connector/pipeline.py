@@ -229,8 +229,27 @@ class Pipeline:
         snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
         view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
         hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
-        protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names)
-        return view, protected.table, protected.privacy
+        rules = {c.name: c.rule for c in self.schema.view.values()}
+        protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names, rules=rules)
+        privacy = dict(protected.privacy)
+        if job.release.method == "synthetic":
+            synth = job.release.synthetic
+            spent_epsilon, spent_delta = self.store.spent(job.partner.id)
+            privacy["budget"] = {
+                "total": synth.budget,
+                "spent_before": round(spent_epsilon, 9),
+                "delta_spent_before": spent_delta,
+                "left_after": round(max(synth.budget - spent_epsilon - synth.epsilon, 0.0), 9),
+            }
+            privacy["metrics"] = _release_metrics(protected.basis, protected.table, synth.reporting_length, privacy, synth.resolution, synth.seed)
+        else:
+            from privacy.hierarchies import hierarchy_for
+            from privacy.metrics import generalize_like
+
+            hierarchies = {q: hierarchy_for(q, job.release.hierarchies, hierarchy_names.get(q)) for q in privacy.get("levels", {})}
+            basis = generalize_like(view, privacy, hierarchies)
+            privacy["metrics"] = _release_metrics(basis, protected.table, 3, privacy, job.release.k, None)
+        return view, protected.table, privacy
 
     def release(self, run_ids: list[str] | None = None) -> ReleaseReport:
         from privacy.gate import GateRefused, admit
@@ -244,9 +263,25 @@ class Pipeline:
             release = admit(table, privacy, roles=self.schema.view_roles())
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
-            result = destination.publish(bundle)
+            # Privacy budget (synthetic releases): reserved after the gate, before publishing, in a
+            # transaction that re-checks the total; spent with the release row, voided if the publish
+            # fails. A crash mid-publish leaves it pending, and pending counts as spent.
+            budget_entry = None
+            if privacy.get("method") == "synthetic":
+                synth = self.config.job.release.synthetic
+                budget_entry = self.store.reserve_budget(
+                    self.config.job.partner.id, float(privacy["epsilon"]), float(privacy["delta"]), synth.budget, run_id
+                )
+            try:
+                result = destination.publish(bundle)
+            except BaseException:
+                if budget_entry is not None:
+                    self.store.void_budget(budget_entry)
+                raise
             fault_point("publish.before_ledger")
-            self.store.record_release(bundle.release_id, run_id, str(privacy.get("method")), destination.describe(), release.privacy)
+            self.store.record_release(
+                bundle.release_id, run_id, str(privacy.get("method")), destination.describe(), release.privacy, budget_entry=budget_entry
+            )
             report.status = "published" if result.published else "unchanged"
             report.release_id, report.location = bundle.release_id, result.location
             report.records_out, report.privacy = release.row_count, release.privacy
@@ -316,6 +351,14 @@ def _map_page(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
             out.cases.append(case)
             out.rejections.extend(rejections)
         return out
+
+
+def _release_metrics(basis: Any, table: pd.DataFrame, reporting_length: int, privacy: dict[str, Any], threshold: int, seed: int | None) -> dict[str, Any]:
+    """Utility and risk of the release against the real view in its representation (privacy.metrics)."""
+    from privacy.metrics import compare
+
+    qis = [q for q in privacy.get("quasi_identifiers", []) if q in table.columns]
+    return compare(basis, table, reporting_length=reporting_length, quasi_identifiers=qis, threshold=threshold, seed=seed or 0)
 
 
 def _total_counts(report: SyncReport) -> dict[str, int]:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -54,6 +55,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine, create_engine, make_u
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
+from connector.faults import fault_point
 from connector.records import CaseRecord, MappedPage
 
 SCHEMA_VERSION = 1
@@ -184,6 +186,40 @@ releases = Table(
     Column("privacy", Text, nullable=False),
 )
 
+# The privacy budget ledger: one row per differentially private release attempt that got past the
+# gate. `pending` is written BEFORE publishing and counts as spent (if the process dies mid-publish
+# the bytes may have left); it becomes `spent` in the same transaction as the release's row in
+# `releases`, or `void` when the publish failed and nothing left the partner.
+privacy_budget = Table(
+    "privacy_budget",
+    metadata,
+    Column("entry_id", String(36), primary_key=True),
+    Column("partner", String(100), nullable=False),
+    Column("run_id", String(36), ForeignKey("runs.run_id")),
+    Column("release_id", String(200)),
+    Column("epsilon", Float, nullable=False),
+    Column("delta", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input_hash", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime),
+    Index("ix_privacy_budget_partner", "partner", "status"),
+)
+BUDGET_COUNTED = ("pending", "spent")
+
+
+class BudgetExceeded(ValueError):
+    """A release would take the partner's privacy budget over its total; the message says what is left."""
+
+    def __init__(self, partner: str, epsilon: float, spent: float, total: float):
+        self.partner, self.epsilon, self.spent, self.total = partner, epsilon, spent, total
+        self.left = max(total - spent, 0.0)
+        super().__init__(
+            f"privacy budget of {partner}: this release needs epsilon {epsilon:g} but only {self.left:g} of "
+            f"{total:g} is left ({spent:g} spent by earlier releases); lower release.synthetic.epsilon or "
+            f"release k-anonymized data"
+        )
+
 
 @dataclass(frozen=True)
 class PageCounts:
@@ -291,6 +327,7 @@ class Store:
             self._replace_rejections(conn, source, run_id, touched_ids, page, now)
             if page.cursor is not None:
                 self._set_cursor(conn, source, run_id, page.cursor, now)
+            fault_point("store.commit")
         return PageCounts(
             inserted=inserted,
             updated=updated,
@@ -495,8 +532,11 @@ class Store:
         destination: str,
         privacy: dict[str, Any],
         published_at: datetime | None = None,
+        budget_entry: str | None = None,
     ) -> bool:
-        """Add a release to the ledger; False if it is already there (publishing is idempotent)."""
+        """Add a release to the ledger; False if it is already there (publishing is idempotent).
+
+        `budget_entry` (from `reserve_budget`) is marked spent in the same transaction."""
         now = _now()
         stmt = (
             self._insert(releases)
@@ -512,7 +552,76 @@ class Store:
             .on_conflict_do_nothing(index_elements=[releases.c.release_id])
         )
         with self._write() as conn:
-            return conn.execute(stmt).rowcount == 1
+            added = conn.execute(stmt).rowcount == 1
+            if budget_entry is not None:
+                conn.execute(
+                    update(privacy_budget)
+                    .where(privacy_budget.c.entry_id == budget_entry, privacy_budget.c.status == "pending")
+                    .values(status="spent", release_id=release_id, settled_at=now)
+                )
+            return added
+
+    # -- privacy budget ------------------------------------------------------------------------
+
+    def spent(self, partner: str) -> tuple[float, float]:
+        """(epsilon, delta) spent by `partner`'s releases, pending ones included (basic composition:
+        the sums bound the privacy loss of all of them together)."""
+        query = select(func.coalesce(func.sum(privacy_budget.c.epsilon), 0.0), func.coalesce(func.sum(privacy_budget.c.delta), 0.0)).where(
+            privacy_budget.c.partner == partner, privacy_budget.c.status.in_(BUDGET_COUNTED)
+        )
+        with self._engine.connect() as conn:
+            epsilon, delta = conn.execute(query).one()
+        return float(epsilon), float(delta)
+
+    def reserve_budget(
+        self, partner: str, epsilon: float, delta: float, total: float, run_id: str | None = None, input_hash: str | None = None
+    ) -> str:
+        """Check the budget and write a `pending` entry in one write transaction (so two runs cannot
+        both take the last of it); raise BudgetExceeded, saying what is left, when it does not fit.
+        Call after the gate and before publishing; then `record_release(..., budget_entry=...)` or
+        `void_budget`."""
+        entry_id = str(uuid.uuid4())
+        with self._write() as conn:
+            spent = conn.execute(
+                select(func.coalesce(func.sum(privacy_budget.c.epsilon), 0.0)).where(
+                    privacy_budget.c.partner == partner, privacy_budget.c.status.in_(BUDGET_COUNTED)
+                )
+            ).scalar_one()
+            if float(spent) + epsilon > total + 1e-9:
+                raise BudgetExceeded(partner, epsilon, float(spent), total)
+            conn.execute(
+                privacy_budget.insert().values(
+                    entry_id=entry_id, partner=partner, run_id=run_id, epsilon=float(epsilon), delta=float(delta),
+                    status="pending", input_hash=input_hash, created_at=_now(),
+                )
+            )
+        return entry_id
+
+    def void_budget(self, entry_id: str) -> None:
+        """Give back a pending entry whose publish failed: nothing left the partner."""
+        with self._write() as conn:
+            conn.execute(
+                update(privacy_budget)
+                .where(privacy_budget.c.entry_id == entry_id, privacy_budget.c.status == "pending")
+                .values(status="void", settled_at=_now())
+            )
+
+    def released_input(self, partner: str, input_hash: str) -> str | None:
+        """The release id of a spent entry made from exactly this input (data and parameters), if any:
+        re-synthesizing unchanged data would spend budget for nothing."""
+        query = select(privacy_budget.c.release_id).where(
+            privacy_budget.c.partner == partner, privacy_budget.c.input_hash == input_hash, privacy_budget.c.status == "spent"
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(query.limit(1)).scalar_one_or_none()
+
+    def budget_ledger(self, partner: str | None = None) -> list[dict[str, Any]]:
+        """Every budget entry, oldest first (for `status` and audits)."""
+        query = select(privacy_budget).order_by(privacy_budget.c.created_at, privacy_budget.c.entry_id)
+        if partner is not None:
+            query = query.where(privacy_budget.c.partner == partner)
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def releases(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest releases in the ledger, newest first, with `privacy` decoded."""
