@@ -30,6 +30,7 @@ File format::
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -63,7 +64,8 @@ EXCEL_EPOCH = date(1899, 12, 30)
 MAX_AGE = 120
 MAJORITY_AGE = 18
 _FOLD = re.compile(r"[^0-9a-z]+")
-_CODE_LIKE = re.compile(r"^[\w .,/&()'+-]{1,40}$")
+_CODE_TOKEN = re.compile(r"^[\w./&()'+-]{1,24}$")
+_DIGIT_RUN = re.compile(r"\d{5,}")
 
 
 class MappingError(Exception):
@@ -219,9 +221,12 @@ class Mapping:
         key = fold(text)
         if key in rule.value_map:
             return rule.value_map[key]
-        code = self._lookups[spec.codelist].get(key)  # type: ignore[index]
+        lookup = self._lookups[spec.codelist]  # type: ignore[index]
+        code = lookup.get(key)
         if code is None:
-            raise _Rejected(f"not a code of list {spec.codelist!r}", text)
+            close = difflib.get_close_matches(key, list(lookup), n=1, cutoff=0.75)
+            hint = f"; closest code {lookup[close[0]]}" if close else ""
+            raise _Rejected(f"not a code of list {spec.codelist!r}{hint}", text)
         return code
 
 
@@ -232,7 +237,9 @@ def redact(spec: FieldSpec | None, value: Any) -> str | None:
     text = value.isoformat() if isinstance(value, (date, datetime)) else str(value).strip()
     if spec is None or spec.role in ("direct_identifier", "free_text"):
         return f"[redacted {spec.role if spec else 'value'}, {len(text)} chars]"
-    if not _CODE_LIKE.match(text) or len(text.split()) > 4 or "@" in text:
+    # Free text typed into a coded field can hold a name or a phone number: only a single short
+    # code-like token is shown; the reason still names the closest code, so the partner can act.
+    if not _CODE_TOKEN.match(text) or _DIGIT_RUN.search(text):
         return f"[redacted free text, {len(text)} chars]"
     return text
 

@@ -36,6 +36,8 @@ class FolderDestination(Destination):
             return PublishResult(bundle.release_id, str(target), published=False)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            for stale in target.parent.glob(f".{bundle.release_id}.*"):  # left by a crash; the job lock
+                shutil.rmtree(stale, ignore_errors=True)  # means no other run is writing it now
             staging = Path(tempfile.mkdtemp(prefix=f".{bundle.release_id}.", dir=target.parent))
             try:
                 for name, content in bundle.files.items():
@@ -45,6 +47,7 @@ class FolderDestination(Destination):
                     _write(staging / name, content)
                 fault_point("release.write")
                 _write(staging / MANIFEST_FILE, bundle.files[MANIFEST_FILE])  # last: marks the bundle whole
+                os.chmod(staging, 0o755)  # mkdtemp makes it private; a release is meant to be read
                 if target.exists():  # a crashed earlier attempt left an incomplete folder: replace it
                     shutil.rmtree(target)
                 os.rename(staging, target)

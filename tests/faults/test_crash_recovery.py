@@ -75,11 +75,6 @@ def test_a_third_run_after_recovery_changes_nothing(tmp_path, size, uninterrupte
     assert job_state(tmp_path) == uninterrupted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connector/destinations/folder.py leaves the hidden staging folder `.<release id>.*` of a run killed "
-    "while writing; publish() should remove stale ones first (the job lock makes that safe): the lead's fix",
-)
 def test_no_staging_folder_is_left_after_a_crash_while_writing(tmp_path, size):
     config = write_job(tmp_path, source=size)
     assert run_cli("run", str(config), fault="release.write:2").returncode == -signal.SIGKILL

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from connector import cli
 from connector.codebook import render_codebook_markdown
 from connector.sandbox.excel_writer import write_workbook
 from connector.schema import load_schema
@@ -136,11 +135,6 @@ def test_the_stores_run_and_source_status_text_hold_no_personal_value(job_run):
     assert leaks(text, values | {SOURCE_PASSWORD, WEBHOOK_TOKEN}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connector/mapping.py `redact` keeps the rejected value of a coded field, and generated mess "
-    "types free text with names into coded fields (prs_Gender = 'unclear - Thein family'): the lead's fix",
-)
 def test_the_stores_rejection_text_holds_no_personal_value(job_run):
     tmp_path, _, _, _, values = job_run
     text = store_text(tmp_path, ("rejections",))
@@ -148,10 +142,6 @@ def test_the_stores_rejection_text_holds_no_personal_value(job_run):
     assert leaks(text, values | {SOURCE_PASSWORD, WEBHOOK_TOKEN}) == []
 
 
-RUN_IS_WIRED = "run_job" in open(cli.__file__, encoding="utf-8").read()
-
-
-@pytest.mark.xfail(not RUN_IS_WIRED, strict=True, reason="`htcds-connector run` does not call connector.scheduler.run_job (which notifies) yet")
 def test_the_notification_holds_no_personal_value_or_secret(job_run):
     _, _, _, bodies, values = job_run
     (body,) = bodies
