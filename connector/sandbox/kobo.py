@@ -1,0 +1,324 @@
+"""A KoboToolbox (kpi) server on 127.0.0.1 serving generated cases as submissions of the HTCDS XLSForm.
+
+The shapes follow kpi's API v2 (`kpi/views/v2/data.py`, `kpi/docs/api/v2/data/list.md`):
+
+- `Authorization: Token <key>`; 401 `{"detail": "Invalid token."}` otherwise;
+- `GET /api/v2/assets/` (count, next, previous, results) and `/api/v2/assets/{uid}/` with `content`
+  (survey and choices rows as the form builder stores them: `$kuid`, `$autoname`, label lists,
+  `select_from_list_name`);
+- `GET /api/v2/assets/{uid}/data/?format=json` with `limit` (at most 30000) / `start` paging,
+  `query` (a MongoDB query: field equality, `$gt $gte $lt $lte $ne $in $nin $exists`, `$and`,
+  `$or`, dotted paths such as `_validation_status.uid`), `sort` (JSON `{"field": 1|-1}`) and
+  `fields` (JSON list); answers keyed by their group path (`group/name`), repeats as lists of
+  dicts keyed by full path, unanswered questions left out; `_id`, `_uuid`, `_submission_time`
+  (UTC, no zone: `2019-09-01T01:02:03`), `_validation_status`, `_submitted_by`, `_attachments`...;
+- deletion removes a submission (Kobo keeps no trace of it, hence the source's id reconciliation).
+
+`_last_edited` is served for edited submissions (Ona and newer kpi servers keep it; the source
+uses it only "where present"). A validation-status change sets `_validation_status.timestamp`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+from urllib.parse import urlencode
+
+from connector.sandbox import xlsform_render as render
+from connector.sandbox.form_server import FormServerHandle, Reply, Request, SandboxApp, json_reply, serve
+
+MAX_LIMIT = 30000
+VALIDATION_LABELS = {
+    "validation_status_approved": "Approved",
+    "validation_status_not_approved": "Not approved",
+    "validation_status_on_hold": "On hold",
+}
+ID_OFFSET = 100000  # Kobo `_id`s are server-wide, so a form's ids do not start at 1
+
+
+def kobo_time(moment: datetime) -> str:
+    """kpi's `_submission_time`: UTC, seconds, no zone designator."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def submission_id(case: Any) -> int:
+    """The `_id` the sandbox gives a case (stable across runs and edits)."""
+    return ID_OFFSET + int(str(case.case_id).lstrip("C") or 0)
+
+
+class KoboApp(SandboxApp):
+    """The application behind `start_kobo_sandbox`; tests reach it through `handle.app`."""
+
+    def __init__(self, cases: Iterable[Any], *, page_size: int, variant: str, transform: Callable[[Any, dict], dict] | None, token: str | None = None):
+        super().__init__()
+        self.token = token or secrets.token_hex(20)
+        self.asset_uid = "aHtcdsSandbox7xQ2mWkLpZ"
+        self.page_size = page_size
+        self.variant = variant
+        self.transform = transform
+        self.content = render.kobo_content(variant)
+        self.validation: dict[str, dict[str, Any]] = {}  # case id -> _validation_status
+        self.rows: list[dict[str, Any]] = []
+        self.set_cases(cases)
+
+    def set_cases(self, cases: Iterable[Any]) -> None:
+        """Serve these cases' current state: deleted cases disappear, as they do in Kobo."""
+        rows = []
+        for case in sorted(cases, key=lambda c: (c.created_at, c.case_id)):
+            if case.deleted:
+                continue
+            answers = render.render_answers(case, self.variant)
+            if self.transform is not None:
+                answers = self.transform(case, answers)
+            rows.append(self._row(case, answers))
+        with self.lock:
+            self.rows = rows
+
+    def _row(self, case: Any, answers: dict[str, Any]) -> dict[str, Any]:
+        iid = render.instance_id(case)
+        row: dict[str, Any] = {"_id": submission_id(case), "formhub/uuid": "5f2e0b3c1a7d4e9b8c6a2d1e0f3b4c5a"}
+        for path, value in answers.items():
+            if isinstance(value, list):
+                if value:
+                    row[path] = [{f"{path}/{k}": v for k, v in child.items() if v not in (None, "")} for child in value]
+                continue
+            if value not in (None, ""):
+                row[path] = value
+        row.update(
+            {
+                "meta/instanceID": iid,
+                "_xform_id_string": self.asset_uid,
+                "_uuid": iid.removeprefix("uuid:"),
+                "_attachments": [],
+                "_status": "submitted_via_web",
+                "_geolocation": [None, None],
+                "_submission_time": kobo_time(case.created_at),
+                "_tags": [],
+                "_notes": [],
+                "_validation_status": self.validation.get(case.case_id, {}),
+                "_submitted_by": "sandbox_collector",
+            }
+        )
+        if case.updated_at > case.created_at:
+            row["_last_edited"] = kobo_time(case.updated_at)
+        row["_case_id"] = case.case_id  # sandbox bookkeeping, removed before serving
+        return row
+
+    def set_validation_status(self, case_id: str, uid: str | None, at: datetime | None = None) -> None:
+        """Validate a submission as a project manager would; `None` clears the status."""
+        moment = at or datetime.now(timezone.utc)
+        status = {} if uid is None else {"timestamp": int(moment.timestamp()), "uid": uid, "by_whom": "sandbox_manager", "label": VALIDATION_LABELS[uid]}
+        with self.lock:
+            self.validation[case_id] = status
+            for row in self.rows:
+                if row["_case_id"] == case_id:
+                    row["_validation_status"] = status
+
+    def delete(self, case_id: str) -> None:
+        with self.lock:
+            self.rows = [r for r in self.rows if r["_case_id"] != case_id]
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    def fault_reply(self, fault: Any) -> Reply | None:
+        if fault.status == 401:
+            return json_reply({"detail": "Invalid token."}, status=401)
+        if fault.status == 429:
+            wait = int(fault.retry_after or 1)
+            return json_reply({"detail": f"Request was throttled. Expected available in {wait} seconds."}, status=429)
+        return None
+
+    def route(self, request: Request) -> tuple[str, Reply]:
+        header = request.headers.get("Authorization") or ""
+        if not header:
+            return "unauthorized", json_reply({"detail": "Authentication credentials were not provided."}, status=401)
+        if header != f"Token {self.token}":
+            return "unauthorized", json_reply({"detail": "Invalid token."}, status=401)
+        path = request.path
+        base = f"http://{request.host}"
+        if path in ("/api/v2/assets/", "/api/v2/assets.json", "/api/v2/assets"):
+            return "assets", json_reply({"count": 1, "next": None, "previous": None, "results": [self._asset(base, with_content=False)]})
+        match = re.fullmatch(r"/api/v2/assets/([^/]+)/?", path)
+        if match:
+            if match.group(1) != self.asset_uid:
+                return "not_found", json_reply({"detail": "Not found."}, status=404)
+            return "asset", json_reply(self._asset(base, with_content=True))
+        match = re.fullmatch(r"/api/v2/assets/([^/]+)/data(?:/|\.json)?", path)
+        if match:
+            if match.group(1) != self.asset_uid:
+                return "not_found", json_reply({"detail": "Not found."}, status=404)
+            return "data", self._data(request, base)
+        return "not_found", json_reply({"detail": "Not found."}, status=404)
+
+    def _asset(self, base: str, *, with_content: bool) -> dict[str, Any]:
+        url = f"{base}/api/v2/assets/{self.asset_uid}/"
+        asset = {
+            "url": url,
+            "uid": self.asset_uid,
+            "name": "HTCDS case form",
+            "asset_type": "survey",
+            "owner__username": "sandbox",
+            "has_deployment": True,
+            "deployment__active": True,
+            "deployment__submission_count": len(self.rows),
+            "version_id": self.content["settings"]["version"],
+            "deployed_version_id": self.content["settings"]["version"],
+            "date_modified": "2025-01-01T00:00:00.000000Z",
+            "data": f"{url}data/",
+        }
+        if with_content:
+            asset["content"] = self.content
+        return asset
+
+    def _data(self, request: Request, base: str) -> Reply:
+        query = request.query
+        try:
+            limit = min(int(query.get("limit", self.page_size)), MAX_LIMIT)
+            start = int(query.get("start", 0))
+        except ValueError:
+            return json_reply({"detail": "A valid integer is required."}, status=400)
+        try:
+            mongo = json.loads(query["query"]) if query.get("query") else {}
+            sort = json.loads(query["sort"]) if query.get("sort") else {"_id": 1}
+            fields = json.loads(query["fields"]) if query.get("fields") else None
+        except ValueError:
+            return json_reply({"detail": "Value must be valid JSON."}, status=400)
+        if not isinstance(mongo, dict) or not isinstance(sort, dict) or (fields is not None and not isinstance(fields, list)):
+            return json_reply({"detail": "Unsupported query"}, status=400)
+        with self.lock:
+            rows = [r for r in self.rows if _matches(r, mongo)]
+        for key, direction in reversed(list(sort.items())):
+            rows.sort(key=lambda r, k=key: _mongo_sort_key(_get(r, k)), reverse=int(direction) < 0)
+        page = rows[start : start + limit]
+        results = []
+        for row in page:
+            item = {k: v for k, v in row.items() if k != "_case_id"}
+            if fields is not None:
+                item = {k: v for k, v in item.items() if k in fields or k.split("/")[0] in fields}
+            results.append(item)
+        link = f"{base}{request.path}"
+        params = {k: v for k, v in query.items() if k not in ("start", "limit")}
+
+        def page_url(at: int) -> str:
+            return f"{link}?{urlencode({**params, 'limit': limit, 'start': at})}"
+
+        return json_reply(
+            {
+                "count": len(rows),
+                "next": page_url(start + limit) if start + limit < len(rows) else None,
+                "previous": page_url(max(0, start - limit)) if start > 0 else None,
+                "results": results,
+            }
+        )
+
+
+def _get(doc: dict[str, Any], dotted: str) -> Any:
+    if dotted in doc:
+        return doc[dotted]
+    value: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def _mongo_sort_key(value: Any) -> tuple:
+    if value is _MISSING or value is None:
+        return (0, 0)
+    if isinstance(value, (int, float)):
+        return (1, value)
+    return (2, str(value))
+
+
+def _matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
+    for key, cond in query.items():
+        if key == "$and":
+            if not all(_matches(doc, q) for q in cond):
+                return False
+            continue
+        if key == "$or":
+            if not any(_matches(doc, q) for q in cond):
+                return False
+            continue
+        value = _get(doc, key)
+        if isinstance(cond, dict) and cond and all(k.startswith("$") for k in cond):
+            for op, arg in cond.items():
+                if not _op(value, op, arg):
+                    return False
+        elif value is _MISSING or value != cond:
+            return False
+    return True
+
+
+def _op(value: Any, op: str, arg: Any) -> bool:
+    if op == "$exists":
+        return (value is not _MISSING) == bool(arg)
+    if op == "$in":
+        return value is not _MISSING and value in arg
+    if op == "$nin":
+        return value is _MISSING or value not in arg
+    if op == "$ne":
+        return value is _MISSING or value != arg
+    if op == "$eq":
+        return value is not _MISSING and value == arg
+    if value is _MISSING or value is None or isinstance(value, (int, float)) != isinstance(arg, (int, float)):
+        return False  # Mongo compares only within a type bracket
+    try:
+        return {"$gt": value > arg, "$gte": value >= arg, "$lt": value < arg, "$lte": value <= arg}[op]
+    except KeyError:
+        raise ValueError(f"unsupported query operator {op}") from None
+
+
+class KoboSandboxHandle(FormServerHandle):
+    """`start_kobo_sandbox`'s handle: url, token and asset uid for a config, faults, counts, state changes."""
+
+    app: KoboApp
+
+    @property
+    def token(self) -> str:
+        return self.app.token
+
+    @property
+    def asset_uid(self) -> str:
+        return self.app.asset_uid
+
+    def set_validation_status(self, case_id: str, uid: str | None, at: datetime | None = None) -> None:
+        self.app.set_validation_status(case_id, uid, at)
+
+    def config_options(self, token_env: str = "KOBO_TOKEN") -> dict[str, Any]:
+        """Source options for a job config pointing at this sandbox (the token itself goes in `token_env`)."""
+        return {"url": self.url, "asset_uid": self.asset_uid, "token_env": token_env}
+
+
+def start_kobo_sandbox(
+    cases: Iterable[Any],
+    *,
+    port: int = 0,
+    page_size: int = 100,
+    variant: str = "partner",
+    transform: Callable[[Any, dict], dict] | None = None,
+    token: str | None = None,
+) -> KoboSandboxHandle:
+    """Serve `cases` as one deployed Kobo asset with the HTCDS form on 127.0.0.1:`port`.
+
+    `page_size` is the server's default `limit` when a client sends none; `variant` "partner"
+    (default, with repeats and a group) or "htcds"; `transform(case, answers)` may change answers
+    before they are served (bad input for tests); `token` fixes the API token (default: random).
+    """
+    app = KoboApp(list(cases), page_size=page_size, variant=variant, transform=transform, token=token)
+    handle = serve(app, port)
+    handle.__class__ = KoboSandboxHandle
+    return handle  # type: ignore[return-value]
+

@@ -1,0 +1,164 @@
+"""Kobo source against `responses`-mocked HTTP: token, keyset passes, validation, id reconciliation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+
+from connector.config import SourceConfig
+from connector.secrets import fold_secret_references
+from connector.sources.base import SourceAuthError
+from connector.sources.kobo import KoboSource, Mark, decode_ids, encode_ids, incremental_query
+
+BASE = "https://kf.example.org"
+DATA = f"{BASE}/api/v2/assets/aUID/data/"
+TOKEN = "kobo-token-not-to-leak-5521"
+
+
+def make_source(monkeypatch: pytest.MonkeyPatch, **options: object) -> KoboSource:
+    monkeypatch.setenv("KOBO_TEST_TOKEN", TOKEN)
+    raw = {"url": BASE, "asset_uid": "aUID", "token_env": "KOBO_TEST_TOKEN", "page_size": 2, **options}
+    cfg = SourceConfig(id="kobo", type="kobo", mapping="xlsform_htcds", options=raw)
+    cfg.parsed_options = KoboSource.Options.model_validate(fold_secret_references(raw, Path(".")))
+    source = KoboSource(cfg, None)
+    source.client.sleep = lambda seconds: None
+    return source
+
+
+def sub(_id: int, submitted: str, **extra: object) -> dict:
+    return {"_id": _id, "_uuid": f"u{_id}", "meta/instanceID": f"uuid:u{_id}", "formhub/uuid": "f", "_submission_time": submitted, "_validation_status": {}, "_attachments": [], "_tags": [], **extra}
+
+
+def data(*rows: dict, count: int | None = None) -> dict:
+    return {"count": len(rows) if count is None else count, "next": None, "previous": None, "results": list(rows)}
+
+
+def params_of(call: responses.Call) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(call.request.url).query).items()}
+
+
+def test_incremental_query_uses_gte_on_the_pass_field_and_exists_before_the_first_value() -> None:
+    assert incremental_query("_submission_time", Mark()) == {}
+    assert incremental_query("_last_edited", Mark()) == {"_last_edited": {"$exists": True}}
+    assert incremental_query("_submission_time", Mark("2024-01-01T00:00:00", {1})) == {"_submission_time": {"$gte": "2024-01-01T00:00:00"}}
+
+
+def test_id_sets_round_trip_in_a_few_bytes_per_id() -> None:
+    ids = set(range(100_000, 200_000, 3)) | {7, 10**9}
+    text = encode_ids(ids)
+    assert decode_ids(text) == ids
+    assert len(text) < len(ids) // 4  # sequential ids compress to far less than a byte each
+    assert decode_ids(encode_ids(set())) == set()
+
+
+@responses.activate
+def test_first_run_sends_token_query_sort_and_keeps_group_paths_and_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [
+        sub(11, "2024-01-01T10:00:00", prs_Gender="Feminine", **{"outgoing_referral/cas_OutgoingReferralDate": "2024-02-01"}, vic_Methods_of_Control="DebtBondage TakesEarnings"),
+        sub(12, "2024-01-02T10:00:00", perpetrators=[{"perpetrators/per_Role_in_Process": "RecruiterOrIntermediary Exploiter"}], _last_edited="2024-03-01T00:00:00"),
+    ]
+    responses.get(DATA, json=data(*rows))
+    responses.get(DATA, json=data(rows[1]))
+    responses.get(DATA, json=data())
+    source = make_source(monkeypatch)
+    pages = list(source.pages(None))
+    records = {r.record_id: r for p in pages for r in p.records}
+    first = params_of(responses.calls[0])
+    assert responses.calls[0].request.headers["Authorization"] == f"Token {TOKEN}"
+    assert json.loads(first["query"]) == {} and json.loads(first["sort"]) == {"_submission_time": 1, "_id": 1} and first["limit"] == "2"
+    assert json.loads(params_of(responses.calls[1])["query"]) == {"_submission_time": {"$gte": "2024-01-02T10:00:00"}}
+    a = records["11"].fields
+    assert a["cas_OutgoingReferralDate"] == "2024-02-01" and a["outgoing_referral/cas_OutgoingReferralDate"] == "2024-02-01"
+    assert a["vic_Methods_of_Control"] == "DebtBondage TakesEarnings"
+    assert a["_submission_time"] == "2024-01-01T10:00:00Z" and "formhub/uuid" not in a and "_uuid" not in a and "instanceID" not in a
+    assert records["12"].fields["perpetrators"] == [{"per_Role_in_Process": "RecruiterOrIntermediary Exploiter"}]
+    assert records["12"].updated_at == datetime(2024, 3, 1, tzinfo=timezone.utc)
+    cursor = json.loads(pages[-1].cursor)
+    assert cursor["edited"] == {"at": "2024-03-01T00:00:00", "ids": [12]}
+    assert decode_ids(cursor["known"]) == {11, 12}
+
+
+@responses.activate
+def test_not_approved_submissions_become_deletes_and_leave_the_known_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = {"uid": "validation_status_not_approved", "timestamp": 1700000000, "label": "Not approved"}
+    responses.get(DATA, json=data(sub(11, "2024-01-01T10:00:00"), sub(12, "2024-01-01T11:00:00", _validation_status=status)))
+    responses.get(DATA, json=data(sub(12, "2024-01-01T11:00:00", _validation_status=status)))
+    pages = list(make_source(monkeypatch).pages(None))
+    records = {r.record_id: r for p in pages for r in p.records}
+    assert records["12"].deleted and not records["11"].deleted
+    assert decode_ids(json.loads(pages[-1].cursor)["known"]) == {11}
+
+
+def _cursor(known: set[int], *, runs: int, at: datetime) -> str:
+    marks = {"submitted": {"at": "2024-01-02T00:00:00", "ids": [12]}, "edited": {"at": None, "ids": []}, "validated": {"at": None, "ids": []}}
+    return json.dumps({**marks, "known": encode_ids(known), "reconcile": {"at": at.isoformat(), "runs": runs}})
+
+
+@responses.activate
+def test_reconciliation_lists_ids_only_and_deletes_the_ids_that_are_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    responses.get(DATA, json=data(sub(12, "2024-01-02T00:00:00")))  # pass 1: nothing new
+    responses.get(DATA, json=data())  # pass 2
+    responses.get(DATA, json=data())  # pass 3
+    responses.get(DATA, json=data({"_id": 11}, {"_id": 13}))  # reconciliation
+    source = make_source(monkeypatch, reconcile_every_runs=3)
+    cursor = _cursor({11, 12, 13}, runs=2, at=datetime.now(timezone.utc))
+    pages = list(source.pages(cursor))
+    assert [(r.record_id, r.deleted) for p in pages for r in p.records] == [("12", True)]
+    reconcile = params_of(responses.calls[-1])
+    assert json.loads(reconcile["fields"]) == ["_id"] and reconcile["limit"] == "30000" and json.loads(reconcile["sort"]) == {"_id": 1}
+    last = json.loads(pages[-1].cursor)
+    assert decode_ids(last["known"]) == {11, 13} and last["reconcile"]["runs"] == 0
+
+
+@responses.activate
+def test_reconciliation_waits_until_it_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(3):
+        responses.get(DATA, json=data())
+    source = make_source(monkeypatch, reconcile_every_runs=5, reconcile_every_hours=24)
+    pages = list(source.pages(_cursor({11}, runs=1, at=datetime.now(timezone.utc) - timedelta(hours=1))))
+    assert len(responses.calls) == 3  # the three passes, no id listing
+    assert json.loads(pages[-1].cursor)["reconcile"]["runs"] == 2
+    source.now = lambda: datetime.now(timezone.utc) + timedelta(hours=30)  # a day later it is due
+    responses.get(DATA, json=data({"_id": 11}))
+    list(source.pages(pages[-1].cursor))
+    assert json.loads(params_of(responses.calls[-1])["fields"]) == ["_id"]
+
+
+@responses.activate
+def test_refused_token_is_an_auth_error_without_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    responses.get(DATA, json={"detail": "Invalid token."}, status=401)
+    with pytest.raises(SourceAuthError) as err:
+        list(make_source(monkeypatch).pages(None))
+    assert "Invalid token." in str(err.value) and TOKEN not in str(err.value)
+
+
+@responses.activate
+def test_truncated_body_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    responses.get(DATA, body='{"count": 1, "results": [{"_id": 1', status=200, content_type="application/json")
+    responses.get(DATA, json=data(sub(1, "2024-01-01T00:00:00")))
+    responses.get(DATA, json=data())
+    records = [r for p in make_source(monkeypatch).pages(None) for r in p.records]
+    assert [r.record_id for r in records] == ["1"]
+
+
+@responses.activate
+def test_check_compares_the_asset_content_with_the_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    content = {
+        "survey": [
+            {"type": "begin_group", "name": "victim", "$kuid": "g"},
+            {"type": "select_one", "select_from_list_name": "sex", "$autoname": "prs_Sex", "label": ["Sex"]},
+            {"type": "end_group", "$kuid": "e"},
+        ],
+        "choices": [{"list_name": "sex", "name": "F", "label": ["Female"]}],
+    }
+    responses.get(f"{BASE}/api/v2/assets/aUID/", json={"uid": "aUID", "content": content, "deployed_version_id": "v9"})
+    problems = make_source(monkeypatch).check()
+    assert any("prs_Gender" in p.message and p.severity == "error" and "v9" in p.where for p in problems)
+    renamed = make_source(monkeypatch, rename={"prs_Sex": "prs_Gender"})
+    assert not any("prs_Gender" in p.message and p.severity == "error" for p in renamed.check())
+    assert [f.name for f in renamed.fields()] == ["prs_Gender"]
