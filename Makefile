@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The demo exits 1 when some generated values were rejected (they are messy on purpose): that is a success.
+# The demo starts local Salesforce, ODK Central and Kobo sandboxes plus an Excel workbook of generated
+# cases and runs deploy/examples/demo.yaml. It exits 1 when generated values were rejected (they are
+# messy on purpose): that is a success.
 demo: $(STAMP)
-	$(BIN)/htcds-connector sandbox excel --cases 3000 --seed 7 --out build/demo/cases.xlsx
-	$(BIN)/htcds-connector run deploy/examples/demo.yaml; code=$$?; [ $$code -le 1 ] || exit $$code
+	$(BIN)/htcds-connector sandbox demo deploy/examples/demo.yaml --cases 3000; code=$$?; [ $$code -le 1 ] || exit $$code
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -32,6 +32,7 @@ EXAMPLES = {
     "sync": "htcds-connector sync connector.yaml --json",
     "release": "htcds-connector release connector.yaml",
     "run": "htcds-connector run connector.yaml",
+    "daemon": "htcds-connector --log-json daemon connector.yaml",
     "preview": "htcds-connector preview connector.yaml",
     "status": "htcds-connector status connector.yaml --json",
     "codebook": "htcds-connector codebook --format md > codebook.md",
@@ -81,8 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", help="only this source id (repeatable)")
     command("release", "protect the stored cases, run the gate and publish a release", cmd_release)
     command("run", "sync, then release (what cron runs)", cmd_run)
+    p = sub.add_parser("daemon", help="run the jobs on their `schedule` until SIGTERM", description="run the jobs on their `schedule` until SIGTERM",
+                       epilog="example: htcds-connector --log-json daemon /etc/htcds/ngo.yaml")
+    p.add_argument("configs", type=Path, nargs="+", help="one job config per job")
+    p.set_defaults(func=cmd_daemon)
     p = command("preview", "show the protected release and its privacy record; publishes nothing", cmd_preview)
     p.add_argument("--rows", type=int, default=10, help="rows of the protected table to show")
+    p.add_argument("--report", metavar="PATH", help="also write the release's report.html there (a dry run: nothing is published)")
     command("status", "last runs, record counts, rejections by reason, source errors", cmd_status)
     p = command("codebook", "print the codebook generated from the common schema", cmd_codebook, config=False, json_flag=False)
     p.add_argument("--format", choices=["md", "json"], default="md")
@@ -103,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mess-rate", type=float, default=0.05)
     p.add_argument("--out", type=Path, required=True, help=".xlsx or .csv")
     p.set_defaults(func=cmd_sandbox_excel, command="sandbox")
+    p = sandbox_sub.add_parser("demo", help="start every sandbox, run the demo job against them, stop them",
+                               epilog="example: htcds-connector sandbox demo deploy/examples/demo.yaml --cases 3000")
+    p.add_argument("config", type=Path, help="the demo job config (deploy/examples/demo.yaml)")
+    p.add_argument("--cases", type=int, default=3000, help="generated cases per source")
+    p.add_argument("--workbook", type=Path, default=Path("build/demo/cases.xlsx"), help="where the Excel source's workbook is written")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of tables")
+    p.set_defaults(func=cmd_sandbox_demo, command="sandbox")
     return parser
 
 
@@ -160,21 +173,32 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    with _locked(config) as pipeline, _progress(args) as hook:
-        pipeline.progress = hook
-        sync, release = pipeline.run()
-    if args.json:
-        _print_json({"sync": sync.as_dict(), "release": release.as_dict(), "exit_code": _run_exit(sync.exit_code, release.exit_code)})
-    else:
-        _show_sync(sync, False)
-        _show_release(release, False)
-    return _run_exit(sync.exit_code, release.exit_code)
+    from connector.scheduler import run_job, stop_on_signals
+
+    with _progress(args) as hook, stop_on_signals() as stop:
+        outcome = run_job(args.config, progress=hook, stop_requested=stop.is_set)
+    return _show_outcome(outcome, args.json)
 
 
-def _run_exit(sync_code: int, release_code: int) -> int:
-    """The most serious outcome wins; rejections (1) only when all else went well."""
-    return release_code if release_code not in (EXIT_OK,) else sync_code
+def _show_outcome(outcome, as_json: bool) -> int:
+    if as_json:
+        _print_json(outcome.as_dict())
+        return outcome.exit_code
+    for message in outcome.errors:
+        err.print(f"[red]error[/red] {message}", highlight=False)
+    if outcome.sync is not None:
+        _show_sync(outcome.sync, False)
+    if outcome.release is not None:
+        _show_release(outcome.release, False)
+    if outcome.stopped:
+        err.print("stopped on request after the last committed page; the next run continues")
+    return outcome.exit_code
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from connector.scheduler import run_daemon
+
+    return run_daemon(args.configs)
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -191,6 +215,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
         admit(table, privacy, roles=pipeline.schema.view_roles())
     except GateRefused as exc:
         verdict = {"passes_gate": False, "reasons": list(exc.reasons)}
+    report_path = getattr(args, "report", None)
+    if report_path:
+        from privacy.report import render_report
+
+        Path(report_path).write_bytes(render_report(privacy, partner=config.job.partner.id))
+        verdict["report"] = str(report_path)
     if args.json:
         _print_json({"records_in": len(view), "privacy": privacy, **verdict, "sample": table.head(args.rows).astype(str).to_dict("records")})
         return EXIT_OK
@@ -206,6 +236,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
         sample.add_row(*["" if v is None or v != v else str(v) for v in row[qis]])
     out.print(sample)
     out.print("[green]passes the gate[/green]" if verdict["passes_gate"] else f"[red]the gate would refuse[/red]: {'; '.join(verdict['reasons'])}")
+    if report_path:
+        out.print(f"report written to {report_path} (dry run: nothing published, no privacy budget spent)")
     return EXIT_OK
 
 
@@ -275,6 +307,14 @@ def cmd_sandbox_excel(args: argparse.Namespace) -> int:
     (write_csv if args.out.suffix.lower() == ".csv" else write_workbook)(cases, args.out)
     out.print(f"wrote {len(cases)} generated cases (seed {args.seed}) to {args.out}")
     return EXIT_OK
+
+
+def cmd_sandbox_demo(args: argparse.Namespace) -> int:
+    from connector.sandbox.demo import run_demo
+
+    with _progress(args) as hook:
+        outcome = run_demo(args.config, cases_per_source=args.cases, workbook=args.workbook, progress=hook)
+    return _show_outcome(outcome, args.json)
 
 
 # -- helpers ---------------------------------------------------------------------------------

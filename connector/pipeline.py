@@ -53,6 +53,7 @@ class SourceReport:
     unchanged: int = 0
     deleted: int = 0
     rejected: int = 0
+    rejected_new: int = 0
     requests: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -71,7 +72,7 @@ class SyncReport:
     def exit_code(self) -> int:
         if self.failed:
             return EXIT_SOURCE
-        return EXIT_REJECTIONS if any(s.rejected for s in self.sources) else EXIT_OK
+        return EXIT_REJECTIONS if any(s.rejected_new for s in self.sources) else EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "exit_code": self.exit_code, "sources": [asdict(s) for s in self.sources]}
@@ -159,7 +160,7 @@ class Pipeline:
                 continue
             report.sources.append(self._sync_source(run_id, source_config))
         counts = _total_counts(report)
-        status = "failed" if report.failed else ("rejections" if counts["rejected"] else "ok")
+        status = "failed" if report.failed else ("rejections" if counts["rejected_new"] else "ok")
         error = "; ".join(f"{s.source}: {s.error}" for s in report.failed) or None
         self.store.finish_run(run_id, status, counts, error)
         return report
@@ -186,6 +187,7 @@ class Pipeline:
                 result.unchanged += counts.unchanged
                 result.deleted += counts.deleted
                 result.rejected += len(mapped.rejections)
+                result.rejected_new += counts.rejected_new
                 log.info(
                     "page committed",
                     extra={"run_id": run_id, "source": source_config.id, "page": page.number, "records": len(page.records), "rejected": len(mapped.rejections)},
@@ -362,5 +364,5 @@ def _release_metrics(basis: Any, table: pd.DataFrame, reporting_length: int, pri
 
 
 def _total_counts(report: SyncReport) -> dict[str, int]:
-    keys = ("pages", "fetched", "inserted", "updated", "unchanged", "deleted", "rejected", "requests")
+    keys = ("pages", "fetched", "inserted", "updated", "unchanged", "deleted", "rejected", "rejected_new", "requests")
     return {k: sum(getattr(s, k) for s in report.sources) for k in keys}

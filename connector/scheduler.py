@@ -142,7 +142,7 @@ def run_job(
 
 def _notify(config: Config, outcome: RunOutcome, previous: str | None) -> None:
     settings = config.job.notify
-    rejected = sum(s.rejected for s in outcome.sync.sources) if outcome.sync else 0
+    rejected = sum(s.rejected_new for s in outcome.sync.sources) if outcome.sync else 0
     events = notify.events_for(settings, exit_code=outcome.exit_code, rejected=rejected, previous=previous, stopped=outcome.stopped)
     if not events or (settings.webhook is None and settings.email is None):
         return

@@ -235,6 +235,9 @@ class PageCounts:
     unchanged: int = 0
     deleted: int = 0
     rejected: int = 0
+    # Rejections of records that are new or changed on this page: a record re-read unchanged was
+    # reported before, so an unattended run does not cry "rejections" every night for old data.
+    rejected_new: int = 0
 
     def __add__(self, other: PageCounts) -> PageCounts:
         return PageCounts(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
@@ -322,6 +325,7 @@ class Store:
                     inserted += 1
                 else:
                     updated += 1
+            unchanged_ids = set(unchanged)
             self._upsert_cases(conn, source, run_id, changed, now)
             self._touch_cases(conn, source, run_id, unchanged, now)
             self._replace_rejections(conn, source, run_id, touched_ids, page, now)
@@ -334,6 +338,7 @@ class Store:
             unchanged=len(unchanged),
             deleted=deleted,
             rejected=len(page.rejections),
+            rejected_new=sum(1 for r in page.rejections if r.record_id not in unchanged_ids),
         )
 
     def mark_missing_deleted(self, source: str, run_id: str, seen_ids: set[str]) -> int:

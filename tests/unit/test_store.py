@@ -314,7 +314,7 @@ def test_failure_inside_a_page_leaves_store_and_cursor_as_they_were(
 
     monkeypatch.undo()
     assert store.commit_page(SF, second, changes, deleted_ids=["c"]) == PageCounts(
-        inserted=1, updated=1, unchanged=1, deleted=1, rejected=1
+        inserted=1, updated=1, unchanged=1, deleted=1, rejected=1, rejected_new=1
     )
     assert store.cursor(SF) == "c2"
 
@@ -492,3 +492,11 @@ def test_canonical_json_is_order_independent_and_writes_dates_as_iso() -> None:
         '{"a":["2024-05-01"],"b":1,"n":null}'
     )
     assert canonical_json({"a": 1, "b": "é"}) == canonical_json({"b": "é", "a": 1})
+
+
+def test_rejections_of_records_reread_unchanged_are_not_new(store: Store) -> None:
+    run = store.start_run("job", "sync")
+    first = store.commit_page(SF, run, page(case("a", age=1), case("b", age=2), rejections=[reject("a")], cursor="c1"))
+    assert (first.rejected, first.rejected_new) == (1, 1)
+    again = store.commit_page(SF, run, page(case("a", age=1), case("b", age=3), rejections=[reject("a"), reject("b")], cursor="c2"))
+    assert (again.unchanged, again.updated, again.rejected, again.rejected_new) == (1, 1, 2, 1)
