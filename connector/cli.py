@@ -93,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("codebook", "print the codebook generated from the common schema", cmd_codebook, config=False, json_flag=False)
     p.add_argument("--format", choices=["md", "json"], default="md")
 
+    mapping = sub.add_parser("mapping", help="draft a mapping for a partner's own form")
+    mapping_sub = mapping.add_subparsers(dest="mapping_command", required=True)
+    p = mapping_sub.add_parser("suggest", help="match a form's questions and choices to the common schema; unmatched items are marked REVIEW",
+                               epilog="example: htcds-connector mapping suggest connector.yaml odk-cases --out mappings/odk-cases.yaml")
+    p.add_argument("config", type=Path)
+    p.add_argument("source", help="the source id in the config")
+    p.add_argument("--out", type=Path, help="write the draft here instead of printing it")
+    p.set_defaults(func=cmd_mapping_suggest, command="mapping")
+
     central = sub.add_parser("central", help="the central team's receiver: serve, add-partner")
     try:
         from connector.central.cli import register as register_central
@@ -109,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mess-rate", type=float, default=0.05)
     p.add_argument("--out", type=Path, required=True, help=".xlsx or .csv")
     p.set_defaults(func=cmd_sandbox_excel, command="sandbox")
+    p = sandbox_sub.add_parser("serve", help="serve generated cases as Salesforce, ODK Central and Kobo sandboxes until Ctrl-C",
+                               epilog="example: htcds-connector sandbox serve --cases 500")
+    p.add_argument("--cases", type=int, default=500, help="generated cases per sandbox")
+    p.set_defaults(func=cmd_sandbox_serve, command="sandbox")
     p = sandbox_sub.add_parser("demo", help="start every sandbox, run the demo job against them, stop them",
                                epilog="example: htcds-connector sandbox demo deploy/examples/demo.yaml --cases 3000")
     p.add_argument("config", type=Path, help="the demo job config (deploy/examples/demo.yaml)")
@@ -306,6 +319,38 @@ def cmd_sandbox_excel(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     (write_csv if args.out.suffix.lower() == ".csv" else write_workbook)(cases, args.out)
     out.print(f"wrote {len(cases)} generated cases (seed {args.seed}) to {args.out}")
+    return EXIT_OK
+
+
+def cmd_mapping_suggest(args: argparse.Namespace) -> int:
+    from connector.mapping_suggest import suggest_for_config
+
+    config = load_config(args.config)
+    try:
+        draft = suggest_for_config(config, args.source)
+    except (KeyError, TypeError) as exc:
+        err.print(f"[red]error[/red] {exc.args[0]}", highlight=False)
+        return EXIT_CONFIG
+    if args.out:
+        args.out.write_text(draft, encoding="utf-8")
+        out.print(f"wrote {args.out}: review every line marked REVIEW, then point the source's `mapping:` at it")
+    else:
+        sys.stdout.write(draft)
+    return EXIT_OK
+
+
+def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from connector.sandbox.demo import demo_sandboxes
+    from connector.scheduler import stop_on_signals
+
+    with demo_sandboxes(args.cases, Path("build/sandbox/cases.xlsx")) as env, stop_on_signals() as stop:
+        out.print("sandboxes ready. Export these, then run a job such as deploy/examples/demo.yaml:")
+        for name, value in env.items():
+            sys.stdout.write(f"export {name}={value}\n")
+        sys.stdout.flush()
+        out.print("(Ctrl-C stops them)")
+        while not stop.wait(1.0):
+            pass
     return EXIT_OK
 
 

@@ -212,8 +212,8 @@ def suggest_for_source(source: Any, *, profile: str | None = None, schema: Schem
 def suggest_for_config(config: Any, source_id: str, *, profile: str | None = None) -> str:
     """`htcds-connector mapping suggest CONFIG SOURCE`: draft mapping for one source of a loaded job config.
 
-    A source with `options.xlsform: PATH` (or an `.xlsx` path as `options.path`) is read from the
-    workbook; an ODK Central or Kobo source from the form definition its server serves.
+    A source with `options.xlsform: PATH` is read from that XLSForm workbook; an ODK Central or
+    Kobo source from the form definition its server serves.
     """
     from connector.sources import source_class
 
@@ -221,8 +221,8 @@ def suggest_for_config(config: Any, source_id: str, *, profile: str | None = Non
     if source_config is None:
         known = ", ".join(s.id for s in config.job.sources)
         raise KeyError(f"no source {source_id!r} in {config.path}; sources: {known}")
-    workbook = source_config.options.get("xlsform") or source_config.options.get("path")
-    if workbook and str(workbook).lower().endswith(".xlsx"):
+    workbook = source_config.options.get("xlsform")  # a data workbook (`path`) is not a form
+    if workbook:
         return suggest_from_xlsform(config.resolve_path(workbook), profile=profile or f"{source_id}_mapping")
     source = source_class(source_config.type)(source_config, config)
     try:
