@@ -21,10 +21,7 @@ The token is read from its secret reference per publish and never enters a messa
 
 from __future__ import annotations
 
-import random
 import time
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 import requests
@@ -33,6 +30,7 @@ from connector.destinations.base import Destination, PublishError, PublishResult
 from connector.destinations.s3 import content_type
 from connector.records import Problem
 from connector.release import MANIFEST_FILE, Bundle
+from connector.retry import backoff_delay, parse_retry_after
 from connector.secrets import Secret, SecretMissing
 
 if TYPE_CHECKING:
@@ -80,10 +78,8 @@ class CentralApiDestination(Destination):
     def delay(self, attempt: int, response: requests.Response | None) -> float:
         """Seconds before retry number `attempt` (1-based): Retry-After if the server gave one, else
         full jitter over an exponential window, so many partners retrying do not stampede."""
-        retry_after = _retry_after(response) if response is not None else None
-        if retry_after is not None:
-            return min(retry_after, MAX_DELAY)
-        return random.uniform(0, min(MAX_DELAY, self.backoff * 2 ** (attempt - 1)))
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
+        return backoff_delay(attempt, base=self.backoff, cap=MAX_DELAY, retry_after=retry_after)
 
     def _request(self, method: str, path: str, *, extra_headers: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
         """One logical request with retries; returns the final response (any status) or raises PublishError."""
@@ -162,23 +158,6 @@ def _refusal(doing: str, bundle: Bundle, response: requests.Response) -> str:
         reasons = [str(detail)]
     text = "; ".join(r for r in reasons if r) or response.reason or "no reason given"
     return f"central receiver refused release {bundle.release_id} while {doing} (HTTP {response.status_code}): {text}"
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 __all__ = ["CentralApiDestination", "RETRY_STATUSES"]

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from connector.retry import backoff_delay, parse_retry_after
 from connector.sources.base import SourceAuthError, SourceError, SourceStats
 
 log = logging.getLogger(__name__)
@@ -134,30 +132,10 @@ class HttpClient:
             return response
 
     def _wait(self, attempt: int, retry_after: float | None) -> None:
-        if retry_after is not None:
-            delay = min(retry_after, self.max_wait)
-        else:
-            delay = min(self.backoff * (2 ** (attempt - 1)), self.max_wait) * (0.5 + random.random() / 2)
-        self.sleep(delay)
+        self.sleep(backoff_delay(attempt, base=self.backoff, cap=self.max_wait, retry_after=retry_after))
 
     def close(self) -> None:
         self.session.close()
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def describe_body(response: requests.Response) -> str:

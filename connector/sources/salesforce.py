@@ -34,7 +34,6 @@ renewed once; the rest fail with a message naming the object and field.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +55,7 @@ from simple_salesforce.exceptions import (
 )
 
 from connector.records import Page, Problem, RawRecord
+from connector.retry import backoff_delay, parse_retry_after
 from connector.secrets import Secret
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
@@ -241,13 +241,11 @@ class SalesforceApi:
                     raise SourceError(self.where, f"{what}: the server answered {kind} instead of JSON; check login_url / the instance is Salesforce", transient=True) from None
             if attempt >= self.options.max_retries:
                 raise SourceError(self.where, f"{what}: still failing after {attempt + 1} attempts ({reason})", transient=True)
-            delay = self.options.backoff_seconds * (2**attempt) + random.uniform(0, self.options.backoff_seconds)
-            retry_after = self.last_response.headers.get("Retry-After") if self.last_response is not None else None
-            if retry_after and retry_after.isdigit():
-                delay = max(delay, float(retry_after))
+            retry_after = parse_retry_after(self.last_response.headers.get("Retry-After")) if self.last_response is not None else None
+            delay = backoff_delay(attempt + 1, base=self.options.backoff_seconds, cap=300.0, retry_after=retry_after)
             log.warning("%s: %s failed (%s); retry %d in %.1fs", self.where, what, reason, attempt + 1, delay)
             self.stats.extra["retries"] = self.stats.extra.get("retries", 0) + 1
-            self.sleep(min(delay, 300.0))
+            self.sleep(delay)
             attempt += 1
 
     def read_limits(self) -> None:

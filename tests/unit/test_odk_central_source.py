@@ -245,7 +245,7 @@ def test_retry_after_accepts_seconds_and_http_dates_and_ignores_junk() -> None:
     from email.utils import format_datetime
     from datetime import datetime, timedelta, timezone
 
-    from connector.sources.http import parse_retry_after
+    from connector.retry import parse_retry_after
 
     assert parse_retry_after("12") == 12.0
     soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
