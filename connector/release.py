@@ -20,7 +20,9 @@ from privacy.gate import Release
 
 DATA_FILE = "data.csv"
 MANIFEST_FILE = "manifest.json"
-CONTENT_FILES = (DATA_FILE, "datapackage.json", "codebook.md", "privacy.json")
+REPORT_FILE = "report.html"
+# report.html is rendered from privacy.json alone and deterministically, so it is content and is hashed.
+CONTENT_FILES = (DATA_FILE, "datapackage.json", "codebook.md", "privacy.json", REPORT_FILE)
 
 # Frictionless types of release-view columns; quasi-identifiers are strings because generalization
 # turns numbers into bands ("18--20") and suppressed cells into "*".
@@ -68,6 +70,7 @@ def table_schema(release: Release, schema: Schema) -> dict[str, Any]:
 def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: list[str], created_at: datetime | None = None) -> Bundle:
     """Assemble the bundle's files from a gate-admitted release. Pure: writes nothing."""
     from connector.codebook import render_codebook_markdown
+    from privacy.report import render_report
 
     datapackage = {
         "profile": "tabular-data-package",
@@ -93,6 +96,7 @@ def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: lis
         "datapackage.json": canonical_json(datapackage),
         "codebook.md": render_codebook_markdown(schema).encode("utf-8"),
         "privacy.json": canonical_json(release.privacy),
+        REPORT_FILE: render_report(release.privacy, partner=partner),
     }
     release_id = release_id_of(files)
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")

@@ -128,7 +128,7 @@ def admit(table: pd.DataFrame, privacy: Mapping[str, Any], *, roles: Mapping[str
     elif method == "synthetic":
         reasons += _check_synthetic(parsed, record, roles)
     else:
-        reasons.append(f"privacy method {method!r} is not one the gate knows (k_anonymity)")
+        reasons.append(f"privacy method {method!r} is not one the gate knows (k_anonymity, synthetic)")
     if record.get("records_out") != len(rows):
         reasons.append(f"the privacy record says records_out={record.get('records_out')!r} but the release has {len(rows)} rows")
 
@@ -188,8 +188,53 @@ def _check_l_diversity(parsed: pd.DataFrame, qis: list[str], rule: Mapping[str, 
 
 
 def _check_synthetic(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Mapping[str, str]) -> list[str]:
-    """Hook for method 'synthetic': the threshold checks arrive with the synthesis issue."""
-    return ["method synthetic is not admitted yet: its threshold checks arrive with the synthesis issue"]
+    """A differentially private synthetic table, checked on the parsed bytes:
+
+    - epsilon > 0 and 0 < delta < 1 are recorded, and the privacy budget the record carries
+      (`budget.total`, `budget.spent_before`, read from the store's ledger) still holds this epsilon;
+    - every combination of the quasi-identifiers (every `quasi_identifier` column plus any the record
+      names; an empty cell is a value) occurs at least `resolution` times: synthetic rows can still
+      single out a real person when they copy a rare combination, so the same floor as k applies.
+    Identifier and free-text columns are refused for every method by `admit` itself.
+    """
+    reasons: list[str] = []
+    epsilon, delta = record.get("epsilon"), record.get("delta")
+    if not _positive_number(epsilon):
+        reasons.append(f"the privacy record has no valid epsilon (a number > 0): {epsilon!r}")
+    if not _positive_number(delta) or not delta < 1:
+        reasons.append(f"the privacy record has no valid delta (0 < delta < 1): {delta!r}")
+    budget = record.get("budget")
+    if not isinstance(budget, Mapping) or not _positive_number(budget.get("total")) or not _number(budget.get("spent_before")):
+        reasons.append("the privacy record has no privacy budget (budget.total and budget.spent_before from the store's ledger)")
+    elif _positive_number(epsilon) and budget["spent_before"] + epsilon > budget["total"] + 1e-9:
+        left = max(budget["total"] - budget["spent_before"], 0.0)
+        reasons.append(f"epsilon {epsilon} exceeds the privacy budget left: {left:g} of {budget['total']:g} (spent {budget['spent_before']:g})")
+    resolution = record.get("resolution")
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 2:
+        return reasons + [f"the privacy record has no valid resolution (an integer >= 2): {resolution!r}"]
+    named = [q for q in record.get("quasi_identifiers", []) if q in parsed.columns]
+    qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier" or c in named]
+    if len(parsed) == 0:
+        return reasons
+    sizes = parsed.groupby(qis, sort=True).size() if qis else pd.Series([len(parsed)])
+    rare = sizes[sizes < resolution]
+    if len(rare):
+        reasons.append(f"{len(rare)} quasi-identifier combinations occur fewer than resolution={resolution} times")
+        for combination, count in list(rare.items())[:_MAX_LISTED]:
+            values = combination if isinstance(combination, tuple) else (combination,)
+            shown = ", ".join(f"{q}={v!r}" for q, v in zip(qis, values))
+            reasons.append(f"({shown}) occurs {count} times; the resolution requires {resolution}")
+        if len(rare) > _MAX_LISTED:
+            reasons.append(f"... and {len(rare) - _MAX_LISTED} more")
+    return reasons
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_number(value: Any) -> bool:
+    return _number(value) and value > 0
 
 
 __all__ = ["GateRefused", "Release", "admit", "parse_csv_bytes", "to_csv_bytes"]

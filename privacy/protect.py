@@ -36,6 +36,9 @@ class Protected:
 
     table: pd.DataFrame
     privacy: dict[str, Any]
+    # the real view in the release's representation (binned for synthesis), for metrics only; None
+    # for k-anonymity, whose representation `privacy.metrics.generalize_like` rebuilds from the levels
+    basis: pd.DataFrame | None = None
 
 
 def protect(
@@ -44,14 +47,14 @@ def protect(
     roles: Mapping[str, str],
     *,
     hierarchy_names: Mapping[str, str | None] | None = None,
+    rules: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Protected:
     """Apply the release method to the view. `hierarchy_names` maps a column to a packaged hierarchy
     (the release view's `hierarchy:`); `release.hierarchies` overrides it; unnamed columns use the
-    defaults in `privacy.hierarchies.DEFAULT_COLUMN_HIERARCHIES`, else value -> `*`.
+    defaults in `privacy.hierarchies.DEFAULT_COLUMN_HIERARCHIES`, else value -> `*`. `rules` (the
+    release view's rules by column) let synthesis recompute derived columns instead of inventing them.
     """
-    if release.method == "synthetic":
-        raise NotImplementedError("method synthetic arrives with the synthesis issue")
-    if release.method != "k_anonymity":
+    if release.method not in ("k_anonymity", "synthetic"):
         raise ProtectionError(f"release.method: unknown method {release.method!r}")
 
     unknown = [c for c in view.columns if roles.get(c) not in ROLES]
@@ -78,6 +81,19 @@ def protect(
             raise ProtectionError(f"release.levels.{name}: {name!r} is not a quasi-identifier of the release (they are: {', '.join(qis)})")
     names = hierarchy_names or {}
     hierarchies = {q: hierarchy_for(q, release.hierarchies, names.get(q)) for q in qis}
+
+    if release.method == "synthetic":
+        from privacy.synth import synthesize
+
+        for name in release.synthetic.levels:
+            if name not in qis:
+                raise ProtectionError(f"release.synthetic.levels.{name}: {name!r} is not a quasi-identifier of the release (they are: {', '.join(qis)})")
+        synthetic = synthesize(table, release.synthetic, quasi_identifiers=qis, hierarchies=hierarchies, rules=rules)
+        privacy = dict(synthetic.record)
+        privacy["quasi_identifiers_added"] = added
+        privacy["quasi_identifiers_absent"] = absent_qis
+        privacy["columns_dropped"] = dropped
+        return Protected(table=synthetic.table, privacy=privacy, basis=synthetic.basis)
 
     result = anonymize(
         table,

@@ -79,7 +79,7 @@ def test_release_passes_the_gate_and_validates_with_frictionless(first_run):
     tmp_path, _, _, pipeline, _, release = first_run
     assert release.status == "published", release.reasons
     folder = Path(release.location)
-    assert sorted(p.name for p in folder.iterdir()) == ["codebook.md", "data.csv", "datapackage.json", "manifest.json", "privacy.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["codebook.md", "data.csv", "datapackage.json", "manifest.json", "privacy.json", "report.html"]
     privacy = json.loads((folder / "privacy.json").read_text())
     table = pd.read_csv(folder / "data.csv", dtype=str, keep_default_na=False)
     assert privacy["k"] == 10 and len(table) == privacy["records_out"] > 0

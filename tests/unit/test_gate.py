@@ -99,9 +99,9 @@ def test_refuses_missing_or_invalid_k_and_unknown_method():
     assert any("not one the gate knows" in r for r in reasons(frame, {**privacy(frame), "method": "none"}))
 
 
-def test_synthetic_has_a_hook_that_refuses_for_now():
+def test_synthetic_release_without_its_epsilon_is_refused():
     frame = table()
-    assert any("synthetic" in r for r in reasons(frame, {**privacy(frame), "method": "synthetic"}))
+    assert any("epsilon" in r for r in reasons(frame, {**privacy(frame), "method": "synthetic"}))
 
 
 def test_refuses_a_class_that_is_not_l_diverse():

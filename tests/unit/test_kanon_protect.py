@@ -102,11 +102,6 @@ def test_l_diversity_from_config():
     admit(protected.table, protected.privacy, roles=ROLES)
 
 
-def test_synthetic_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="method synthetic arrives with the synthesis issue"):
-        protect(view(), ReleaseConfig(method="synthetic"), ROLES)
-
-
 def test_k_larger_than_table_is_a_clear_error():
     with pytest.raises(KAnonymityError, match="larger than the table"):
         protect(view(5), ReleaseConfig(k=10), ROLES)
