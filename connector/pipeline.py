@@ -262,6 +262,10 @@ class Pipeline:
             view, table, privacy = self.protected_view()
             report.records_in = len(view)
             privacy = {**privacy, "schema_version": self.schema.version}
+            if privacy.get("method") == "synthetic" and privacy.get("metrics"):
+                from privacy.metrics import publishable_metrics
+
+                privacy["metrics"] = publishable_metrics(privacy["metrics"])
             release = admit(table, privacy, roles=self.schema.view_roles())
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)

@@ -23,6 +23,7 @@ reporting length 3: about 2 s on 2 cores. Above `max_subsets` column sets per le
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -298,6 +299,26 @@ def compare(
         "risk": disclosure_risk(enc, quasi_identifiers, threshold),
         "marginals": marginal_tables(enc, min_count=max(threshold or 1, 1)),
     }
+
+
+def publishable_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics a synthetic release may carry out of the partner.
+
+    A synthetic release's epsilon covers its data, not statistics computed on the real cases. So
+    what leaves with it keeps only summary errors and risks (averages over many combinations,
+    rounded to two decimals) and drops the real side of the marginal charts and the exact number
+    of real combinations; the full comparison stays in `preview`'s local report.
+    """
+    out = json.loads(json.dumps(metrics))
+    for entry in (out.get("marginals") or {}).values():
+        entry["real"] = None
+    for row in (out.get("combinations") or {}).get("by_length") or []:
+        row["real_combinations"] = None
+        for key in ("preserved_share", "fabricated_share", "mean_relative_error", "mean_absolute_error"):
+            if isinstance(row.get(key), (int, float)):
+                row[key] = round(float(row[key]), 2)
+    out["coarsened_for_publication"] = True
+    return out
 
 
 def generalize_like(view: pd.DataFrame, record: Mapping[str, Any], hierarchies: Mapping[str, Any]) -> pd.DataFrame:

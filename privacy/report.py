@@ -55,7 +55,8 @@ def plot_marginals(marginals: Mapping[str, Any], columns: list[str]) -> str:
         entry = marginals[column]
         labels = [str(v)[:18] for v in entry["values"]]
         x = range(len(labels))
-        ax.bar([i - 0.2 for i in x], entry["real"], width=0.4, label="real data", color="#4c72b0")
+        if entry.get("real") is not None:  # absent from a published synthetic release (see publishable_metrics)
+            ax.bar([i - 0.2 for i in x], entry["real"], width=0.4, label="real data", color="#4c72b0")
         ax.bar([i + 0.2 for i in x], entry["release"], width=0.4, label="release", color="#dd8452")
         ax.set_title(column)
         ax.set_xticks(list(x))
@@ -176,7 +177,9 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
         qis = [c for c in risk.get("quasi_identifiers", []) if c in marginals]
         worst = sorted((c for c in marginals if c not in qis), key=lambda c: (-(distances.get("marginals") or {}).get(c, 0.0), c))
         shown = (qis + worst)[:MAX_MARGINAL_PLOTS]
-        figures.append(("marginals", "Real data and release side by side (share of records per value)", plot_marginals(marginals, shown)))
+        with_real = any(entry.get("real") is not None for entry in marginals.values())
+        title = "Real data and release side by side (share of records per value)" if with_real else "The release (share of records per value)"
+        figures.append(("marginals", title, plot_marginals(marginals, shown)))
     if combos:
         figures.append(("combination-error", "How well counts of trait combinations are kept", plot_combination_error(combos)))
     histogram = risk.get("class_size_histogram") or {}
@@ -208,7 +211,7 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
         (f"distribution difference per pair of columns, mean / worst ({distances.get('pairs_measured')} of {distances.get('pairs_total')} pairs)", f"{distances.get('pair_mean')} / {distances.get('pair_max')}"),
     ]
     combo_rows = "".join(
-        f"<tr><td>{_e(r['length'])}</td><td>{_e(r['real_combinations'])}</td><td>{_pct(r['preserved_share'])}</td>"
+        f"<tr><td>{_e(r['length'])}</td><td>{_e(r['real_combinations'] if r.get('real_combinations') is not None else '(not published)')}</td><td>{_pct(r['preserved_share'])}</td>"
         f"<td>{_e(r['fabricated'])}</td><td>{_e(r['mean_relative_error'])}</td></tr>"
         for r in combos
     )

@@ -198,6 +198,10 @@ def test_synthetic_job_publishes_data_report_and_privacy_then_runs_out_of_budget
         privacy = json.loads((folder / "privacy.json").read_text())
         assert privacy["method"] == "synthetic" and privacy["budget"]["spent_before"] == 0
         assert privacy["metrics"]["risk"]["classes_below_threshold"] == 0
+        # statistics of the real cases are not covered by epsilon: they stay out of the published files
+        assert privacy["metrics"]["coarsened_for_publication"] is True
+        assert all(entry["real"] is None for entry in privacy["metrics"]["marginals"].values())
+        assert all(row["real_combinations"] is None for row in privacy["metrics"]["combinations"]["by_length"])
         manifest = json.loads((folder / "manifest.json").read_text())
         assert "report.html" in manifest["files"]
         images = []
