@@ -8,6 +8,8 @@ others; the release waits until every enabled source has synced in this run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -222,14 +224,29 @@ class Pipeline:
 
     # -- release -------------------------------------------------------------------------------
 
-    def protected_view(self) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-        """Snapshot -> release view -> protection. Returns (view, protected table, privacy record)."""
-        from privacy.protect import protect
+    def release_view(self) -> pd.DataFrame:
+        """Snapshot of the store -> the release view (unprotected: it never leaves this process)."""
         from privacy.view import derive_release_view
 
         job = self.config.job
         snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
-        view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
+        return derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
+
+    def synthesis_input_hash(self, view: pd.DataFrame) -> str:
+        """What a synthetic release is made from: the view's content and the release settings."""
+        from privacy.gate import to_csv_bytes
+
+        settings = self.config.job.release.model_dump(mode="json")
+        digest = hashlib.sha256(to_csv_bytes(view))
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        return digest.hexdigest()
+
+    def protected_view(self, view: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+        """Snapshot -> release view -> protection. Returns (view, protected table, privacy record)."""
+        from privacy.protect import protect
+
+        job = self.config.job
+        view = self.release_view() if view is None else view
         hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
         rules = {c.name: c.rule for c in self.schema.view.values()}
         protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names, rules=rules)
@@ -259,7 +276,18 @@ class Pipeline:
         run_id = self.store.start_run(self.job_name, "release")
         report = ReleaseReport(run_id, "failed")
         try:
-            view, table, privacy = self.protected_view()
+            view = self.release_view()
+            input_hash = None
+            if self.config.job.release.method == "synthetic":
+                # Re-synthesizing unchanged data would spend privacy budget for nothing.
+                input_hash = self.synthesis_input_hash(view)
+                already = self.store.released_input(self.job_name, input_hash)
+                if already is not None:
+                    report.status, report.release_id, report.records_in = "unchanged", already, len(view)
+                    self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0}, None)
+                    log.info("release unchanged", extra={"run_id": run_id, "release_id": already, "reason": "same input, no budget spent"})
+                    return report
+            view, table, privacy = self.protected_view(view)
             report.records_in = len(view)
             privacy = {**privacy, "schema_version": self.schema.version}
             if privacy.get("method") == "synthetic" and privacy.get("metrics"):
@@ -276,7 +304,7 @@ class Pipeline:
             if privacy.get("method") == "synthetic":
                 synth = self.config.job.release.synthetic
                 budget_entry = self.store.reserve_budget(
-                    self.config.job.partner.id, float(privacy["epsilon"]), float(privacy["delta"]), synth.budget, run_id
+                    self.config.job.partner.id, float(privacy["epsilon"]), float(privacy["delta"]), synth.budget, run_id, input_hash=input_hash
                 )
             try:
                 result = destination.publish(bundle)

@@ -215,6 +215,12 @@ def test_synthetic_job_publishes_data_report_and_privacy_then_runs_out_of_budget
         assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
         assert pipeline.store.spent("test-ngo")[0] == 4.0
 
+        # the same data with the same settings is not synthesized (nor paid for) again
+        again = pipeline.release()
+        assert again.status == "unchanged" and again.release_id == release.release_id
+        assert pipeline.store.spent("test-ngo")[0] == 4.0
+
+        pipeline.config.job.release.synthetic.epsilon = 3.0  # a new release: 3 more would pass the total of 6
         second = pipeline.release()
         assert second.status == "refused" and second.exit_code == EXIT_GATE
         assert any("only 2 of 6 is left" in r or "left: 2 of 6" in r for r in second.reasons), second.reasons
