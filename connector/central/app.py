@@ -408,7 +408,9 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
             entry = conn.execute(select(release_files).where((release_files.c.release_pk == row.pk) & (release_files.c.name == name))).first()
         if entry is None:
             raise HTTPException(404, detail={"error": f"release {release_id} has no file {name}", "reasons": [], "hint": None})
-        return Response(objects.get(entry.sha256), media_type=entry.content_type, headers={"X-Content-Type-Options": "nosniff"})
+        # A partner's report.html is shown to the central team: no script, no outside request may run.
+        headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
+        return Response(objects.get(entry.sha256), media_type=entry.content_type, headers=headers)
 
     @app.get("/partners", response_model=list[PartnerSummary], responses=_errors(401, 403), tags=["central"])
     def list_partners(_who: Principal = Depends(admin)) -> list[dict[str, Any]]:

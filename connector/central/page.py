@@ -65,7 +65,7 @@ def render_page(partners: list[dict[str, Any]], releases: list[dict[str, Any]], 
     for r in releases:
         privacy = r.get("privacy") or {}
         rid = _e(r["release_id"])
-        links = " ".join(f"<a href='/releases/{rid}/files/{name}'>{name}</a>" for name in ("privacy.json", "datapackage.json", "codebook.md", "data.csv"))
+        links = " ".join(f"<a href='/releases/{rid}/files/{name}'>{name}</a>" for name in ("report.html", "privacy.json", "datapackage.json", "codebook.md", "data.csv"))
         warnings = (r.get("report") or {}).get("warnings") or []
         status = f"<span class=ok>{_e(r['status'])}</span>" + (f"<br><small>{'<br>'.join(_e(w) for w in warnings)}</small>" if warnings else "")
         parts.append(

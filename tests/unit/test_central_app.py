@@ -249,7 +249,15 @@ def test_path_parameters_are_validated_before_any_lookup(central):
     central.upload(bundle)
     for path in (f"/releases/{bundle.release_id}/files/..%2F..%2Fcentral.sqlite", "/releases/..%2Fetc", f"/releases/{bundle.release_id}/files/.hidden"):
         assert central.client.get(path, headers=central.auth("admin")).status_code in (404, 422)
-    assert central.client.get(f"/releases/{bundle.release_id}/files/report.html", headers=central.auth("admin")).status_code == 404
+    assert central.client.get(f"/releases/{bundle.release_id}/files/notes.txt", headers=central.auth("admin")).status_code == 404
+
+
+def test_a_partners_report_is_served_without_script_rights(central):
+    bundle = make_bundle("ngo-a")
+    central.upload(bundle)
+    response = central.client.get(f"/releases/{bundle.release_id}/files/report.html", headers=central.auth("admin"))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in response.headers["content-security-policy"]
 
 
 def test_openapi_describes_the_upload(central):
