@@ -45,3 +45,14 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _restore_connector_logger():
+    """`connector.cli.main` configures the `connector` logger for a process; tests run many in one."""
+    import logging
+
+    logger = logging.getLogger("connector")
+    state = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
