@@ -240,7 +240,7 @@ figure{{margin:1.5em 0}}img{{max-width:100%}}.note{{color:#555;font-size:.9em}}<
 <table><tr><th>traits combined</th><th>combinations in real data</th><th>kept in release</th><th>fabricated</th><th>mean relative error</th></tr>{combo_rows}</table>
 {figure_html}
 <p class="note">The comparison figures come from the real data and are rounded (shares to 1%, values with fewer records than
-the smallest allowed group pooled); for a synthetic release they are not covered by epsilon, which protects the data file.</p>
+the smallest allowed group pooled); a published synthetic release leaves the real side out (epsilon covers only the data file); it is shown only in the local preview report.</p>
 </body></html>
 """
     return page.encode("utf-8")
