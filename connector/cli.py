@@ -264,6 +264,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "counts": store.counts(),
             "rejections_by_reason": store.rejections_by_reason(),
             "sources": store.source_status(),
+            "releases": store.releases(limit=5),
+            "privacy_budget": store.budget_ledger(config.job.partner.id),
         }
     finally:
         pipeline.close()
@@ -296,6 +298,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for row in status["sources"]:
         sources.add_row(row["source"], str(row.get("last_success_at") or "")[:19], (row.get("last_error") or "")[:100])
     out.print(sources)
+    releases = Table(title="last releases")
+    for column in ("release", "method", "created", "destination"):
+        releases.add_column(column)
+    for row in status["releases"]:
+        releases.add_row(row["release_id"], str(row.get("method")), str(row.get("created_at"))[:19], str(row.get("destination")))
+    out.print(releases)
+    if status["privacy_budget"]:
+        spent = sum(float(e["epsilon"]) for e in status["privacy_budget"] if e.get("status") in ("spent", "pending"))
+        out.print(f"privacy budget spent (synthetic releases): epsilon {spent:g} of {config.job.release.synthetic.budget:g}")
     return EXIT_OK
 
 

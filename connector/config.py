@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from connector.secrets import Secret, fold_secret_references, literal_secret_paths
 
-ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")  # ${NAME} or ${NAME:-default}
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 # The release view's default quasi-identifiers: the CTDC k-anonymized dataset's.
@@ -379,11 +379,13 @@ def _substitute_env(node: Any, loc: tuple, path: Path, lines: dict, problems: li
             return node  # a secret reference: read when needed, never copied into the config
 
         def replace(match: re.Match) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                problems.append(f"{_where(path, lines, loc)}: environment variable {name} is not set")
-                return ""
-            return os.environ[name]
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            problems.append(f"{_where(path, lines, loc)}: environment variable {name} is not set")
+            return ""
 
         return ENV_VAR.sub(replace, node)
     return node

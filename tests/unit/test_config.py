@@ -129,3 +129,11 @@ def test_destination_errors_name_the_key_the_user_wrote(write_config):
         load_config(path)
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:11: destination.url:") and "https" in problem
+
+
+def test_environment_default_is_used_only_when_the_variable_is_unset(write_config, monkeypatch):
+    text = GOOD + "store:\n  url: sqlite:///${STATE_DIR_X:-/var/lib/x}/cases.sqlite\n"
+    monkeypatch.delenv("STATE_DIR_X", raising=False)
+    assert load_config(write_config(text)).store_url() == "sqlite:////var/lib/x/cases.sqlite"
+    monkeypatch.setenv("STATE_DIR_X", "/srv/y")
+    assert load_config(write_config(text)).store_url() == "sqlite:////srv/y/cases.sqlite"
