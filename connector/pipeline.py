@@ -290,10 +290,7 @@ class Pipeline:
             view, table, privacy = self.protected_view(view)
             report.records_in = len(view)
             privacy = {**privacy, "schema_version": self.schema.version}
-            if privacy.get("method") == "synthetic" and privacy.get("metrics"):
-                from privacy.metrics import publishable_metrics
-
-                privacy["metrics"] = publishable_metrics(privacy["metrics"])
+            privacy = publishable_record(privacy)
             release = admit(table, privacy, roles=self.schema.view_roles())
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
@@ -393,6 +390,19 @@ def _release_metrics(basis: Any, table: pd.DataFrame, reporting_length: int, pri
 
     qis = [q for q in privacy.get("quasi_identifiers", []) if q in table.columns]
     return compare(basis, table, reporting_length=reporting_length, quasi_identifiers=qis, threshold=threshold, seed=seed or 0)
+
+
+def publishable_record(privacy: dict[str, Any]) -> dict[str, Any]:
+    """The privacy record as it may leave the partner: metrics computed from the release alone, and
+    for a synthetic release no exact count of the real cases (epsilon does not cover it)."""
+    from privacy.metrics import publishable_metrics
+
+    public = dict(privacy)
+    if public.get("metrics"):
+        public["metrics"] = publishable_metrics(public["metrics"])
+    if public.get("method") == "synthetic":
+        public.pop("records_in", None)
+    return public
 
 
 def _total_counts(report: SyncReport) -> dict[str, int]:

@@ -301,23 +301,24 @@ def compare(
     }
 
 
-def publishable_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The metrics a synthetic release may carry out of the partner.
+# What of the metrics may leave the partner: only what is computed from the release itself. Every
+# comparison with the real cases (their marginals, distances, combination counts, unique records)
+# describes, among others, the people a k-anonymity release withheld and is not covered by a
+# synthetic release's epsilon; it stays in `preview`'s local report.
+PUBLIC_RISK_KEYS = ("quasi_identifiers", "classes", "smallest_class", "threshold", "classes_below_threshold", "class_size_histogram")
 
-    A synthetic release's epsilon covers its data, not statistics computed on the real cases. So
-    what leaves with it keeps only summary errors and risks (averages over many combinations,
-    rounded to two decimals) and drops the real side of the marginal charts and the exact number
-    of real combinations; the full comparison stays in `preview`'s local report.
-    """
-    out = json.loads(json.dumps(metrics))
-    for entry in (out.get("marginals") or {}).values():
-        entry["real"] = None
-    for row in (out.get("combinations") or {}).get("by_length") or []:
-        row["real_combinations"] = None
-        for key in ("preserved_share", "fabricated_share", "mean_relative_error", "mean_absolute_error"):
-            if isinstance(row.get(key), (int, float)):
-                row[key] = round(float(row[key]), 2)
-    out["coarsened_for_publication"] = True
+
+def publishable_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """An allow-list of the metrics computed from the release alone, for privacy.json and report.html."""
+    out: dict[str, Any] = {"records_release": metrics.get("records_release"), "columns": list(metrics.get("columns") or [])}
+    risk = metrics.get("risk") or {}
+    out["risk"] = {key: risk[key] for key in PUBLIC_RISK_KEYS if key in risk}
+    marginals: dict[str, Any] = {}
+    for column, entry in (metrics.get("marginals") or {}).items():
+        kept = [(v, share) for v, share in zip(entry.get("values") or [], entry.get("release") or []) if share > 0]
+        marginals[column] = {"values": [v for v, _ in kept], "real": None, "release": [share for _, share in kept]}
+    out["marginals"] = marginals
+    out["published_subset"] = True
     return out
 
 

@@ -127,7 +127,7 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
         eps, floor = privacy.get("epsilon"), privacy.get("resolution")
         how = (
             f"<p>This release contains <b>no real case</b>. A computer program (pac-synth, from Microsoft's Synthetic Data "
-            f"Showcase) counted how often traits occur together in the {_e(n_in)} real cases, added random noise to every count, "
+            f"Showcase) counted how often traits occur together in the {_e(n_in) + ' ' if n_in is not None else ''}real cases, added random noise to every count, "
             f"and then made up {_e(n_out)} artificial cases that follow those noisy counts. The noise is set by a privacy loss of "
             f"<b>epsilon = {_e(eps)}</b> (differential privacy): whether or not any one person's case was in the data changes what "
             f"can be learned from this release by at most that small, provable amount. Smaller epsilon means more noise and more privacy.</p>"
@@ -154,11 +154,13 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             f"are coarser than recorded (levels below). Everything else is exactly as recorded.</p>"
         )
     if risk:
-        how += (
-            f"<p>Check: the smallest group of records sharing all identifying traits has <b>{_e(risk.get('smallest_class'))}</b> "
-            f"records. {_pct(risk.get('unique_match_share', 0))} of released records look like a real case that is unique on those traits, "
-            f"against {_pct(risk.get('unique_match_chance', 0))} for records drawn at random trait by trait.</p>"
-        )
+        how += f"<p>Check: the smallest group of records sharing all identifying traits has <b>{_e(risk.get('smallest_class'))}</b> records."
+        if "unique_match_share" in risk:  # a comparison with the real cases: only in the local preview
+            how += (
+                f" {_pct(risk.get('unique_match_share', 0))} of released records look like a real case that is unique on those traits, "
+                f"against {_pct(risk.get('unique_match_chance', 0))} for records drawn at random trait by trait."
+            )
+        how += "</p>"
     return how, lost
 
 
@@ -186,7 +188,10 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
     if histogram:
         figures.append(("class-sizes", "Group sizes on identifying traits", plot_class_sizes(histogram, risk.get("threshold"))))
 
-    numbers: list[tuple[str, Any]] = [("method", method), ("records in the real data", privacy.get("records_in")), ("records released", privacy.get("records_out"))]
+    numbers: list[tuple[str, Any]] = [("method", method)]
+    if privacy.get("records_in") is not None:
+        numbers.append(("records in the real data", privacy.get("records_in")))
+    numbers.append(("records released", privacy.get("records_out")))
     if method == "synthetic":
         budget = privacy.get("budget") or {}
         numbers += [
@@ -206,16 +211,34 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
             ("information loss (0 = none, 1 = all)", f"{float(loss.get('loss', 0)):.3f}"),
         ]
         levels = dict(privacy.get("level_names") or {})
-    numbers += [
-        ("distribution difference per column, mean / worst (total variation distance, 0 = identical)", f"{distances.get('marginal_mean')} / {distances.get('marginal_max')}"),
-        (f"distribution difference per pair of columns, mean / worst ({distances.get('pairs_measured')} of {distances.get('pairs_total')} pairs)", f"{distances.get('pair_mean')} / {distances.get('pair_max')}"),
-    ]
+    if distances:  # comparisons with the real cases: only in the local preview
+        numbers += [
+            ("distribution difference per column, mean / worst (total variation distance, 0 = identical)", f"{distances.get('marginal_mean')} / {distances.get('marginal_max')}"),
+            (f"distribution difference per pair of columns, mean / worst ({distances.get('pairs_measured')} of {distances.get('pairs_total')} pairs)", f"{distances.get('pair_mean')} / {distances.get('pair_max')}"),
+        ]
     combo_rows = "".join(
         f"<tr><td>{_e(r['length'])}</td><td>{_e(r['real_combinations'] if r.get('real_combinations') is not None else '(not published)')}</td><td>{_pct(r['preserved_share'])}</td>"
         f"<td>{_e(r['fabricated'])}</td><td>{_e(r['mean_relative_error'])}</td></tr>"
         for r in combos
     )
     sampled = " (a sample of column sets was measured)" if (metrics.get("combinations") or {}).get("sampled") else ""
+    if combos:
+        combos_html = (
+            f"<h3>Counts of trait combinations{_e(sampled)}</h3>"
+            "<table><tr><th>traits combined</th><th>combinations in real data</th><th>kept in release</th><th>fabricated</th>"
+            f"<th>mean relative error</th></tr>{combo_rows}</table>"
+        )
+        note = (
+            "The comparison figures come from the real data and are rounded (shares to 1%, values with fewer records than "
+            "the smallest allowed group pooled). This is a local preview: a published release carries none of them."
+        )
+    else:
+        combos_html = ""
+        note = (
+            "Every figure here is computed from the release itself. Comparisons with the real cases are not published, as they "
+            "would describe the cases that were withheld (and a synthetic release's epsilon does not cover them): the partner "
+            "sees them in its local preview report."
+        )
     figure_html = "".join(
         f'<figure id="{_e(fid)}"><img alt="{_e(title)}" src="data:image/png;base64,{png}"><figcaption>{_e(title)}</figcaption></figure>'
         for fid, title, png in figures
@@ -236,11 +259,9 @@ figure{{margin:1.5em 0}}img{{max-width:100%}}.note{{color:#555;font-size:.9em}}<
 {_table(numbers)}
 <h3>Level of detail of identifying traits</h3>
 {_table(sorted(levels.items()))}
-<h3>Counts of trait combinations{_e(sampled)}</h3>
-<table><tr><th>traits combined</th><th>combinations in real data</th><th>kept in release</th><th>fabricated</th><th>mean relative error</th></tr>{combo_rows}</table>
+{combos_html}
 {figure_html}
-<p class="note">The comparison figures come from the real data and are rounded (shares to 1%, values with fewer records than
-the smallest allowed group pooled); a published synthetic release leaves the real side out (epsilon covers only the data file); it is shown only in the local preview report.</p>
+<p class="note">{_e(note)}</p>
 </body></html>
 """
     return page.encode("utf-8")

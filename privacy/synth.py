@@ -70,11 +70,16 @@ class Synthesized:
 
 
 def default_delta(n: int) -> float:
-    """SDS's default delta: 1 / (ln n * n) for n records (pac-synth computes the same when unset;
-    we compute it so the ledger records the delta actually spent)."""
+    """SDS's default delta, 1 / (ln N * N), with N the record count rounded UP to a power of ten.
+
+    SDS uses the exact count; but delta is published with the release, and an exact count is a
+    statistic of the real cases that epsilon does not cover. Rounding up keeps delta at most SDS's
+    value (as private or more) and reveals only the order of magnitude.
+    """
     if n < 3:
         return 1e-6
-    return 1.0 / (np.log(n) * n)
+    coarse = 10 ** int(np.ceil(np.log10(n)))
+    return 1.0 / (np.log(coarse) * coarse)
 
 
 def build_parameters(config: "SynthConfig", delta: float) -> Any:

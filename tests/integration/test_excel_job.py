@@ -87,6 +87,15 @@ def test_release_passes_the_gate_and_validates_with_frictionless(first_run):
     qis = [c for c, role in load_schema().view_roles().items() if role == "quasi_identifier" and c in table.columns]
     assert table.groupby(qis).size().min() >= 10
 
+    # privacy.json and report.html carry only what the release itself shows: nothing about withheld cases
+    metrics = privacy["metrics"]
+    assert set(metrics) == {"records_release", "columns", "risk", "marginals", "published_subset"}
+    for column, entry in metrics["marginals"].items():
+        shown = {"(unknown)" if v == "" else v for v in table[column]}
+        assert set(entry["values"]) - {"(other values)"} <= shown, column
+    report = (folder / "report.html").read_text(encoding="utf-8")
+    assert "unique on those traits" not in report and "combinations in real data" not in report
+
     from frictionless import validate
 
     report = validate(str(folder / "datapackage.json"))

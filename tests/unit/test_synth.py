@@ -68,7 +68,9 @@ def test_derived_and_constant_columns_agree_with_the_synthetic_flags(synthesized
 def test_age_is_binned_and_delta_defaults_to_sds_formula(view, synthesized):
     record = synthesized.record
     assert record["binning"]["ageBroad"]["level"] >= 1  # ~70 distinct ages > max_categories
-    assert record["delta"] == pytest.approx(1 / (math.log(len(view)) * len(view))) and record["delta_default"]
+    coarse = 10 ** math.ceil(math.log10(len(view)))  # the count rounded up: delta does not reveal it
+    assert record["delta"] == pytest.approx(1 / (math.log(coarse) * coarse)) and record["delta_default"]
+    assert record["delta"] <= 1 / (math.log(len(view)) * len(view))  # never weaker than SDS's default
     assert record["synthesizer"]["parameters"]["epsilon"] == 6.0
 
 
@@ -199,9 +201,10 @@ def test_synthetic_job_publishes_data_report_and_privacy_then_runs_out_of_budget
         assert privacy["method"] == "synthetic" and privacy["budget"]["spent_before"] == 0
         assert privacy["metrics"]["risk"]["classes_below_threshold"] == 0
         # statistics of the real cases are not covered by epsilon: they stay out of the published files
-        assert privacy["metrics"]["coarsened_for_publication"] is True
+        assert privacy["metrics"]["published_subset"] is True and "records_in" not in privacy
+        assert set(privacy["metrics"]) == {"records_release", "columns", "risk", "marginals", "published_subset"}
+        assert set(privacy["metrics"]["risk"]) <= {"quasi_identifiers", "classes", "smallest_class", "threshold", "classes_below_threshold", "class_size_histogram"}
         assert all(entry["real"] is None for entry in privacy["metrics"]["marginals"].values())
-        assert all(row["real_combinations"] is None for row in privacy["metrics"]["combinations"]["by_length"])
         manifest = json.loads((folder / "manifest.json").read_text())
         assert "report.html" in manifest["files"]
         images = []
@@ -212,7 +215,7 @@ def test_synthetic_job_publishes_data_report_and_privacy_then_runs_out_of_budget
                     images.append(dict(attrs)["src"])
 
         Images().feed((folder / "report.html").read_text())
-        assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+        assert len(images) == 2 and all(src.startswith("data:image/png;base64,") for src in images)  # release-side charts only
         assert pipeline.store.spent("test-ngo")[0] == 4.0
 
         # the same data with the same settings is not synthesized (nor paid for) again
