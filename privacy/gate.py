@@ -28,6 +28,7 @@ import hmac
 import io
 import json
 import math
+import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ import pandas as pd
 from connector.schema import FORBIDDEN_ROLES, ROLES
 
 _KEY = secrets.token_bytes(32)
-_MAX_LISTED = 5  # rare combinations named in a refusal; the count says how many more
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class GateRefused(Exception):
@@ -109,10 +110,23 @@ def admit(table: pd.DataFrame, privacy: Mapping[str, Any], *, roles: Mapping[str
         raise GateRefused([f"the privacy record is not JSON-serialisable ({exc})"]) from None
     data = to_csv_bytes(table)
     header, rows = parse_csv_bytes(data)
-    parsed = pd.DataFrame(rows, columns=header, dtype=object) if header else pd.DataFrame()
+    try:
+        parsed = pd.DataFrame(rows, columns=header, dtype=object) if header else pd.DataFrame()
+    except (ValueError, AssertionError):
+        raise GateRefused(["the CSV does not read back as a table (ragged rows)"]) from None
 
     if tuple(header) != columns:
         reasons.append(f"the CSV header {header} does not match the table's columns {list(columns)}")
+    # The bytes must read back as exactly the table: no ragged row, no line break or control
+    # character inside a cell (a reader could split it differently), as many rows as the table.
+    ragged = sum(1 for row in rows if len(row) != len(header))
+    if ragged:
+        reasons.append(f"{ragged} rows of the CSV do not have {len(header)} cells")
+    elif header and len(rows) != len(table):
+        reasons.append(f"the CSV reads back as {len(rows)} rows, the table has {len(table)}")
+    controls = [str(c) for c in table.columns if any(_CONTROL.search(cell) for cell in _strings(table[c]))]
+    if controls:
+        reasons.append(f"columns {', '.join(controls)} hold line breaks or control characters")
     if not header or not rows:
         reasons.append("the release is empty: no rows to publish")
     for column in header:
@@ -146,16 +160,7 @@ def _check_k_anonymity(parsed: pd.DataFrame, record: Mapping[str, Any], roles: M
     qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier" or c in named]
     if len(parsed) == 0:
         return reasons
-    sizes = parsed.groupby(qis, sort=True).size() if qis else pd.Series([len(parsed)])
-    rare = sizes[sizes < k]
-    if len(rare):
-        reasons.append(f"{len(rare)} quasi-identifier combinations occur fewer than k={k} times")
-        for combination, count in list(rare.items())[:_MAX_LISTED]:
-            values = combination if isinstance(combination, tuple) else (combination,)
-            shown = ", ".join(f"{q}={v!r}" for q, v in zip(qis, values))
-            reasons.append(f"({shown}) occurs {count} times; k={k} requires {k}")
-        if len(rare) > _MAX_LISTED:
-            reasons.append(f"... and {len(rare) - _MAX_LISTED} more")
+    reasons += _rare_combinations(parsed, qis, k, "k")
     rule = record.get("l_diversity")
     if rule:
         reasons += _check_l_diversity(parsed, qis, rule)
@@ -216,17 +221,24 @@ def _check_synthetic(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Map
     qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier" or c in named]
     if len(parsed) == 0:
         return reasons
-    sizes = parsed.groupby(qis, sort=True).size() if qis else pd.Series([len(parsed)])
-    rare = sizes[sizes < resolution]
-    if len(rare):
-        reasons.append(f"{len(rare)} quasi-identifier combinations occur fewer than resolution={resolution} times")
-        for combination, count in list(rare.items())[:_MAX_LISTED]:
-            values = combination if isinstance(combination, tuple) else (combination,)
-            shown = ", ".join(f"{q}={v!r}" for q, v in zip(qis, values))
-            reasons.append(f"({shown}) occurs {count} times; the resolution requires {resolution}")
-        if len(rare) > _MAX_LISTED:
-            reasons.append(f"... and {len(rare) - _MAX_LISTED} more")
-    return reasons
+    return reasons + _rare_combinations(parsed, qis, resolution, "resolution")
+
+
+def _rare_combinations(parsed: pd.DataFrame, qis: list[str], floor: int, name: str) -> list[str]:
+    """One reason if any quasi-identifier combination occurs fewer than `floor` times.
+
+    The reason names the columns and counts, never the values: a refusal travels to logs, the run
+    record, notifications and the central receiver's answer, and the values of a rare combination
+    are exactly what could single a person out.
+    """
+    sizes = parsed.groupby(qis, sort=True, dropna=False).size() if qis else pd.Series([len(parsed)])
+    rare = sizes[sizes < floor]
+    if not len(rare):
+        return []
+    return [
+        f"{len(rare)} combinations of {', '.join(qis) or '(no quasi-identifier)'} occur fewer than {name}={floor} times "
+        f"({int(rare.sum())} records; the rarest occurs {int(rare.min())} time(s)); `preview` locally shows the levels and counts"
+    ]
 
 
 def _number(value: Any) -> bool:

@@ -119,7 +119,7 @@ def test_gate_refuses_a_planted_rare_combination():
     with pytest.raises(GateRefused) as refused:
         admit(table, record, roles=ROLES)
     assert any("fewer than resolution=10" in r for r in refused.value.reasons)
-    assert any("gender='Transgender'" in r for r in refused.value.reasons)
+    assert not any("Transgender" in r for r in refused.value.reasons)  # counts, never values
 
 
 def test_gate_refuses_epsilon_beyond_the_budget_and_missing_parameters():
