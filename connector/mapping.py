@@ -64,8 +64,7 @@ EXCEL_EPOCH = date(1899, 12, 30)
 MAX_AGE = 120
 MAJORITY_AGE = 18
 _FOLD = re.compile(r"[^0-9a-z]+")
-_CODE_TOKEN = re.compile(r"^[\w./&()'+-]{1,24}$")
-_DIGIT_RUN = re.compile(r"\d{5,}")
+NEAR_CODE = 0.8  # similarity (difflib ratio of folded text) above which a value is a misspelt code
 
 
 class MappingError(Exception):
@@ -103,10 +102,11 @@ class Derivation:
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str, value: Any = None, partial: Any = None):
+    def __init__(self, reason: str, value: Any = None, partial: Any = None, near_code: bool = False):
         self.reason = reason
         self.value = value
         self.partial = partial  # what could still be read (the known items of a multi-select)
+        self.near_code = near_code  # the value is a misspelt code: safe and useful to show
 
 
 class Mapping:
@@ -162,7 +162,7 @@ class Mapping:
             except _Rejected as rejected:
                 values[rule.target] = rejected.partial
                 shown = rejected.value if rejected.value is not None else value
-                rejections.append(Rejection(source_id, raw.record_id, rule.target, redact(spec, shown), rejected.reason))
+                rejections.append(Rejection(source_id, raw.record_id, rule.target, redact(spec, shown, rejected.near_code), rejected.reason))
         for derivation in self.derivations:
             try:
                 values[derivation.target] = _derive(derivation, values)
@@ -181,17 +181,19 @@ class Mapping:
         kind = spec.type
         if kind == "codes":
             codes: set[str] = set()
-            unknown: list[str] = []
+            unknown: list[_Rejected] = []
             for item in _split(value, rule.split):
                 try:
                     code = self._code(spec, rule, item)
-                except _Rejected:
-                    unknown.append(str(item).strip())
+                except _Rejected as rejected:
+                    unknown.append(rejected)
                     continue
                 if code is not None:
                     codes.add(code)
             if unknown:
-                raise _Rejected(f"not a code of list {spec.codelist!r}", "; ".join(unknown), sorted(codes) or None)
+                reason = unknown[0].reason if len(unknown) == 1 else f"not a code of list {spec.codelist!r}"
+                near = all(r.near_code for r in unknown)
+                raise _Rejected(reason, "; ".join(str(r.value) for r in unknown), sorted(codes) or None, near)
             return sorted(codes) or None
         if isinstance(value, list):
             if len(value) > 1:
@@ -224,24 +226,26 @@ class Mapping:
         lookup = self._lookups[spec.codelist]  # type: ignore[index]
         code = lookup.get(key)
         if code is None:
-            close = difflib.get_close_matches(key, list(lookup), n=1, cutoff=0.75)
+            close = difflib.get_close_matches(key, list(lookup), n=1, cutoff=NEAR_CODE)
             hint = f"; closest code {lookup[close[0]]}" if close else ""
-            raise _Rejected(f"not a code of list {spec.codelist!r}{hint}", text)
+            raise _Rejected(f"not a code of list {spec.codelist!r}{hint}", text, near_code=bool(close))
         return code
 
 
-def redact(spec: FieldSpec | None, value: Any) -> str | None:
-    """What a rejection may show of a value: never a direct identifier or free text, only code-like text."""
+def redact(spec: FieldSpec | None, value: Any, near_code: bool = False) -> str | None:
+    """What a rejection may show of a value: only a misspelt code, never anything else.
+
+    Whatever is typed into a field by mistake can be a name, a phone number or a note about a
+    person, even in a coded field; so a rejected value is shown only when it is close to a code of
+    the field's list (then it is a typo the partner can fix, and the reason names the code). All
+    else is replaced by its length; the reason still says what was wrong.
+    """
     if value is None:
         return None
     text = value.isoformat() if isinstance(value, (date, datetime)) else str(value).strip()
-    if spec is None or spec.role in ("direct_identifier", "free_text"):
-        return f"[redacted {spec.role if spec else 'value'}, {len(text)} chars]"
-    # Free text typed into a coded field can hold a name or a phone number: only a single short
-    # code-like token is shown; the reason still names the closest code, so the partner can act.
-    if not _CODE_TOKEN.match(text) or _DIGIT_RUN.search(text):
-        return f"[redacted free text, {len(text)} chars]"
-    return text
+    if spec is not None and spec.role not in ("direct_identifier", "free_text") and near_code and len(text) <= 40:
+        return text
+    return f"[redacted, {len(text)} chars]"
 
 
 def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base_dir: Path | None = None) -> Mapping:
