@@ -98,8 +98,14 @@ def parse_csv_bytes(data: bytes) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
-def admit(table: pd.DataFrame, privacy: Mapping[str, Any], *, roles: Mapping[str, str]) -> Release:
-    """Serialise, re-parse and check; return the Release or raise GateRefused with every reason."""
+def admit(
+    table: pd.DataFrame, privacy: Mapping[str, Any], *, roles: Mapping[str, str], domains: Mapping[str, frozenset[str]] | None = None
+) -> Release:
+    """Serialise, re-parse and check; return the Release or raise GateRefused with every reason.
+
+    `domains` (default: the packaged release view's, `privacy.view.value_domains`) lists the tokens
+    each coded column may hold; a cell outside it is refused as possible free text.
+    """
     reasons: list[str] = []
     columns = tuple(str(c) for c in table.columns)
     if len(set(columns)) != len(columns):
@@ -135,6 +141,13 @@ def admit(table: pd.DataFrame, privacy: Mapping[str, Any], *, roles: Mapping[str
             reasons.append(f"column {column}: no known disclosure role")
         elif role in FORBIDDEN_ROLES:
             reasons.append(f"column {column}: role {role} never leaves the partner")
+
+    if domains is None:
+        from connector.schema import load_schema
+        from privacy.view import value_domains
+
+        domains = value_domains(load_schema())
+    reasons += _check_domains(parsed, domains)
 
     method = record.get("method")
     if method == "k_anonymity":
@@ -222,6 +235,19 @@ def _check_synthetic(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Map
     if len(parsed) == 0:
         return reasons
     return reasons + _rare_combinations(parsed, qis, resolution, "resolution")
+
+
+def _check_domains(parsed: pd.DataFrame, domains: Mapping[str, frozenset[str]]) -> list[str]:
+    """Coded columns hold only their codes: anything else may be free text about a person."""
+    reasons = []
+    for column in parsed.columns:
+        allowed = domains.get(column)
+        if allowed is None:
+            continue
+        bad = sum(1 for cell in parsed[column] if cell and not set(str(cell).split(";")) <= allowed)
+        if bad:
+            reasons.append(f"column {column}: {bad} cells hold something other than its codes (free text is never published)")
+    return reasons
 
 
 def _rare_combinations(parsed: pd.DataFrame, qis: list[str], floor: int, name: str) -> list[str]:

@@ -180,6 +180,30 @@ class _Deriver:
         raise AssertionError(kind)  # rule_kind admits only RULE_KINDS
 
 
+def value_domains(schema: Schema) -> dict[str, frozenset[str]]:
+    """Per release-view column, the tokens its cells may hold (a cell is ';'-joined tokens, or empty).
+
+    The gate checks every published cell against this, so a column that should hold codes cannot
+    carry free text (a name typed into a note that became a "relation", say). Quasi-identifiers are
+    left out: their cells are hierarchy labels, and k (or the synthetic resolution) covers them.
+    Columns fed from the partner's config (Datasource) carry no record value and are left out too.
+    """
+    domains: dict[str, frozenset[str]] = {}
+    for name, column in schema.view.items():
+        kind = rule_kind(column.rule)
+        if column.role == "quasi_identifier" or kind == "config":
+            continue
+        if kind == "concat":
+            domains[name] = frozenset(column.rule["concat"])
+        elif kind == "join":
+            domains[name] = frozenset(schema.codelists[schema.fields[column.rule["join"]].codelist])
+        elif column.values:
+            domains[name] = frozenset(str(v) for v in column.values)
+        elif kind == "unavailable":
+            domains[name] = frozenset()
+    return domains
+
+
 def derive_release_view(
     cases: pd.DataFrame, schema: Schema, *, datasource: str, columns: list[str] | None = None
 ) -> pd.DataFrame:

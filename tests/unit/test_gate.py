@@ -152,3 +152,26 @@ def test_the_gate_checks_the_bytes_not_the_dataframe():
     frame = pd.DataFrame({"gender": ["1", 1, "1"], "ageBroad": ["a"] * 3, "isForcedLabour": "0", "Datasource": "x"})
     assert admit(frame, privacy(frame), roles=ROLES).row_count == 3
     assert to_csv_bytes(frame).count(b"1,a,0,x\n") == 3
+
+
+@pytest.mark.parametrize("column, cell", [
+    ("RecruiterRelationship", "her uncle John Okello, 0712 345 678"),
+    ("meansOfControlConcatenated", "Amina Yusuf said he kept her passport"),
+    ("isForcedLabour", "yes"),
+    ("meansOfControlDebtBondage", "1.0"),
+])
+def test_refuses_a_coded_column_holding_anything_but_its_codes(column, cell):
+    frame = table(12)
+    valid = {"RecruiterRelationship": "IntimatePartner;Family", "meansOfControlConcatenated": "meansOfControlDebtBondage"}
+    frame[column] = [valid.get(column, "1")] * 11 + [cell]
+    found = reasons(frame, privacy(frame), {**ROLES, column: "sensitive"})
+    assert found == [f"column {column}: 1 cells hold something other than its codes (free text is never published)"]
+    assert not any(cell in r for r in found)
+
+
+def test_admits_codes_and_joined_codes():
+    frame = table(12)
+    frame["RecruiterRelationship"] = "IntimatePartner;Family"
+    frame["meansOfControlConcatenated"] = "meansOfControlDebtBondage;meansOfControlThreats"
+    roles = {**ROLES, "RecruiterRelationship": "sensitive", "meansOfControlConcatenated": "sensitive"}
+    assert admit(frame, privacy(frame), roles=roles).row_count == 12
