@@ -9,8 +9,10 @@ SHA-256 of every file, so the central team can verify what arrived.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,12 +31,38 @@ CONTENT_FILES = (DATA_FILE, "datapackage.json", "codebook.md", "privacy.json", R
 _FRICTIONLESS = {"integer", "number", "string", "boolean", "year", "date"}
 
 
+_BUNDLE_KEY = secrets.token_bytes(32)
+
+
 @dataclass(frozen=True)
 class Bundle:
+    """The files of one release. Made only by `build_bundle` from a gate-admitted `Release`.
+
+    Destinations publish a bundle's bytes as they are; so, like `Release`, a bundle carries a seal
+    over its content that only this module can make, and one assembled elsewhere (or changed with
+    `dataclasses.replace`) cannot exist: no destination can be handed bytes the gate did not pass.
+    """
+
     release_id: str
     partner: str
     files: dict[str, bytes]  # file name -> bytes, manifest included
     manifest: dict[str, Any]
+    _seal: bytes = field(default=b"", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not hmac.compare_digest(self._seal, _bundle_seal(self.release_id, self.partner, self.files)):
+            raise TypeError("a Bundle is made only by connector.release.build_bundle, from a release the gate admitted")
+
+
+def _bundle_seal(release_id: str, partner: str, files: dict[str, bytes]) -> bytes:
+    digest = hmac.new(_BUNDLE_KEY, f"{release_id}\0{partner}\0".encode(), hashlib.sha256)
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.digest()
+
+
+def _sealed(release_id: str, partner: str, files: dict[str, bytes], manifest: dict[str, Any]) -> Bundle:
+    return Bundle(release_id, partner, files, manifest, _bundle_seal(release_id, partner, files))
 
 
 def canonical_json(value: Any) -> bytes:
@@ -112,4 +140,4 @@ def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: lis
         "files": {name: {"sha256": hashlib.sha256(files[name]).hexdigest(), "bytes": len(files[name])} for name in CONTENT_FILES},
     }
     files[MANIFEST_FILE] = canonical_json(manifest)
-    return Bundle(release_id=release_id, partner=partner, files=files, manifest=manifest)
+    return _sealed(release_id, partner, files, manifest)

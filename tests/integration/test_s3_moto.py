@@ -11,7 +11,7 @@ from connector.config import load_config
 from connector.destinations import create_destination
 from connector.destinations.base import PublishError
 from connector.destinations.s3 import MB, S3Destination
-from connector.release import Bundle
+from connector.release import _sealed
 from connector.secrets import Secret
 from tests.unit.test_central_fixtures import make_bundle
 
@@ -92,7 +92,8 @@ def test_publishing_the_same_release_again_writes_nothing(bucket):
 def test_large_files_go_up_in_parts_and_arrive_whole(bucket):
     small = make_bundle("ngo-a")
     big = b"x" * (6 * MB + 123)
-    bundle = Bundle(small.release_id, small.partner, {**small.files, "data.parquet": big}, small.manifest)
+    # a large file added to a real bundle (re-sealed here, as only build_bundle may otherwise)
+    bundle = _sealed(small.release_id, small.partner, {**small.files, "data.parquet": big}, small.manifest)
     dest = destination(bucket, multipart_threshold=5 * MB)
     multipart: list[str] = []
     dest.client.meta.events.register("before-parameter-build.s3.CreateMultipartUpload", lambda params, **_: multipart.append(params["Key"]))

@@ -89,3 +89,15 @@ def test_an_incomplete_folder_from_a_crash_is_replaced(release, tmp_path):
     (target / "data.csv").write_text("partial")
     assert FolderDestination(tmp_path / "releases").publish(bundle).published
     assert (target / "data.csv").read_bytes() == release.data_csv
+
+
+def test_a_bundle_cannot_be_assembled_or_altered_outside_build_bundle(release):
+    import dataclasses
+
+    from connector.release import Bundle
+
+    bundle = build_bundle(release, partner="ngo", schema=load_schema(), run_ids=["r1"])
+    with pytest.raises(TypeError, match="only by connector.release.build_bundle"):
+        Bundle(bundle.release_id, "ngo", {"data.csv": b"prs_FirstName\nAmina\n"}, bundle.manifest)
+    with pytest.raises(TypeError, match="only by connector.release.build_bundle"):
+        dataclasses.replace(bundle, files={**bundle.files, "data.csv": b"prs_FirstName\nAmina\n"})
