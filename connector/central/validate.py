@@ -179,6 +179,10 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
     k = privacy.get("k")
     if privacy.get("method") == "k_anonymity" and isinstance(k, int) and k < min_k:
         reasons.append(f"k={k} is below this receiver's minimum k={min_k}")
+    resolution = privacy.get("resolution")
+    if privacy.get("method") == "synthetic" and (not isinstance(resolution, int) or resolution < min_k):
+        # the same floor on the smallest quasi-identifier group, whatever the method is called
+        reasons.append(f"resolution={resolution!r} is below this receiver's minimum group size {min_k}")
     if manifest.get("rows") != release.row_count:
         reasons.append(f"manifest.json says rows={manifest.get('rows')!r}; data.csv has {release.row_count}")
     if manifest.get("method") != privacy.get("method"):

@@ -281,3 +281,24 @@ def test_a_chunked_body_without_content_length_is_cut_off_at_the_limit(tmp_path)
         assert central.stored() == (0, [])
     finally:
         central.client.close()
+
+
+def test_a_release_relabelled_synthetic_cannot_slip_under_the_minimum_group_size(tmp_path, database_url):
+    """The receiver's floor on the smallest group holds whatever the method is called."""
+    central = Central(tmp_path, database_url, min_k=10)
+    try:
+        bundle = make_bundle("ngo-a", k=3)
+        privacy = json.loads(bundle.files["privacy.json"])
+        privacy.update(method="synthetic", resolution=3, epsilon=1.0, delta=1e-6, budget={"total": 12.0, "spent_before": 0.0})
+        files = tampered(bundle, "privacy.json", json.dumps(privacy).encode())
+        manifest = json.loads(files["manifest.json"])
+        manifest["method"] = "synthetic"
+        files = rehash({**files, "manifest.json": json.dumps(manifest).encode()})
+        response = central.upload(files, key=json.loads(files["manifest.json"])["release_id"])
+        assert response.status_code == 422, response.text
+        assert any("resolution=3 is below this receiver's minimum group size 10" in r for r in response.json()["detail"]["reasons"])
+        assert central.stored() == (0, [])
+    finally:
+        central.client.close()
+        central.app.state.engine.dispose()
+

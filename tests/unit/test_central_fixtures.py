@@ -82,7 +82,7 @@ def tampered(bundle: Bundle, name: str, content: bytes, *, fix_manifest: bool = 
 
 def rehash(files: dict[str, bytes]) -> dict[str, bytes]:
     """Recompute the manifest's release id over the (tampered) content, as a forger would."""
-    from connector.central.validate import release_id_of
+    from connector.release import release_id_of
 
     manifest = json.loads(files["manifest.json"])
     manifest["release_id"] = release_id_of(files)
