@@ -115,3 +115,17 @@ def test_everything_suppressed_is_refused_by_the_gate():
     assert protected.privacy["records_out"] == 0
     with pytest.raises(GateRefused, match="empty"):
         admit(protected.table, protected.privacy, roles=ROLES)
+
+
+def test_a_sensitive_column_listed_as_quasi_identifier_is_generalized_and_passes_the_gate():
+    from connector.schema import load_schema
+
+    frame = view(60)
+    frame["RecruiterRelationship"] = ["Family", "Friend", "IntimatePartner", None] * 15
+    roles = {**ROLES, "RecruiterRelationship": "sensitive"}
+    release = ReleaseConfig(k=5, quasi_identifiers=[*ReleaseConfig().quasi_identifiers, "RecruiterRelationship"])
+    protected = protect(frame, release, roles)
+    assert "RecruiterRelationship" in protected.privacy["quasi_identifiers"]
+    admitted = admit(protected.table, protected.privacy, roles=roles)
+    assert admitted.row_count == protected.privacy["records_out"]
+    assert load_schema().view["RecruiterRelationship"].role == "sensitive"
