@@ -253,6 +253,7 @@ class KoboSource(Source):
             rows = body.get("results") if isinstance(body, dict) else None
             if not isinstance(rows, list):
                 raise SourceError(self.where, f"asset {self.opts.asset_uid}: the data API answered without a `results` list")
+            start = (mark.at, len(mark.ids))
             records = []
             for row in rows:
                 if not isinstance(row, dict) or "_id" not in row:
@@ -274,8 +275,8 @@ class KoboSource(Source):
                 yield records
             if len(rows) < limit:
                 return
-            if records:
-                skip = 0
+            if records or (mark.at, len(mark.ids)) != start:
+                skip = 0  # the mark moved (even past rows this run already delivered): start after it
             elif skip >= len(mark.ids) + len(rows):
                 # Only rows already read, even past all of them: the server ignores the offset.
                 raise SourceError(self.where, "the server returned the same rows again despite the paging offset; stopping this pass", transient=True)

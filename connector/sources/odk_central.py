@@ -287,6 +287,7 @@ class OdkCentralSource(Source):
             rows = body.get("value") if isinstance(body, dict) else None
             if not isinstance(rows, list):
                 raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
+            start = (mark.at, len(mark.ids))
             records: list[RawRecord] = []
             for row in rows:
                 if not isinstance(row, dict) or "__id" not in row:
@@ -311,8 +312,8 @@ class OdkCentralSource(Source):
                 yield records
             if len(rows) < top:
                 return
-            if records:
-                skip = 0
+            if records or (mark.at, len(mark.ids)) != start:
+                skip = 0  # the mark moved (even past rows this run already delivered): start after it
             elif skip >= len(mark.ids) + len(rows):
                 # Only rows already read, even past all of them: the server ignores the offset.
                 raise SourceError(self.where, "the server returned the same rows again despite the paging offset; stopping this pass", transient=True)

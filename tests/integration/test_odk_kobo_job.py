@@ -27,11 +27,11 @@ sources:
   - id: odk
     type: odk_central
     mapping: xlsform_htcds
-    options: {{url: "{odk.url}", project_id: 1, form_id: {odk.form_id}, email: "{odk.email}", password_env: JOB_ODK_PASSWORD, page_size: 20}}
+    options: {{url: "{odk.url}", project_id: 1, form_id: {odk.form_id}, email: "{odk.email}", password_env: JOB_ODK_PASSWORD, page_size: 5}}
   - id: kobo
     type: kobo
     mapping: xlsform_htcds
-    options: {{url: "{kobo.url}", asset_uid: {kobo.asset_uid}, token_env: JOB_KOBO_TOKEN, page_size: 20, reconcile_every_runs: 1}}
+    options: {{url: "{kobo.url}", asset_uid: {kobo.asset_uid}, token_env: JOB_KOBO_TOKEN, page_size: 5, reconcile_every_runs: 1}}
 """,
         encoding="utf-8",
     )
@@ -43,9 +43,14 @@ def _store_rows(pipeline: Pipeline, source: str) -> dict[str, dict[str, Any]]:
     return {row["record_id"]: row for row in frame.to_dict("records")}
 
 
-def test_one_job_pulls_maps_and_stores_both_servers_and_then_only_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    odk_cases = gen.generate_cases(50, seed=31)
-    kobo_cases = gen.generate_cases(50, seed=32)
+@pytest.mark.parametrize("n, odk_seed, kobo_seed, evolve_seeds", [(50, 31, 32, (33, 34)), (30, 2, 3, (2, 3))])
+def test_one_job_pulls_maps_and_stores_both_servers_and_then_only_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, odk_seed: int, kobo_seed: int, evolve_seeds: tuple[int, int]
+) -> None:
+    # The second set (many edits across small pages) once made both sources skip edited
+    # submissions: a page of rows already delivered moved the mark but kept the paging offset.
+    odk_cases = gen.generate_cases(n, seed=odk_seed)
+    kobo_cases = gen.generate_cases(n, seed=kobo_seed)
     odk, kobo = start_odk_sandbox(odk_cases), start_kobo_sandbox(kobo_cases)
     try:
         monkeypatch.setenv("JOB_ODK_PASSWORD", odk.password)
@@ -68,7 +73,8 @@ def test_one_job_pulls_maps_and_stores_both_servers_and_then_only_changes(tmp_pa
         assert {s.source: s.status for s in first.sources} == {"odk": "ok", "kobo": "ok"}
         check_store(pipeline, odk_cases, kobo_cases)
 
-        odk_later, kobo_later = gen.evolve(odk_cases, seed=33), gen.evolve(kobo_cases, seed=34)
+        odk_later = gen.evolve(odk_cases, seed=evolve_seeds[0], edit_share=0.3, new=12)
+        kobo_later = gen.evolve(kobo_cases, seed=evolve_seeds[1], edit_share=0.3, new=12)
         odk.set_cases(odk_later)
         kobo.set_cases(kobo_later)
         second = Pipeline(load_config(tmp_path / "connector.yaml")).sync()
