@@ -33,7 +33,7 @@ import json
 import logging
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -45,6 +45,7 @@ from connector.secrets import Secret, SecretMissing
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
 from connector.sources.http import HttpClient
+from connector.sources.keyset import Mark, keyset_pass
 from connector.sources.xlsform import FlattenStats, FormDefinition, apply_renames, check_mapping_against_form, flatten_answers, form_from_kobo_content
 
 log = logging.getLogger(__name__)
@@ -76,25 +77,6 @@ class KoboOptions(SourceOptions):
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, le=20)
     verify_tls: bool = True
-
-
-@dataclass
-class Mark:
-    """Where a keyset pass stands: the last value read and the `_id`s already read at exactly it."""
-
-    at: Any = None
-    ids: set[int] = field(default_factory=set)
-
-    def advance(self, at: Any, record_id: int) -> None:
-        if at is None:
-            return
-        if self.at is None or at > self.at:
-            self.at, self.ids = at, {record_id}
-        elif at == self.at:
-            self.ids.add(record_id)
-
-    def seen(self, at: Any, record_id: int) -> bool:
-        return at is not None and at == self.at and record_id in self.ids
 
 
 PASSES = (("submitted", "_submission_time"), ("edited", "_last_edited"), ("validated", "_validation_status.timestamp"))
@@ -244,44 +226,34 @@ class KoboSource(Source):
             yield Page([], _dump_cursor(marks, known, {"at": last, "runs": runs}), number)
 
     def _pass(self, field_path: str, mark: Mark, seen: dict[str, Mark], delivered: dict[int, Any] | None = None, name: str = "") -> Iterator[list[RawRecord]]:
-        limit = self.opts.page_size
-        skip = 0
         sort = json.dumps({field_path: 1, "_id": 1})
-        while True:
-            params = {"format": "json", "query": json.dumps(incremental_query(field_path, mark)), "sort": sort, "limit": limit, "start": skip}
+
+        def fetch(skip: int) -> list[Any]:
+            params = {"format": "json", "query": json.dumps(incremental_query(field_path, mark)), "sort": sort, "limit": self.opts.page_size, "start": skip}
             body = self.client.get_json(self._path(URLS.data), params=params, what=f"asset {self.opts.asset_uid} data ({field_path})")
             rows = body.get("results") if isinstance(body, dict) else None
             if not isinstance(rows, list):
                 raise SourceError(self.where, f"asset {self.opts.asset_uid}: the data API answered without a `results` list")
-            start = (mark.at, len(mark.ids))
-            records = []
-            for row in rows:
-                if not isinstance(row, dict) or "_id" not in row:
-                    continue
-                record_id = int(row["_id"])
-                for key, shadow in seen.items():
-                    shadow.advance(_lookup(row, key), record_id)
-                at = _lookup(row, field_path)
-                if mark.seen(at, record_id):
-                    continue
-                mark.advance(at, record_id)
-                if delivered is not None:
-                    if name == "edited" and record_id in delivered and delivered[record_id] == row.get("_last_edited"):
-                        continue  # new since the last run and already delivered by pass 1 in this state
-                    if name == "submitted":
-                        delivered[record_id] = row.get("_last_edited")
-                records.append(self._record(row))
-            if records:
-                yield records
-            if len(rows) < limit:
-                return
-            if records or (mark.at, len(mark.ids)) != start:
-                skip = 0  # the mark moved (even past rows this run already delivered): start after it
-            elif skip >= len(mark.ids) + len(rows):
-                # Only rows already read, even past all of them: the server ignores the offset.
-                raise SourceError(self.where, "the server returned the same rows again despite the paging offset; stopping this pass", transient=True)
-            else:
-                skip += len(rows)
+            return rows
+
+        def locate(row: Any) -> tuple[Any, int] | None:
+            if not isinstance(row, dict) or "_id" not in row:
+                return None
+            record_id = int(row["_id"])
+            for key, shadow in seen.items():
+                shadow.advance(_lookup(row, key), record_id)
+            return _lookup(row, field_path), record_id
+
+        def keep(row: dict[str, Any], at: Any, record_id: int) -> bool:
+            if delivered is not None:
+                if name == "edited" and record_id in delivered and delivered[record_id] == row.get("_last_edited"):
+                    return False  # new since the last run and already delivered by pass 1 in this state
+                if name == "submitted":
+                    delivered[record_id] = row.get("_last_edited")
+            return True
+
+        for rows in keyset_pass(fetch, page_size=self.opts.page_size, mark=mark, locate=locate, keep=keep, where=self.where):
+            yield [self._record(row) for row in rows]
 
     def _record(self, row: dict[str, Any]) -> RawRecord:
         record_id = str(row["_id"])

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import quote
@@ -47,6 +47,8 @@ from connector.secrets import Secret, SecretMissing
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
 from connector.sources.http import HttpClient
+from connector.sources.keyset import Mark as KeysetMark
+from connector.sources.keyset import keyset_pass
 from connector.sources.xlsform import (
     FlattenStats,
     FormDefinition,
@@ -98,32 +100,11 @@ class OdkCentralOptions(SourceOptions):
         return self
 
 
-@dataclass
-class Mark:
-    """Where a keyset pass stands: the last timestamp read and the ids already read at exactly it."""
+class Mark(KeysetMark):
+    """A keyset mark over Central's timestamps, compared as instants (their string forms vary)."""
 
-    at: str | None = None
-    ids: set[str] = field(default_factory=set)
-
-    def advance(self, at: str | None, record_id: str) -> None:
-        if at is None:
-            return
-        if self.at is None or _instant(at) > _instant(self.at):
-            self.at, self.ids = at, {record_id}
-        elif _instant(at) == _instant(self.at):
-            self.ids.add(record_id)
-
-    def seen(self, at: str | None, record_id: str) -> bool:
-        return at is not None and self.at is not None and _instant(at) == _instant(self.at) and record_id in self.ids
-
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "ids": sorted(self.ids)}
-
-    @classmethod
-    def from_json(cls, data: Any) -> "Mark":
-        if not isinstance(data, dict):
-            return cls()
-        return cls(data.get("at"), set(data.get("ids") or ()))
+    def key(self, at: Any) -> Any:
+        return _instant(at)
 
 
 PASSES = (("submitted", "__system/submissionDate"), ("updated", "__system/updatedAt"), ("deleted", "__system/deletedAt"))
@@ -278,47 +259,40 @@ class OdkCentralSource(Source):
 
     def _pass(self, name: str, field_path: str, marks: dict[str, Mark], seen: dict[str, Mark]) -> Iterator[list[RawRecord]]:
         mark = marks[name]
-        skip = 0
         top = self.opts.page_size
         expand = self.opts.repeats == "expand" and name != "deleted"
-        while True:
+        stamp = field_path.split("/", 1)[1]
+
+        def fetch(skip: int) -> list[Any]:
             params = incremental_query(field_path, mark, top=top, skip=skip, expand=expand, ids_only=name == "deleted")
             body = self.client.get_json(self._path(URLS.submissions), params=params, what=f"form {self.opts.form_id} submissions ({name})")
             rows = body.get("value") if isinstance(body, dict) else None
             if not isinstance(rows, list):
                 raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
-            start = (mark.at, len(mark.ids))
-            records: list[RawRecord] = []
-            for row in rows:
-                if not isinstance(row, dict) or "__id" not in row:
-                    continue
-                system = row.get("__system") or {}
-                at = system.get(field_path.split("/", 1)[1])
-                record_id = str(row["__id"])
-                seen["updatedAt"].advance(system.get("updatedAt"), record_id)
-                for stamp in (system.get("submissionDate"), system.get("updatedAt"), system.get("deletedAt")):
-                    seen["newest"].advance(stamp, record_id)
-                if mark.seen(at, record_id):
-                    continue
-                mark.advance(at, record_id)
-                delivered = self._delivered
-                if delivered is not None:
-                    if name == "updated" and record_id in delivered and delivered[record_id] == system.get("updatedAt"):
-                        continue  # new since the last run and already delivered by pass 1 in this state
-                    if name == "submitted":
-                        delivered[record_id] = system.get("updatedAt")
-                records.append(self._record(row))
-            if records:
-                yield records
-            if len(rows) < top:
-                return
-            if records or (mark.at, len(mark.ids)) != start:
-                skip = 0  # the mark moved (even past rows this run already delivered): start after it
-            elif skip >= len(mark.ids) + len(rows):
-                # Only rows already read, even past all of them: the server ignores the offset.
-                raise SourceError(self.where, "the server returned the same rows again despite the paging offset; stopping this pass", transient=True)
-            else:
-                skip += len(rows)
+            return rows
+
+        def locate(row: Any) -> tuple[Any, str] | None:
+            if not isinstance(row, dict) or "__id" not in row:
+                return None
+            system = row.get("__system") or {}
+            record_id = str(row["__id"])
+            seen["updatedAt"].advance(system.get("updatedAt"), record_id)
+            for moment in (system.get("submissionDate"), system.get("updatedAt"), system.get("deletedAt")):
+                seen["newest"].advance(moment, record_id)
+            return system.get(stamp), record_id
+
+        def keep(row: dict[str, Any], at: Any, record_id: str) -> bool:
+            delivered = self._delivered
+            if delivered is not None:
+                updated = (row.get("__system") or {}).get("updatedAt")
+                if name == "updated" and record_id in delivered and delivered[record_id] == updated:
+                    return False  # new since the last run and already delivered by pass 1 in this state
+                if name == "submitted":
+                    delivered[record_id] = updated
+            return True
+
+        for rows in keyset_pass(fetch, page_size=top, mark=mark, locate=locate, keep=keep, where=self.where):
+            yield [self._record(row) for row in rows]
 
     def _record(self, row: dict[str, Any]) -> RawRecord:
         system = row.get("__system") or {}
