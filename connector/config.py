@@ -51,9 +51,21 @@ class SourceConfig(Strict):
 
 
 class LDiversityConfig(Strict):
-    attribute: str
+    """l-diversity on meanings: in every class of equal quasi-identifiers, each named sensitive fact
+    (any of its columns names it) shows >= l distinct values and no flag of it is 1 in every row."""
+
+    facts: list[str] = Field(default_factory=list, description="sensitive facts, each named by one of its columns")
+    attribute: str | None = Field(None, description="one fact (older configs); same as facts: [attribute]")
     l: int = Field(2, ge=2)
-    kind: Literal["distinct", "entropy"] = "distinct"
+    kind: Literal["distinct"] = "distinct"
+
+    @model_validator(mode="after")
+    def _some_fact(self) -> "LDiversityConfig":
+        if self.attribute and self.attribute not in self.facts:
+            self.facts = [*self.facts, self.attribute]
+        if not self.facts:
+            raise ValueError("name the sensitive facts: facts: [typeOfExploitConcatenated, ...]")
+        return self
 
 
 class SynthConfig(Strict):
@@ -99,11 +111,14 @@ class ReleaseConfig(Strict):
     k: int = Field(10, ge=2, description="smallest allowed equivalence class")
     quasi_identifiers: list[str] = Field(default_factory=lambda: list(DEFAULT_QUASI_IDENTIFIERS))
     columns: list[str] | None = Field(None, description="release-view columns to publish; default all")
-    levels: dict[str, int] = Field(default_factory=dict, description="fixed hierarchy level per quasi-identifier; others are searched")
+    levels: dict[str, int] = Field(default_factory=dict, description="finest hierarchy level published per quasi-identifier (default: age in CTDC bands)")
+    importance: list[str] = Field(default_factory=list, description="columns whose detail is kept first, most important first")
+    part_min_records: int = Field(50, ge=2, description="new or corrected records wait until this many (and at least k) can be released together")
+    # Kept so that older configs still load; the full-row guarantee does not use them (see README).
     search: Literal["optimal", "fixed"] = "optimal"
     metric: Literal["loss", "discernibility", "entropy"] = "loss"
     recoding: Literal["global", "local"] = "global"
-    suppression_limit: float = Field(0.05, ge=0.0, le=1.0, description="max share of records removed")
+    suppression_limit: float = Field(0.05, ge=0.0, le=1.0, description="not used by k_anonymity any more: no record of a part is withheld")
     l_diversity: LDiversityConfig | None = None
     hierarchies: dict[str, dict[str, Any]] = Field(default_factory=dict, description="partner-declared hierarchies by column")
     synthetic: "SynthConfig" = Field(default_factory=lambda: SynthConfig(), description="synthesizer parameters (method: synthetic)")

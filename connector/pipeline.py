@@ -226,11 +226,17 @@ class Pipeline:
 
     def release_view(self) -> pd.DataFrame:
         """Snapshot of the store -> the release view (unprotected: it never leaves this process)."""
+        return self._keyed_view()[1]
+
+    def _keyed_view(self) -> tuple[list[tuple[str, str]], pd.DataFrame]:
+        """(source, record id) of every live case, and the release view aligned with them."""
         from privacy.view import derive_release_view
 
         job = self.config.job
         snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
-        return derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
+        keys = list(zip(snapshot["source"].astype(str), snapshot["record_id"].astype(str)))
+        view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
+        return keys, view.reset_index(drop=True)
 
     def synthesis_input_hash(self, view: pd.DataFrame) -> str:
         """What a synthetic release is made from: the view's content and the release settings."""
@@ -241,33 +247,45 @@ class Pipeline:
         digest.update(json.dumps(settings, sort_keys=True).encode())
         return digest.hexdigest()
 
+    def next_k_release(self, keys: list[tuple[str, str]], view: pd.DataFrame) -> Any:
+        """The next release of the job's k-anonymized series (connector.kanon_release)."""
+        from connector.kanon_release import next_k_release
+        from privacy.protect import k_setup, prepare
+
+        job = self.config.job
+        hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
+        rules = {c.name: c.rule for c in self.schema.view.values()}
+        prepared = prepare(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names)
+        setup = k_setup(list(prepared.table.columns), job.release, self.schema.view_roles(), hierarchies=prepared.hierarchies, rules=rules)
+        nxt = next_k_release(self.store, self.job_name, keys, prepared.table, setup, min_new=job.release.part_min_records)
+        nxt.privacy.update(prepared.notes())
+        return nxt
+
     def protected_view(self, view: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-        """Snapshot -> release view -> protection. Returns (view, protected table, privacy record)."""
+        """Snapshot -> release view -> protection. Returns (view, the table the next release would
+        publish, its privacy record). For a k-anonymized series the record also carries `held`:
+        what waits for a later part (local only; `release` never publishes it)."""
         from privacy.protect import protect
 
         job = self.config.job
+        if job.release.method == "k_anonymity":
+            keys, keyed = self._keyed_view()
+            nxt = self.next_k_release(keys, keyed)
+            return keyed, nxt.table, {**nxt.privacy, "held": nxt.held, "changes": nxt.changed}
         view = self.release_view() if view is None else view
         hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
         rules = {c.name: c.rule for c in self.schema.view.values()}
         protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names, rules=rules)
         privacy = dict(protected.privacy)
-        if job.release.method == "synthetic":
-            synth = job.release.synthetic
-            spent_epsilon, spent_delta = self.store.spent(job.partner.id)
-            privacy["budget"] = {
-                "total": synth.budget,
-                "spent_before": round(spent_epsilon, 9),
-                "delta_spent_before": spent_delta,
-                "left_after": round(max(synth.budget - spent_epsilon - synth.epsilon, 0.0), 9),
-            }
-            privacy["metrics"] = _release_metrics(protected.basis, protected.table, synth.reporting_length, privacy, synth.resolution, synth.seed)
-        else:
-            from privacy.hierarchies import hierarchy_for
-            from privacy.metrics import generalize_like
-
-            hierarchies = {q: hierarchy_for(q, job.release.hierarchies, hierarchy_names.get(q)) for q in privacy.get("levels", {})}
-            basis = generalize_like(view, privacy, hierarchies)
-            privacy["metrics"] = _release_metrics(basis, protected.table, 3, privacy, job.release.k, None)
+        synth = job.release.synthetic
+        spent_epsilon, spent_delta = self.store.spent(job.partner.id)
+        privacy["budget"] = {
+            "total": synth.budget,
+            "spent_before": round(spent_epsilon, 9),
+            "delta_spent_before": spent_delta,
+            "left_after": round(max(synth.budget - spent_epsilon - synth.epsilon, 0.0), 9),
+        }
+        privacy["metrics"] = _release_metrics(protected.basis, protected.table, synth.reporting_length, privacy, synth.resolution, synth.seed)
         return view, protected.table, privacy
 
     def release(self, run_ids: list[str] | None = None) -> ReleaseReport:
@@ -276,9 +294,21 @@ class Pipeline:
         run_id = self.store.start_run(self.job_name, "release")
         report = ReleaseReport(run_id, "failed")
         try:
-            view = self.release_view()
-            input_hash = None
-            if self.config.job.release.method == "synthetic":
+            series = None
+            previous = None
+            if self.config.job.release.method == "k_anonymity":
+                keys, view = self._keyed_view()
+                report.records_in = len(view)
+                nxt = self.next_k_release(keys, view)
+                if not nxt.changed:
+                    report.status = "unchanged"
+                    report.reasons = [_held_text(nxt.held, self.config.job.release.part_min_records)] if any(nxt.held.values()) else []
+                    self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0, "held": nxt.held}, None)
+                    log.info("release unchanged", extra={"run_id": run_id, "reason": "no new part and no part to retire", **{f"held_{k}": v for k, v in nxt.held.items()}})
+                    return report
+                table, privacy, previous, series = nxt.table, nxt.privacy, nxt.previous_csv, nxt.change
+            else:
+                view = self.release_view()
                 # Re-synthesizing unchanged data would spend privacy budget for nothing.
                 input_hash = self.synthesis_input_hash(view)
                 already = self.store.released_input(self.job_name, input_hash)
@@ -287,11 +317,11 @@ class Pipeline:
                     self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0}, None)
                     log.info("release unchanged", extra={"run_id": run_id, "release_id": already, "reason": "same input, no budget spent"})
                     return report
-            view, table, privacy = self.protected_view(view)
-            report.records_in = len(view)
+                view, table, privacy = self.protected_view(view)
+                report.records_in = len(view)
             privacy = {**privacy, "schema_version": self.schema.version}
             privacy = publishable_record(privacy)
-            release = admit(table, privacy, roles=self.schema.view_roles())
+            release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous)
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
             # Privacy budget (synthetic releases): reserved after the gate, before publishing, in a
@@ -311,7 +341,7 @@ class Pipeline:
                 raise
             fault_point("publish.before_ledger")
             self.store.record_release(
-                bundle.release_id, run_id, str(privacy.get("method")), destination.describe(), release.privacy, budget_entry=budget_entry
+                bundle.release_id, run_id, str(privacy.get("method")), destination.describe(), release.privacy, budget_entry=budget_entry, series=series
             )
             report.status = "published" if result.published else "unchanged"
             report.release_id, report.location = bundle.release_id, result.location
@@ -390,6 +420,14 @@ def _release_metrics(basis: Any, table: pd.DataFrame, reporting_length: int, pri
 
     qis = [q for q in privacy.get("quasi_identifiers", []) if q in table.columns]
     return compare(basis, table, reporting_length=reporting_length, quasi_identifiers=qis, threshold=threshold, seed=seed or 0)
+
+
+def _held_text(held: dict[str, int], part_min: int) -> str:
+    """What waits for a later part, in words (local: the run record and the console, never a release)."""
+    return (
+        f"held for a later part (release.part_min_records = {part_min}): {held.get('new', 0)} new, "
+        f"{held.get('corrected_still_published', 0)} corrected and {held.get('deleted_still_published', 0)} deleted records"
+    )
 
 
 def publishable_record(privacy: dict[str, Any]) -> dict[str, Any]:

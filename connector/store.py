@@ -207,6 +207,36 @@ privacy_budget = Table(
 )
 BUDGET_COUNTED = ("pending", "spent")
 
+# The frozen parts of each job's k-anonymized release series (privacy.series). A part's published
+# rows are kept as the CSV bytes that went out, so later releases republish them unchanged; its
+# members (source, record id, digest of the view row when published) say which records it holds.
+# A part is written in the same transaction as the release that first published it, and retired
+# in the same transaction as the release that removed it.
+release_parts = Table(
+    "release_parts",
+    metadata,
+    Column("job", String(200), primary_key=True),
+    Column("series", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("label", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("release_id", String(200), nullable=False),
+    Column("retired_at", UTCDateTime),
+    Column("retired_by", String(200)),
+    Column("rows", Integer, nullable=False),
+    Column("data_csv", Text, nullable=False),
+    Column("members", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class SeriesChange:
+    """The parts one k-anonymized release added and retired (privacy.series.Part objects)."""
+
+    job: str
+    added: tuple[tuple[str, Any], ...] = ()  # (series id, Part)
+    retired: tuple[tuple[str, int], ...] = ()  # (series id, seq)
+
 
 class BudgetExceeded(ValueError):
     """A release would take the partner's privacy budget over its total; the message says what is left."""
@@ -538,10 +568,12 @@ class Store:
         privacy: dict[str, Any],
         published_at: datetime | None = None,
         budget_entry: str | None = None,
+        series: "SeriesChange | None" = None,
     ) -> bool:
         """Add a release to the ledger; False if it is already there (publishing is idempotent).
 
-        `budget_entry` (from `reserve_budget`) is marked spent in the same transaction."""
+        `budget_entry` (from `reserve_budget`) is marked spent, and `series` (the parts a
+        k-anonymized release added and retired) is applied, in the same transaction."""
         now = _now()
         stmt = (
             self._insert(releases)
@@ -564,7 +596,52 @@ class Store:
                     .where(privacy_budget.c.entry_id == budget_entry, privacy_budget.c.status == "pending")
                     .values(status="spent", release_id=release_id, settled_at=now)
                 )
+            if series is not None:
+                self._apply_series(conn, release_id, series, now)
             return added
+
+    # -- release series (k-anonymized parts) ----------------------------------------------------
+
+    def active_parts(self, job: str) -> list[tuple[str, Any]]:
+        """(series id, Part) of every part of `job` not retired, oldest first."""
+        from privacy.series import Part
+
+        query = (
+            select(release_parts)
+            .where(release_parts.c.job == job, release_parts.c.retired_at.is_(None))
+            .order_by(release_parts.c.series, release_parts.c.seq)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            (row["series"], Part(int(row["seq"]), row["label"], tuple(tuple(m) for m in json.loads(row["members"])), row["data_csv"].encode("utf-8"), int(row["rows"])))
+            for row in rows
+        ]
+
+    def next_part_seq(self, job: str) -> int:
+        """One more than any part `job` ever had, retired ones and other series included."""
+        with self._engine.connect() as conn:
+            top = conn.execute(select(func.max(release_parts.c.seq)).where(release_parts.c.job == job)).scalar_one_or_none()
+        return int(top or 0) + 1
+
+    def _apply_series(self, conn: Connection, release_id: str, change: "SeriesChange", now: datetime) -> None:
+        for series, seq in change.retired:
+            conn.execute(
+                update(release_parts)
+                .where(release_parts.c.job == change.job, release_parts.c.series == series, release_parts.c.seq == seq, release_parts.c.retired_at.is_(None))
+                .values(retired_at=now, retired_by=release_id)
+            )
+        for series, part in change.added:
+            exists = conn.execute(
+                select(release_parts.c.seq).where(release_parts.c.job == change.job, release_parts.c.series == series, release_parts.c.seq == part.seq)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    release_parts.insert().values(
+                        job=change.job, series=series, seq=part.seq, label=part.label, created_at=now, release_id=release_id, rows=part.rows,
+                        data_csv=part.data_csv.decode("utf-8"), members=json.dumps([list(m) for m in part.members]),
+                    )
+                )
 
     # -- privacy budget ------------------------------------------------------------------------
 

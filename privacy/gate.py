@@ -7,10 +7,16 @@ parsed, knowing nothing of how the table was made:
 
 - the table is non-empty and every column has a known disclosure role;
 - no column has role `direct_identifier` or `free_text`;
-- the quasi-identifiers are every column whose role is `quasi_identifier` plus any the privacy
-  record names (whatever the config said), and every combination of their values occurs at least
-  `privacy["k"]` times (an empty cell is a value, as NA is in `privacy.kanon`);
-- l-diversity, when the record asks for it (known = non-empty values, as in `privacy.kanon`);
+- k-anonymized releases: every row's combination of ALL published values occurs at least
+  `privacy["k"]` times (an empty cell and a suppressed `*` cell are values). The attacker we
+  protect against knows everything a release could show about a victim, so no column is left out
+  of the count; and with the previous release of the series (`previous`), the rows added and the
+  rows removed since then each meet the same floor on their own (`privacy.series`);
+- l-diversity on meanings, when the record asks for it: within every class of rows sharing their
+  quasi-identifiers, each named sensitive fact shows >= l distinct values and none of its flags is
+  1 in every row that shows it;
+- synthetic releases: every combination of up to `reporting_length` published values, and the
+  full quasi-identifier combination, occurs at least `resolution` times;
 - `privacy["records_out"]` equals the number of rows parsed.
 
 A failure raises `GateRefused` with one line per reason. `Release` refuses to be constructed with
@@ -26,6 +32,7 @@ import csv
 import hashlib
 import hmac
 import io
+import itertools
 import json
 import math
 import re
@@ -34,12 +41,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from connector.schema import FORBIDDEN_ROLES, ROLES
+from privacy.series import PART_COLUMN, PART_LABEL, check_series
 
 _KEY = secrets.token_bytes(32)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SUPPRESSED_CELL = "*"
 
 
 class GateRefused(Exception):
@@ -99,12 +109,18 @@ def parse_csv_bytes(data: bytes) -> tuple[list[str], list[list[str]]]:
 
 
 def admit(
-    table: pd.DataFrame, privacy: Mapping[str, Any], *, roles: Mapping[str, str], domains: Mapping[str, frozenset[str]] | None = None
+    table: pd.DataFrame,
+    privacy: Mapping[str, Any],
+    *,
+    roles: Mapping[str, str],
+    domains: Mapping[str, frozenset[str]] | None = None,
+    previous: bytes | None = None,
 ) -> Release:
     """Serialise, re-parse and check; return the Release or raise GateRefused with every reason.
 
     `domains` (default: the packaged release view's, `privacy.view.value_domains`) lists the tokens
-    each coded column may hold; a cell outside it is refused as possible free text.
+    each coded column may hold; a cell outside it is refused as possible free text. `previous` is
+    the data.csv of the series' last published release, for the difference check.
     """
     reasons: list[str] = []
     columns = tuple(str(c) for c in table.columns)
@@ -150,10 +166,17 @@ def admit(
     # A column the record names as a quasi-identifier holds generalized labels ("*"), and k covers it.
     named_qis = set(record.get("quasi_identifiers") or [])
     reasons += _check_domains(parsed, {c: d for c, d in domains.items() if c not in named_qis})
+    if PART_COLUMN in parsed.columns:
+        odd = int((~parsed[PART_COLUMN].map(lambda v: v == "" or bool(PART_LABEL.match(v)))).sum())
+        if odd:
+            reasons.append(f"column {PART_COLUMN}: {odd} cells are not part labels (digits, a dash and 8 hex digits)")
 
     method = record.get("method")
     if method == "k_anonymity":
         reasons += _check_k_anonymity(parsed, record, roles)
+        if previous is not None and not reasons and isinstance(record.get("k"), int):
+            previous_header, previous_rows = parse_csv_bytes(previous)
+            reasons += check_series(previous_header or None, previous_rows, header, rows, int(record["k"]))
     elif method == "synthetic":
         reasons += _check_synthetic(parsed, record, roles)
     else:
@@ -171,40 +194,41 @@ def _check_k_anonymity(parsed: pd.DataFrame, record: Mapping[str, Any], roles: M
     k = record.get("k")
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
         return [f"the privacy record has no valid k (an integer >= 2): {k!r}"]
-    named = [q for q in record.get("quasi_identifiers", []) if q in parsed.columns]
-    qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier" or c in named]
     if len(parsed) == 0:
         return reasons
-    reasons += _rare_combinations(parsed, qis, k, "k")
+    reasons += _rare_combinations(parsed, list(parsed.columns), k, "k", what="published columns")
     rule = record.get("l_diversity")
     if rule:
+        qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier"]
         reasons += _check_l_diversity(parsed, qis, rule)
     return reasons
 
 
 def _check_l_diversity(parsed: pd.DataFrame, qis: list[str], rule: Mapping[str, Any]) -> list[str]:
-    attribute, l, kind = rule.get("attribute"), rule.get("l"), rule.get("kind", "distinct")
-    if attribute not in parsed.columns:
-        return [f"l-diversity attribute {attribute!r} is not a column of the release"]
-    if not isinstance(l, int) or l < 1 or kind not in ("distinct", "entropy"):
-        return [f"l-diversity rule is not valid: {dict(rule)}"]
-    groups: dict[tuple, Counter] = {}
-    for key, value in zip(parsed[qis].itertuples(index=False, name=None) if qis else ((),) * len(parsed), parsed[attribute]):
-        counter = groups.setdefault(key, Counter())
-        if value != "":
-            counter[value] += 1
-    failing = 0
-    for counter in groups.values():
-        if kind == "distinct":
-            ok = len(counter) >= l
-        else:
-            total = sum(counter.values())
-            entropy = -sum(c / total * math.log(c / total) for c in counter.values()) if total else 0.0
-            ok = total > 0 and entropy >= math.log(l) - 1e-9
-        failing += not ok
-    if failing:
-        return [f"{failing} quasi-identifier classes are not {kind} {l}-diverse in {attribute}"]
-    return []
+    """Each named fact (its columns) in each class of equal quasi-identifiers: >= l distinct shown
+    values, and no flag that is 1 in every row showing the fact. Re-implemented here on purpose
+    (plain Python over the parsed strings), independent of `privacy.kanon_full`."""
+    facts, l = rule.get("facts"), rule.get("l")
+    if not isinstance(facts, Mapping) or not facts or not isinstance(l, int) or isinstance(l, bool) or l < 2:
+        return [f"l-diversity rule is not valid (facts: {{name: [columns]}}, l >= 2): {dict(rule)}"]
+    reasons = []
+    for name, columns in facts.items():
+        columns = list(columns) if isinstance(columns, (list, tuple)) else []
+        if not columns or any(c not in parsed.columns for c in columns):
+            reasons.append(f"l-diversity fact {name!r}: its columns are not all in the release")
+            continue
+        seen: dict[tuple, list[tuple]] = {}
+        qi_values = parsed[qis].itertuples(index=False, name=None) if qis else ((),) * len(parsed)
+        for key, value in zip(qi_values, parsed[columns].itertuples(index=False, name=None)):
+            if value[0] != SUPPRESSED_CELL:
+                seen.setdefault(key, []).append(value)
+        failing = 0
+        for values in seen.values():
+            certain = any(all(v[j] == "1" for v in values) for j in range(len(columns)))
+            failing += len(set(values)) < l or certain
+        if failing:
+            reasons.append(f"{failing} quasi-identifier classes are not l-diverse (l={l}) in the meaning of {name}")
+    return reasons
 
 
 def _check_synthetic(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Mapping[str, str]) -> list[str]:
@@ -236,7 +260,52 @@ def _check_synthetic(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Map
     qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier" or c in named]
     if len(parsed) == 0:
         return reasons
-    return reasons + _rare_combinations(parsed, qis, resolution, "resolution")
+    length = record.get("reporting_length")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        return reasons + [f"the privacy record has no valid reporting_length (an integer >= 1): {length!r}"]
+    reasons += _rare_combinations(parsed, qis, resolution, "resolution")
+    return reasons + rare_short_combinations(parsed, length, resolution)
+
+
+def rare_short_combinations(parsed: pd.DataFrame, length: int, floor: int) -> list[str]:
+    """One reason if any combination of up to `length` published values (any columns; a blank is a
+    value) occurs fewer than `floor` times: Synthetic Data Showcase's promise that rare attributes
+    are never published, checked on every column, not only the quasi-identifiers."""
+    codes, cards = _column_codes(parsed)
+    varying = [j for j, card in enumerate(cards) if card > 1]  # a constant column adds nothing to a count
+    rare_sets = 0
+    smallest = None
+    for size in range(1, min(length, len(varying)) + 1):
+        for subset in itertools.combinations(varying, size):
+            counts = _combination_counts(codes, cards, subset)
+            low = counts[(counts > 0) & (counts < floor)]
+            if len(low):
+                rare_sets += 1
+                smallest = int(low.min()) if smallest is None else min(smallest, int(low.min()))
+    if not rare_sets:
+        return []
+    return [f"{rare_sets} sets of up to {length} columns have a combination of values occurring fewer than resolution={floor} times "
+            f"(the rarest occurs {smallest} time(s)): a rare trait would be published"]
+
+
+def _column_codes(parsed: pd.DataFrame) -> tuple[list[np.ndarray], list[int]]:
+    codes, cards = [], []
+    for column in parsed.columns:
+        c, uniques = pd.factorize(parsed[column], use_na_sentinel=False)
+        codes.append(c.astype(np.int64))
+        cards.append(max(len(uniques), 1))
+    return codes, cards
+
+
+def _combination_counts(codes: list[np.ndarray], cards: list[int], subset: tuple[int, ...]) -> np.ndarray:
+    key = np.zeros(len(codes[0]), dtype=np.int64)
+    domain = 1
+    for j in subset:
+        key = key * cards[j] + codes[j]
+        domain *= cards[j]
+    if domain <= 4_000_000:
+        return np.bincount(key, minlength=domain)
+    return np.unique(key, return_counts=True)[1]
 
 
 def _check_domains(parsed: pd.DataFrame, domains: Mapping[str, frozenset[str]]) -> list[str]:
@@ -246,13 +315,13 @@ def _check_domains(parsed: pd.DataFrame, domains: Mapping[str, frozenset[str]]) 
         allowed = domains.get(column)
         if allowed is None:
             continue
-        bad = sum(1 for cell in parsed[column] if cell and not set(str(cell).split(";")) <= allowed)
+        bad = sum(1 for cell in parsed[column] if cell and cell != SUPPRESSED_CELL and not set(str(cell).split(";")) <= allowed)
         if bad:
             reasons.append(f"column {column}: {bad} cells hold something other than its codes (free text is never published)")
     return reasons
 
 
-def _rare_combinations(parsed: pd.DataFrame, qis: list[str], floor: int, name: str) -> list[str]:
+def _rare_combinations(parsed: pd.DataFrame, qis: list[str], floor: int, name: str, what: str = "") -> list[str]:
     """One reason if any quasi-identifier combination occurs fewer than `floor` times.
 
     The reason names the columns and counts, never the values: a refusal travels to logs, the run
@@ -264,7 +333,7 @@ def _rare_combinations(parsed: pd.DataFrame, qis: list[str], floor: int, name: s
     if not len(rare):
         return []
     return [
-        f"{len(rare)} combinations of {', '.join(qis) or '(no quasi-identifier)'} occur fewer than {name}={floor} times "
+        f"{len(rare)} combinations of {what or ', '.join(qis) or '(no quasi-identifier)'} occur fewer than {name}={floor} times "
         f"({int(rare.sum())} records; the rarest occurs {int(rare.min())} time(s)); `preview` locally shows the levels and counts"
     ]
 

@@ -330,6 +330,79 @@ def hierarchy_for(column: str, release_hierarchies: Mapping[str, Mapping[str, An
     return flat_hierarchy()
 
 
+# -- labels at a level, and lifting (the central merge and the release record use them) --------
+# privacy.hierarchies maps a level-0 VALUE to its labels; merging needs the reverse for a LABEL at
+# some level. These helpers derive it from the public Hierarchy fields (paths, cuts, lower).
+
+
+_LABELS: dict[tuple[int, int], tuple[Hierarchy, dict[str, str] | None]] = {}
+
+
+def _labels(hierarchy: Hierarchy, level: int) -> dict[str, str] | None:
+    """label at `level` -> a level-0 value carrying it; None when every value is a label (level 0
+    of interval and flat hierarchies: checked value by value with `Hierarchy.path`). Cached per
+    hierarchy object (packaged hierarchies are loaded once)."""
+    key = (id(hierarchy), level)
+    cached = _LABELS.get(key)
+    if cached is None or cached[0] is not hierarchy:
+        cached = _LABELS[key] = (hierarchy, _build_labels(hierarchy, level))
+    return cached[1]
+
+
+def _build_labels(hierarchy: Hierarchy, level: int) -> dict[str, str] | None:
+    if level == 0:
+        if hierarchy.paths is not None:
+            return {value: value for value in hierarchy.paths}
+        return None
+    if hierarchy.paths is not None:
+        out: dict[str, str] = {}
+        for value, path in hierarchy.paths.items():
+            out.setdefault(path[level - 1], value)
+        return out
+    if hierarchy.cuts:  # interval: one representative per band (its lowest value)
+        out = {}
+        for cut in hierarchy.cuts[level - 1]:
+            representative = str(max(cut, hierarchy.lower))
+            try:
+                out.setdefault(hierarchy.path(representative)[level], representative)
+            except HierarchyError:
+                continue
+        return out
+    return {}
+
+
+def is_label(hierarchy: Hierarchy, label: str, level: int) -> bool:
+    """Whether `label` can appear in a column generalized to `level` ("" = NA, `*` = blanked)."""
+    if label in ("", TOP):
+        return True
+    if level >= hierarchy.height:
+        return False
+    labels = _labels(hierarchy, level)
+    if labels is None:
+        try:
+            hierarchy.path(label)
+        except HierarchyError:
+            return False
+        return True
+    return label in labels
+
+
+def lift(hierarchy: Hierarchy, label: str, from_level: int, to_level: int, column: str = "") -> str:
+    """The label at `to_level` of a label at `from_level` (to_level >= from_level). NA stays NA below
+    the top, `*` stays `*`, everything is `*` at the top. Raises HierarchyError for an unknown label."""
+    if to_level >= hierarchy.height or label == TOP:
+        return TOP
+    if label == "":
+        return ""
+    if not is_label(hierarchy, label, from_level):
+        raise HierarchyError(f"{column}: {label!r} is not a label of hierarchy {hierarchy.name} at level {from_level}")
+    if to_level == from_level:
+        return label
+    labels = _labels(hierarchy, from_level)
+    value = label if labels is None else labels[label]
+    return hierarchy.path(value, column)[to_level]
+
+
 __all__ = [
     "BUILTIN",
     "DEFAULT_COLUMN_HIERARCHIES",
@@ -339,5 +412,7 @@ __all__ = [
     "flat_hierarchy",
     "hierarchy_for",
     "hierarchy_from_spec",
+    "is_label",
+    "lift",
     "load_builtin",
 ]

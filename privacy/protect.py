@@ -13,14 +13,18 @@ partner, and hands the rest to `privacy.kanon.anonymize`. The result still has t
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
 from connector.schema import FORBIDDEN_ROLES, ROLES
-from privacy.hierarchies import hierarchy_for
-from privacy.kanon import anonymize
+from privacy.facts import Fact, FactError, plan_facts
+from privacy.hierarchies import hierarchy_for, is_label
+from privacy.kanon_full import SUPPRESSED, KFullError, LDiversityRule, protect_rows
+from privacy.series import PART_COLUMN
 
 if TYPE_CHECKING:
     from connector.config import ReleaseConfig
@@ -41,19 +45,25 @@ class Protected:
     basis: pd.DataFrame | None = None
 
 
-def protect(
-    view: pd.DataFrame,
-    release: "ReleaseConfig",
-    roles: Mapping[str, str],
-    *,
-    hierarchy_names: Mapping[str, str | None] | None = None,
-    rules: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Protected:
-    """Apply the release method to the view. `hierarchy_names` maps a column to a packaged hierarchy
-    (the release view's `hierarchy:`); `release.hierarchies` overrides it; unnamed columns use the
-    defaults in `privacy.hierarchies.DEFAULT_COLUMN_HIERARCHIES`, else value -> `*`. `rules` (the
-    release view's rules by column) let synthesis recompute derived columns instead of inventing them.
-    """
+@dataclass(frozen=True)
+class Prepared:
+    """The view's publishable columns and what the config and roles say about them."""
+
+    table: pd.DataFrame
+    quasi_identifiers: list[str]
+    hierarchies: dict[str, Any]
+    dropped: list[str]  # identifiers / free text: never published
+    added: list[str]  # QI-role columns the config did not list: protected anyway
+    absent: list[str]  # listed as quasi-identifiers, but not in the released columns
+
+    def notes(self) -> dict[str, Any]:
+        return {"quasi_identifiers_added": self.added, "quasi_identifiers_absent": self.absent, "columns_dropped": self.dropped}
+
+
+def prepare(view: pd.DataFrame, release: "ReleaseConfig", roles: Mapping[str, str], *, hierarchy_names: Mapping[str, str | None] | None = None) -> Prepared:
+    """Select the release's columns, drop those that never leave, and name the quasi-identifiers
+    (every `quasi_identifier` column, listed or not) with their hierarchies. Raises
+    ProtectionError naming the key at fault."""
     if release.method not in ("k_anonymity", "synthetic"):
         raise ProtectionError(f"release.method: unknown method {release.method!r}")
 
@@ -68,6 +78,8 @@ def protect(
         table = view[list(release.columns)]
     dropped = [c for c in table.columns if roles[c] in FORBIDDEN_ROLES]
     table = table.drop(columns=dropped)
+    if release.method == "synthetic" and PART_COLUMN in table.columns:
+        table = table.drop(columns=[PART_COLUMN])  # synthetic releases are not a series of parts
 
     listed = [q for q in release.quasi_identifiers if q in table.columns]
     absent_qis = [q for q in release.quasi_identifiers if q not in table.columns]
@@ -81,7 +93,26 @@ def protect(
             raise ProtectionError(f"release.levels.{name}: {name!r} is not a quasi-identifier of the release (they are: {', '.join(qis)})")
     names = hierarchy_names or {}
     hierarchies = {q: hierarchy_for(q, release.hierarchies, names.get(q)) for q in qis}
+    return Prepared(table, qis, hierarchies, dropped, added, absent_qis)
 
+
+def protect(
+    view: pd.DataFrame,
+    release: "ReleaseConfig",
+    roles: Mapping[str, str],
+    *,
+    hierarchy_names: Mapping[str, str | None] | None = None,
+    rules: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Protected:
+    """Apply the release method to the whole view, as one release (a k-anonymized one as a single
+    part: the pipeline builds series of parts with `k_setup` and `protect_part`). `hierarchy_names`
+    maps a column to a packaged hierarchy (the release view's `hierarchy:`); `release.hierarchies`
+    overrides it; unnamed columns use `privacy.hierarchies.DEFAULT_COLUMN_HIERARCHIES`, else value
+    -> `*`. `rules` (the release view's rules by column) group columns into facts and let synthesis
+    recompute derived columns instead of inventing them.
+    """
+    prepared = prepare(view, release, roles, hierarchy_names=hierarchy_names)
+    table, qis, hierarchies = prepared.table, prepared.quasi_identifiers, prepared.hierarchies
     if release.method == "synthetic":
         from privacy.synth import synthesize
 
@@ -89,29 +120,129 @@ def protect(
             if name not in qis:
                 raise ProtectionError(f"release.synthetic.levels.{name}: {name!r} is not a quasi-identifier of the release (they are: {', '.join(qis)})")
         synthetic = synthesize(table, release.synthetic, quasi_identifiers=qis, hierarchies=hierarchies, rules=rules)
-        privacy = dict(synthetic.record)
-        privacy["quasi_identifiers_added"] = added
-        privacy["quasi_identifiers_absent"] = absent_qis
-        privacy["columns_dropped"] = dropped
-        return Protected(table=synthetic.table, privacy=privacy, basis=synthetic.basis)
+        return Protected(table=synthetic.table, privacy={**synthetic.record, **prepared.notes()}, basis=synthetic.basis)
 
-    result = anonymize(
-        table,
-        qis,
-        hierarchies,
-        k=release.k,
-        suppression_limit=release.suppression_limit,
-        metric=release.metric,
-        levels=release.levels,
-        search=release.search,
-        recoding=release.recoding,
-        l_diversity=release.l_diversity,
-    )
-    privacy = dict(result.record)
-    privacy["quasi_identifiers_added"] = added  # QI-role columns the config did not list: protected anyway
-    privacy["quasi_identifiers_absent"] = absent_qis  # listed, but not in the released columns
-    privacy["columns_dropped"] = dropped  # identifiers / free text: never published
-    return Protected(table=result.table, privacy=privacy)
+    if rules is None:  # the packaged release view's rules say which columns carry one fact
+        from connector.schema import load_schema
+
+        rules = {c.name: c.rule for c in load_schema().view.values()}
+    setup = k_setup(list(table.columns), release, roles, hierarchies=hierarchies, rules=rules)
+    published = protect_part(table, setup, "1")
+    return Protected(table=published, privacy={**describe_release(published, setup), **prepared.notes()})
 
 
-__all__ = ["Protected", "ProtectionError", "protect"]
+@dataclass(frozen=True)
+class KSetup:
+    """How a k-anonymized series protects its parts: the same for every part of the series."""
+
+    columns: tuple[str, ...]  # published columns, in view order, then the part column
+    facts: tuple[Fact, ...]  # most important first
+    passthrough: tuple[str, ...]  # process columns, the same for every row of the partner
+    k: int
+    l_rule: LDiversityRule | None
+    settings: dict[str, Any]  # what defines the series (a change starts a new one)
+
+    @property
+    def series_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def k_setup(
+    columns: list[str],
+    release: "ReleaseConfig",
+    roles: Mapping[str, str],
+    *,
+    hierarchies: Mapping[str, Any],
+    rules: Mapping[str, Mapping[str, Any]],
+) -> KSetup:
+    """The facts, their order and the series settings of a k-anonymized release of `columns`
+    (identifier and free-text columns already dropped). Raises ProtectionError naming the key."""
+    columns = [c for c in columns if c != PART_COLUMN]
+    try:
+        facts = plan_facts(columns, rules=rules, roles=roles, hierarchies=hierarchies, importance=release.importance, finest=release.levels)
+    except FactError as exc:
+        raise ProtectionError(str(exc)) from None
+    by_column = {c: f for f in facts for c in f.columns}
+    rule = None
+    if release.l_diversity is not None:
+        names = []
+        for name in release.l_diversity.facts:
+            fact = by_column.get(name)
+            if fact is None or roles.get(name) != "sensitive":
+                raise ProtectionError(f"release.l_diversity.facts: {name!r} is not a sensitive column of the release")
+            names.append(fact.name)
+        rule = LDiversityRule(tuple(dict.fromkeys(names)), release.l_diversity.l)
+    passthrough = tuple(c for c in columns if c not in by_column)
+    settings = {
+        "k": release.k,
+        "columns": columns,
+        "facts": [[f.name, list(f.columns), f.hierarchy.name if f.hierarchy else None, f.finest] for f in facts],
+        "l_diversity": [list(rule.facts), rule.l] if rule else None,
+        "hierarchies": release.hierarchies,
+        "engine": 1,
+    }
+    return KSetup(tuple([*columns, PART_COLUMN]), tuple(facts), passthrough, release.k, rule, settings)
+
+
+def protect_part(rows: pd.DataFrame, setup: KSetup, label: str) -> pd.DataFrame:
+    """One part of the series, protected on its own, with its label in the part column.
+    Raises ProtectionError when the rows cannot form a part (fewer than k)."""
+    table = rows[[c for c in setup.columns if c != PART_COLUMN]]
+    try:
+        published, _ = protect_rows(table, setup.facts, setup.k, passthrough=setup.passthrough, l_diversity=setup.l_rule)
+    except KFullError as exc:
+        raise ProtectionError(f"the release part cannot be protected: {exc}") from None
+    published[PART_COLUMN] = label
+    return published[list(setup.columns)]
+
+
+def describe_release(published: pd.DataFrame, setup: KSetup) -> dict[str, Any]:
+    """The privacy record of a k-anonymized release, computed from the PUBLISHED rows and the series
+    settings only: nothing in it may move when a record that is not published changes."""
+    record: dict[str, Any] = {
+        "method": "k_anonymity",
+        "k": setup.k,
+        "guarantee": "full_row",
+        "guarantee_text": (
+            f"every row's combination of all published values (a suppressed * is a value) occurs at least k={setup.k} times, "
+            "and the rows added and the rows removed between two releases of the series each meet the same floor"
+        ),
+        "facts": {f.name: list(f.columns) for f in setup.facts},
+        "importance": [f.name for f in setup.facts],
+        "quasi_identifiers": [f.columns[0] for f in setup.facts if f.hierarchy is not None],
+        "hierarchies": {f.columns[0]: f.hierarchy.name for f in setup.facts if f.hierarchy is not None},
+        "finest_levels": {f.columns[0]: f.finest for f in setup.facts if f.hierarchy is not None},
+        "finest_level_names": {f.columns[0]: f.hierarchy.level_names[f.finest] for f in setup.facts if f.hierarchy is not None},
+        "records_out": int(len(published)),
+        "parts": {str(label): int(n) for label, n in published[PART_COLUMN].value_counts(sort=False).sort_index().items()} if len(published) else {},
+        "detail": detail_shares(published, setup),
+    }
+    if setup.l_rule is not None:
+        by_name = {f.name: f for f in setup.facts}
+        record["l_diversity"] = {"facts": {name: list(by_name[name].columns) for name in setup.l_rule.facts}, "l": setup.l_rule.l}
+    sizes = published.fillna("").groupby(list(published.columns), sort=False).size() if len(published) else pd.Series(dtype=int)
+    record["smallest_group"] = int(sizes.min()) if len(sizes) else 0
+    return record
+
+
+def detail_shares(published: pd.DataFrame, setup: KSetup) -> dict[str, dict[str, float]]:
+    """Per fact, the share of published rows showing it in full detail, coarser, or suppressed."""
+    out: dict[str, dict[str, float]] = {}
+    n = len(published)
+    for fact in setup.facts:
+        cells = published[fact.columns[0]].fillna("")
+        suppressed = int((cells == SUPPRESSED).sum())
+        if fact.hierarchy is None:
+            full = n - suppressed
+        else:
+            finest_labels = {v for v in cells.unique() if v != SUPPRESSED and is_label(fact.hierarchy, v, fact.finest)}
+            full = int(cells.isin(finest_labels).sum())
+        out[fact.name] = {
+            "full": round(full / n, 4) if n else 0.0,
+            "coarser": round((n - full - suppressed) / n, 4) if n else 0.0,
+            "suppressed": round(suppressed / n, 4) if n else 0.0,
+        }
+    return out
+
+
+__all__ = ["KSetup", "Prepared", "Protected", "prepare", "ProtectionError", "describe_release", "detail_shares", "k_setup", "protect", "protect_part"]

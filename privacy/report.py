@@ -140,6 +140,39 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             "occurred in the real cases (fabricated). Totals and broad patterns are reliable; exact small counts are not, and "
             "should not be quoted as facts about real people.</p>"
         )
+    elif privacy.get("guarantee") == "full_row":
+        k = privacy.get("k")
+        detail = privacy.get("detail") or {}
+        parts = privacy.get("parts") or {}
+        how = (
+            f"<p><b>Who this protects against.</b> We assume the person looking for a victim in this release knows "
+            f"everything the release could show about them: their trafficker knows when and where they were exploited, how they "
+            f"were recruited and controlled, their age, gender and nationality. We also assume they hold every earlier release "
+            f"and the central team's combined table, and can compare them. They want to learn whether the person is in the data "
+            f"and anything not already known about them.</p>"
+            f"<p><b>What is guaranteed.</b> Every row of this release, read across <i>all</i> its columns, is exactly the same as "
+            f"at least <b>k = {_e(k)}</b> rows (k-anonymity over every published column). Someone who knows a victim's whole "
+            f"story therefore finds either no matching row or at least {_e(k)}, and cannot tell which of them, if any, is the "
+            f"victim. To reach this, details were made less precise (an age band instead of a finer one, a region instead of "
+            f"a country) or hidden (shown as <code>*</code>) row by row, keeping first the details that matter most to the "
+            f"central team: year of registration, country of exploitation and age band.{dropped_text}</p>"
+            f"<p><b>Releases over time.</b> The release is made of {len(parts)} frozen part(s); new cases are published only in "
+            f"new parts of at least k cases, each protected on its own, and a part with a corrected or deleted case is "
+            f"withdrawn whole. Comparing this release with an earlier one shows whole parts added or removed, never one case.</p>"
+        )
+        kept = [(c, d) for c, d in detail.items() if isinstance(d, Mapping)]
+        lost = (
+            "<p>Nothing was invented and no case was changed: each value is either as recorded, a coarser group of it, or "
+            "hidden (<code>*</code>). How much of each kind of detail this release keeps (shares of its rows):</p>"
+            "<table><tr><th>column</th><th>as recorded (finest level published)</th><th>coarser</th><th>hidden (*)</th></tr>"
+            + "".join(
+                f"<tr><td>{_e(c)}</td><td>{_pct(d.get('full', 0))}</td><td>{_pct(d.get('coarser', 0))}</td><td>{_pct(d.get('suppressed', 0))}</td></tr>"
+                for c, d in kept
+            )
+            + "</table><p>Cases recorded since the last part, and corrections, wait until enough of them can be published "
+            "together; the partner's own tools show how many are waiting.</p>"
+        )
+        return how, lost
     else:
         k = privacy.get("k")
         how = (
@@ -203,6 +236,13 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
             ("synthetic records removed to reach the resolution", privacy.get("records_removed_below_resolution")),
         ]
         levels = {c: b.get("level_name") for c, b in (privacy.get("binning") or {}).items()}
+    elif privacy.get("guarantee") == "full_row":
+        numbers += [
+            ("k (every published row occurs at least this many times)", privacy.get("k")),
+            ("smallest group of identical rows", privacy.get("smallest_group")),
+            ("parts of the series (rows per part)", ", ".join(f"{label}: {n}" for label, n in (privacy.get("parts") or {}).items())),
+        ]
+        levels = {c: f"up to {v}" for c, v in (privacy.get("finest_level_names") or {}).items()}
     else:
         loss = privacy.get("information_loss") or {}
         numbers += [

@@ -30,6 +30,7 @@ properties that hold for any draw.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -204,6 +205,27 @@ def _enforce_resolution(
     return out, basis, {q: lv for q, lv in levels.items() if lv}, int(result.record["records_suppressed"])
 
 
+def drop_rare_combinations(frame: pd.DataFrame, length: int, floor: int, also: Sequence[Sequence[str]] = ()) -> tuple[pd.DataFrame, int]:
+    """Remove synthetic rows that hold a combination of up to `length` values (any columns, derived
+    ones included) occurring fewer than `floor` times, until none is left. Post-processing of
+    synthetic rows only: it spends no privacy budget. A derived column (a concatenation of 15 flags)
+    can be rare although every short combination of its flags is not, hence the check on the final
+    columns. `also` adds longer column sets (the full quasi-identifier combination), kept at the
+    floor as rows go. Returns the kept rows and how many were removed."""
+    columns = [c for c in frame.columns if frame[c].nunique(dropna=False) > 1]
+    start = len(frame)
+    while len(frame):
+        rare = pd.Series(False, index=frame.index)
+        subsets = [list(s) for size in range(1, min(length, len(columns)) + 1) for s in itertools.combinations(columns, size)]
+        for subset in [*subsets, *(list(a) for a in also if a)]:
+            sizes = frame.groupby(subset, dropna=False, sort=False)[subset[0]].transform("size")
+            rare |= sizes < floor
+        if not rare.any():
+            break
+        frame = frame[~rare]
+    return frame.reset_index(drop=True), start - len(frame)
+
+
 def _sorted_parts(strings: pd.Series) -> pd.Series:
     return strings.map(lambda v: SEPARATOR.join(sorted(p for p in v.split(SEPARATOR) if p)) if v else "")
 
@@ -306,6 +328,8 @@ def synthesize(
         frame[column] = _derive(frame, column, rule)
         basis[column] = _derive(basis, column, rule)
     frame = frame[columns]
+    frame, rare_removed = drop_rare_combinations(frame, config.reporting_length, config.resolution, also=[qis] if qis else [])
+    removed += rare_removed
     out = frame.replace("", pd.NA).astype("string")
 
     record: dict[str, Any] = {

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from privacy.series import PART_COLUMN
 from connector.schema import FORBIDDEN_ROLES, Schema, ViewColumn
 
 # The rule kinds privacy.view interprets; a rule is a dict whose first key is its kind.
@@ -191,8 +192,8 @@ def value_domains(schema: Schema) -> dict[str, frozenset[str]]:
     domains: dict[str, frozenset[str]] = {}
     for name, column in schema.view.items():
         kind = rule_kind(column.rule)
-        if column.role == "quasi_identifier" or kind == "config":
-            continue
+        if column.role == "quasi_identifier" or kind == "config" or name == PART_COLUMN:
+            continue  # the part label has a pattern of its own, checked by the gate
         if kind == "concat":
             domains[name] = frozenset(column.rule["concat"])
         elif kind == "join":

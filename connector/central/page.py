@@ -21,9 +21,16 @@ def _e(value: Any) -> str:
 
 
 def _levels(privacy: dict[str, Any]) -> str:
+    if privacy.get("guarantee") == "full_row":  # rows keep their own detail, down to these levels
+        names = privacy.get("finest_level_names") or {}
+        return ", ".join(f"{_e(c)}: up to {_e(v)}" for c, v in names.items()) or "-"
     names = privacy.get("level_names") or {}
     levels = privacy.get("levels") or {}
     return ", ".join(f"{_e(c)}: {_e(names.get(c, levels.get(c)))}" for c in levels) or "-"
+
+
+def _pct(value: object) -> str:
+    return f"{100 * float(value):.0f}%" if isinstance(value, (int, float)) else "-"
 
 
 def render_page(partners: list[dict[str, Any]], releases: list[dict[str, Any]], merged: Any, merge_error: Any) -> str:
@@ -41,9 +48,18 @@ def render_page(partners: list[dict[str, Any]], releases: list[dict[str, Any]], 
             "<a href='/harmonized.csv'>harmonized.csv</a> · <a href='/harmonized.parquet'>harmonized.parquet</a> · "
             "<a href='/harmonized/manifest.json'>manifest.json</a></p>"
         )
-        steps = [s for s in m.get("generalization", []) if s.get("action") != "already at a common level"]
-        if steps:
-            parts.append("<ul>" + "".join(f"<li><code>{_e(s['column'])}</code>: {_e(s['action'])} {_e(s.get('reason', ''))}</li>" for s in steps) + "</ul>")
+        detail = m.get("detail") or {}
+        if detail:
+            parts.append(
+                "<p>No column was coarsened for the merge: each row keeps the detail its partner's release could give it "
+                "while every published row stays shared by at least k cases. How much detail the harmonized table keeps:</p>"
+                "<table><tr><th>column</th><th>full detail</th><th>coarser</th><th>suppressed (*)</th></tr>"
+                + "".join(
+                    f"<tr><td><code>{_e(c)}</code></td><td>{_pct(d.get('full', 0))}</td><td>{_pct(d.get('coarser', 0))}</td><td>{_pct(d.get('suppressed', 0))}</td></tr>"
+                    for c, d in detail.items()
+                )
+                + "</table>"
+            )
         for item in m.get("excluded", []):
             parts.append(f"<p class=bad>excluded {_e(item['partner'])} {_e(item['release_id'])}: {_e(item['reason'])}</p>")
     else:

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from connector.central.merge import builtin_hierarchy, is_label
+from privacy.hierarchies import BUILTIN
 from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
 from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
@@ -240,8 +241,10 @@ def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warn
     """Each quasi-identifier's values must be labels of the level privacy.json claims, so the merge
     can lift them soundly."""
     reasons: list[str] = []
-    levels = privacy.get("levels") if isinstance(privacy.get("levels"), dict) else {}
     names = privacy.get("hierarchies") if isinstance(privacy.get("hierarchies"), dict) else {}
+    if privacy.get("guarantee") == "full_row":
+        return _row_levels(table, privacy, names)
+    levels = privacy.get("levels") if isinstance(privacy.get("levels"), dict) else {}
     for column in privacy.get("quasi_identifiers", []) or []:
         if column not in table.columns:
             continue
@@ -256,6 +259,28 @@ def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warn
         odd = sorted(v for v in set(table[column]) if not is_label(hierarchy, v, level))
         if odd:
             reasons.append(f"column {column}: values {odd[:_MAX_LISTED]} are not labels of hierarchy {hierarchy.name} at level {level} ({hierarchy.level_names[level]})")
+    return reasons
+
+
+def _row_levels(table: pd.DataFrame, privacy: dict[str, Any], names: dict[str, Any]) -> list[str]:
+    """Full-row releases keep each row at its own level: every value of a quasi-identifier must be a
+    label of its packaged hierarchy at the finest level privacy.json names or any coarser one."""
+    reasons: list[str] = []
+    finest = privacy.get("finest_levels") if isinstance(privacy.get("finest_levels"), dict) else {}
+    for column in privacy.get("quasi_identifiers", []) or []:
+        if column not in table.columns:
+            continue
+        hierarchy = builtin_hierarchy(names.get(column))
+        if hierarchy is None:
+            reasons.append(f"column {column}: hierarchy {names.get(column)!r} is not one this receiver knows ({', '.join(BUILTIN)})")
+            continue
+        low = finest.get(column)
+        if not isinstance(low, int) or isinstance(low, bool) or not 0 <= low < hierarchy.height:
+            reasons.append(f"column {column}: privacy.json finest level {low!r} is not a level of hierarchy {hierarchy.name}")
+            continue
+        odd = sum(1 for v in set(table[column]) if not any(is_label(hierarchy, v, level) for level in range(low, hierarchy.height + 1)))
+        if odd:
+            reasons.append(f"column {column}: {odd} distinct values are not labels of hierarchy {hierarchy.name} at level {low} or coarser")
     return reasons
 
 

@@ -19,7 +19,7 @@ def release():
         {
             "yearOfRegistration": ["2020-2021"] * 3 + ["2022-2023"] * 3,
             "gender": ["Female"] * 6,
-            "meansOfControlDebtBondage": pd.array([1, 0, 1, None, 1, 0], dtype="Int64"),
+            "meansOfControlDebtBondage": pd.array([1, 1, 1, None, None, None], dtype="Int64"),
         }
     )
     privacy = {"method": "k_anonymity", "k": 3, "quasi_identifiers": ["yearOfRegistration", "gender"], "records_in": 7, "records_out": 6}

@@ -101,25 +101,48 @@ def test_rebase_climbs_the_same_hierarchy_from_the_binned_labels():
 # -- the gate -------------------------------------------------------------------------------------
 
 def _passing_table() -> tuple[pd.DataFrame, dict]:
-    table = pd.DataFrame({"gender": ["Female"] * 12 + ["Male"] * 12, "isForcedLabour": ["1", "0"] * 12})
-    record = {"method": "synthetic", "epsilon": 4.0, "delta": 1e-5, "resolution": 10, "records_out": 24,
+    table = pd.DataFrame({"gender": ["Female"] * 20 + ["Male"] * 20, "isForcedLabour": ["1", "0"] * 20})
+    record = {"method": "synthetic", "epsilon": 4.0, "delta": 1e-5, "resolution": 10, "records_out": 40, "reporting_length": 3,
               "quasi_identifiers": ["gender"], "budget": dict(BUDGET)}
     return table, record
 
 
 def test_gate_admits_a_table_whose_combinations_reach_the_resolution():
     table, record = _passing_table()
-    assert admit(table, record, roles=ROLES).row_count == 24
+    assert admit(table, record, roles=ROLES).row_count == 40
 
 
 def test_gate_refuses_a_planted_rare_combination():
     table, record = _passing_table()
     table = pd.concat([table, pd.DataFrame({"gender": ["Transgender"], "isForcedLabour": ["1"]})], ignore_index=True)
-    record["records_out"] = 25
+    record["records_out"] = 41
     with pytest.raises(GateRefused) as refused:
         admit(table, record, roles=ROLES)
     assert any("fewer than resolution=10" in r for r in refused.value.reasons)
     assert not any("Transgender" in r for r in refused.value.reasons)  # counts, never values
+
+
+def test_gate_refuses_a_rare_value_in_any_column_not_only_the_quasi_identifiers():
+    """Synthetic Data Showcase's promise: no combination of up to reporting_length published values
+    rarer than the resolution, whatever the column (a rare exploitation type singles out as well)."""
+    table, record = _passing_table()
+    table["isOrganRemoval"] = ["0"] * 39 + ["1"]
+    with pytest.raises(GateRefused) as refused:
+        admit(table, record, roles={**ROLES, "isOrganRemoval": "sensitive"})
+    assert any("sets of up to 3 columns have a combination of values occurring fewer than resolution=10" in r for r in refused.value.reasons)
+
+
+def test_gate_checks_the_age_column_of_a_synthetic_release():
+    """A rare age band is a rare combination, in the quasi-identifier count and in the short ones."""
+    table, record = _passing_table()
+    table["ageBroad"] = ["18--20"] * 39 + ["48+"]
+    with pytest.raises(GateRefused) as refused:
+        admit(table, record, roles={**ROLES, "ageBroad": "quasi_identifier"})
+    assert any("combinations of gender, ageBroad occur fewer than resolution=10" in r for r in refused.value.reasons)
+    assert any("sets of up to 3 columns" in r for r in refused.value.reasons)
+    cells = [(g, a, f) for g in ("Female", "Male") for a in ("18--20", "48+") for f in ("0", "1")] * 10
+    table = pd.DataFrame(cells, columns=["gender", "ageBroad", "isForcedLabour"])
+    assert admit(table, {**record, "records_out": 80}, roles={**ROLES, "ageBroad": "quasi_identifier"}).row_count == 80
 
 
 def test_gate_refuses_epsilon_beyond_the_budget_and_missing_parameters():

@@ -1,0 +1,102 @@
+"""The next k-anonymized release of a job: which frozen parts it keeps, retires and adds.
+
+Why here and not in privacy/: deciding the next release reads the store (the parts already out and
+the records they hold); privacy/ only protects tables and checks bytes. The rules themselves are
+`privacy.series.plan_parts`; this module feeds it the live records and the stored parts, protects
+the new part with `privacy.protect.protect_part`, and composes the release table that the gate
+will check against the previous release.
+
+    nxt = next_k_release(store, job, keys, view, setup, min_new=50)
+    release = admit(nxt.table, nxt.privacy, roles=roles, previous=nxt.previous_csv)
+    store.record_release(..., series=nxt.change)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from connector.store import SeriesChange, Store
+from privacy.gate import to_csv_bytes
+from privacy.protect import KSetup, describe_release, protect_part
+from privacy.series import PART_COLUMN, Part, Plan, part_label, plan_parts
+
+
+@dataclass
+class NextRelease:
+    """What the next k-anonymized release is, before the gate."""
+
+    table: pd.DataFrame  # every published row: kept parts, then the new part
+    privacy: dict[str, Any]  # computed from `table` and the settings only
+    previous_csv: bytes | None  # the release the series published last (None: nothing yet)
+    change: SeriesChange
+    plan: Plan
+    held: dict[str, int] = field(default_factory=dict)  # local only: never in a published file
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changes
+
+
+def row_digests(view: pd.DataFrame) -> list[str]:
+    """A digest of each view row's values: a published record whose digest changes was corrected."""
+    frame = view.astype(object).where(view.notna(), "\x00")
+    joined = frame.astype(str).agg("\x1f".join, axis=1)
+    return [hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] for text in joined]
+
+
+def read_part(part: Part) -> pd.DataFrame:
+    """A stored part's published rows, every cell a string ("" for blank)."""
+    return pd.read_csv(io.BytesIO(part.data_csv), dtype=str, keep_default_na=False)
+
+
+def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: pd.DataFrame, setup: KSetup, *, min_new: int) -> NextRelease:
+    """Plan and build the next release from the live records' keys and their publishable rows
+    (`table`, aligned with `keys`, identifiers and free text already dropped)."""
+    digests = dict(zip(keys, row_digests(table)))
+    stored = store.active_parts(job)
+    same = [part for series, part in stored if series == setup.series_id]
+    stale = [(series, part) for series, part in stored if series != setup.series_id]  # settings changed: a new series
+    previous = pd.concat([read_part(p) for _, p in stored], ignore_index=True) if stored else None
+    plan = plan_parts(digests, same, k=setup.k, min_new=min_new, next_seq=store.next_part_seq(job))
+    added: list[tuple[str, Part]] = []
+    frames = [read_part(p) for p in plan.keep]
+    if plan.new_members:
+        label = part_label(plan.next_seq, setup.series_id, plan.new_members, digests)
+        positions = {key: i for i, key in enumerate(keys)}
+        rows = table.iloc[[positions[key] for key in plan.new_members]]
+        published = protect_part(rows, setup, label)
+        data = to_csv_bytes(published)
+        part = Part(plan.next_seq, label, tuple((s, r, digests[(s, r)]) for s, r in plan.new_members), data, len(published))
+        added.append((setup.series_id, part))
+        frames.append(read_part(part))
+    retired = [(setup.series_id, p.seq) for p in plan.retire]
+    if added:  # a new series replaces the old one only once it has a part of its own
+        retired += [(series, p.seq) for series, p in stale]
+    composed = _compose(frames, setup)
+    held = {"new": plan.held_new, "corrected_still_published": plan.held_changed, "deleted_still_published": plan.held_deleted}
+    change = SeriesChange(job, tuple(added), tuple(retired))
+    return NextRelease(
+        table=composed,
+        privacy=describe_release(composed, setup),
+        previous_csv=to_csv_bytes(previous.where(previous != "", None)) if previous is not None else None,
+        change=change,
+        plan=plan,
+        held=held,
+    )
+
+
+def _compose(frames: list[pd.DataFrame], setup: KSetup) -> pd.DataFrame:
+    columns = list(setup.columns)
+    if not frames:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    out = pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True)
+    out = out.astype(object).where(out.notna(), "")
+    return out.where(out != "", None)
+
+
+__all__ = ["NextRelease", "next_k_release", "read_part", "row_digests", "PART_COLUMN"]

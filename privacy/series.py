@@ -1,0 +1,151 @@
+"""A series of k-anonymized releases that is safe to subtract: frozen parts, and the difference check.
+
+The attack: a job that runs every night republishes its cases; `diff` of two releases is exactly
+the rows that came and went in between, and one new case is one new row. So a release is the union
+of frozen *parts*. Each part is protected on its own (every published row occurs >= k times inside
+the part) and carries its label in the `releasePart` column, so rows of different parts never
+coincide: the rows added between two releases are whole new parts and the rows removed are whole
+retired parts, and each of those satisfies the guarantee on its own.
+
+What waits ("held", counted in `status` and `preview`, never in published files):
+- new records, until at least `min_new` of them (and at least k) can form a part;
+- a correction or a deletion of a published record: its part is retired whole and its other
+  records join the next new part with the pending ones. A part with a deletion is retired at the
+  next release even when no new part can be formed yet, so a deleted case leaves the release
+  promptly (removing a whole part removes >= k rows at once, which is safe).
+Changing the protection settings starts a new series: every old part is retired.
+
+`check_series` is the independent check the gate runs on the bytes of two consecutive releases:
+the rows added and the rows removed (as multisets of whole rows) each occur >= k times per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+PART_COLUMN = "releasePart"
+PART_LABEL = re.compile(r"^[0-9]{1,9}(-[0-9a-f]{8})?$")
+
+Key = tuple[str, str]  # (source, record id)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A frozen part: its sequence number and label, the records it holds (with the digest of their
+    view row when it was published) and its published rows as CSV bytes (part column included)."""
+
+    seq: int
+    label: str
+    members: tuple[tuple[str, str, str], ...]  # (source, record_id, digest)
+    data_csv: bytes
+    rows: int
+
+
+def part_label(seq: int, series: str, members: Sequence[Key], digests: Mapping[Key, str]) -> str:
+    """`<seq>-<hash>`: the hash covers the series and every member's digest, so two parts with
+    different content never share a label, not even after a crash between publishing a part and
+    recording it (rows of equal labels could cancel out in a difference of two releases)."""
+    h = hashlib.sha256(series.encode())
+    for key in members:
+        h.update(f"\0{key[0]}\0{key[1]}\0{digests[key]}".encode())
+    return f"{seq}-{h.hexdigest()[:8]}"
+
+
+@dataclass
+class Plan:
+    """What the next release does: parts kept, parts retired, the records of the new part (if any)."""
+
+    keep: list[Part] = field(default_factory=list)
+    retire: list[Part] = field(default_factory=list)
+    new_members: list[Key] = field(default_factory=list)
+    next_seq: int = 1
+    held_new: int = 0  # new records waiting for a part
+    held_changed: int = 0  # corrected records still published in their old version
+    held_deleted: int = 0  # deleted records still published (their part waits to be retired)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.retire or self.new_members)
+
+
+def plan_parts(current: Mapping[Key, str], active: Sequence[Part], *, k: int, min_new: int, next_seq: int) -> Plan:
+    """Decide the next release from the live records (key -> digest of its view row) and the parts
+    of the current series (see the module docstring for the rules). `next_seq` is one more than
+    any part of the job ever had, retired ones included: labels are never reused."""
+    plan = Plan(next_seq=next_seq)
+    published: dict[Key, str] = {}
+    dirty: list[Part] = []
+    with_deletion: set[int] = set()
+    changed_keys = 0
+    deleted_keys = 0
+    for part in active:
+        is_dirty = False
+        for source, record_id, digest in part.members:
+            key = (source, record_id)
+            published[key] = digest
+            now = current.get(key)
+            if now is None:
+                is_dirty = True
+                with_deletion.add(part.seq)
+                deleted_keys += 1
+            elif now != digest:
+                is_dirty = True
+                changed_keys += 1
+        if is_dirty:
+            dirty.append(part)
+    new = sorted(key for key in current if key not in published)
+    survivors = sorted((s, r) for part in dirty for s, r, _ in part.members if (s, r) in current)
+    pool = sorted(set(new) | set(survivors))
+    floor = k if not active else max(k, min_new)
+    if pool and len(pool) >= floor:
+        plan.retire = dirty
+        plan.new_members = pool
+    elif with_deletion:
+        plan.retire = [p for p in dirty if p.seq in with_deletion]
+    retired = {p.seq for p in plan.retire}
+    plan.keep = [p for p in active if p.seq not in retired]
+    if not plan.new_members:
+        waiting_survivors = {(s, r) for p in plan.retire for s, r, _ in p.members if (s, r) in current}
+        plan.held_new = len(new) + len(waiting_survivors)
+        kept_dirty = [p for p in dirty if p.seq not in retired]
+        plan.held_changed = sum(1 for p in kept_dirty for s, r, d in p.members if (s, r) in current and current[(s, r)] != d)
+        plan.held_deleted = sum(1 for p in kept_dirty for s, r, _ in p.members if (s, r) not in current)
+    return plan
+
+
+def row_counts(rows: Iterable[Sequence[str]]) -> Counter:
+    return Counter(tuple(row) for row in rows)
+
+
+def check_series(previous_header: Sequence[str] | None, previous_rows: Iterable[Sequence[str]], header: Sequence[str], rows: Iterable[Sequence[str]], k: int) -> list[str]:
+    """Reasons the step from the previous release to this one would single someone out (empty if
+    none): the added rows and the removed rows, each a multiset of whole rows, must each hold every
+    row they hold at least k times. Counts only, never values."""
+    if previous_header is None:
+        return []
+    if list(previous_header) != list(header):
+        # a new column set starts a new series: nothing of the old one can be matched row by row,
+        # so every old row is removed and every new row added; both are whole releases
+        before, after = row_counts(previous_rows), row_counts(rows)
+        return _rare("removed", before, k) + _rare("added", after, k)
+    before, after = row_counts(previous_rows), row_counts(rows)
+    added = after - before
+    removed = before - after
+    return _rare("added", added, k) + _rare("removed", removed, k)
+
+
+def _rare(what: str, counts: Counter, k: int) -> list[str]:
+    rare = [n for n in counts.values() if n < k]
+    if not rare:
+        return []
+    return [
+        f"the rows {what} since the previous release include {len(rare)} row(s) that occur fewer than k={k} times among them "
+        f"({sum(rare)} rows): comparing the two releases would single those cases out"
+    ]
+
+
+__all__ = ["PART_COLUMN", "PART_LABEL", "Part", "Plan", "check_series", "part_label", "plan_parts", "row_counts"]
