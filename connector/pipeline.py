@@ -300,8 +300,13 @@ class Pipeline:
                 keys, view = self._keyed_view()
                 report.records_in = len(view)
                 nxt = self.next_k_release(keys, view)
+                if not nxt.changed and not nxt.previous_csv:
+                    # nothing was ever published and no first part can be formed: say so, loudly
+                    k = self.config.job.release.k
+                    raise GateRefused([f"nothing to publish: the store holds {len(view)} live case(s) and a first release needs at least k={k}"])
                 if not nxt.changed:
                     report.status = "unchanged"
+                    report.release_id = self.store.last_release_id("k_anonymity")
                     report.reasons = [_held_text(nxt.held, self.config.job.release.part_min_records)] if any(nxt.held.values()) else []
                     self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0, "held": nxt.held}, None)
                     log.info("release unchanged", extra={"run_id": run_id, "reason": "no new part and no part to retire", **{f"held_{k}": v for k, v in nxt.held.items()}})

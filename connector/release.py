@@ -92,7 +92,8 @@ def table_schema(release: Release, schema: Schema) -> dict[str, Any]:
         if column is not None and column.values and role != "quasi_identifier":
             spec["constraints"] = {"enum": list(column.values)}
         fields.append(spec)
-    return {"fields": fields, "missingValues": [""]}
+    # "*" is a cell suppressed to keep every published row shared by k cases: missing, as blank is
+    return {"fields": fields, "missingValues": ["", "*"]}
 
 
 def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: list[str], created_at: datetime | None = None) -> Bundle:

@@ -705,6 +705,12 @@ class Store:
         with self._engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
+    def last_release_id(self, method: str) -> str | None:
+        """The newest release of that method in the ledger (what an unchanged run still stands on)."""
+        query = select(releases.c.release_id).where(releases.c.method == method).order_by(releases.c.created_at.desc()).limit(1)
+        with self._engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
     def releases(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest releases in the ledger, newest first, with `privacy` decoded."""
         query = select(releases).order_by(releases.c.created_at.desc(), releases.c.release_id).limit(limit)

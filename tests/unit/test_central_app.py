@@ -111,7 +111,7 @@ def test_releases_are_versioned_per_partner(central):
 
 
 def test_direct_identifier_column_is_refused_with_422_and_leaves_nothing_behind(central):
-    names = ["Anna", "Olha", "Iryna"] * 4
+    names = ["Anna"] * 12  # one value: the smuggled column does not break k, only its role is wrong
     bundle = make_bundle("ngo-a", roles_extra={"prs_FirstName": "process"}, extra_columns={"prs_FirstName": names})
     response = central.upload(bundle)
     assert response.status_code == 422
@@ -214,21 +214,21 @@ def test_tokens_never_reach_the_logs(central, caplog):
     assert not any(t.split(".", 1)[1] in text for t in central.tokens.values()) and "not-a-real-secret" not in text
 
 
-def test_harmonized_merges_partners_at_a_common_level_and_passes_the_gate(central):
+def test_harmonized_puts_partners_side_by_side_and_passes_the_gate(central):
     a, b = make_bundle("ngo-a"), make_bundle("ngo-b")
     assert central.upload(a).status_code == 201 and central.upload(b, who="ngo-b").status_code == 201
     response = central.client.get("/harmonized.csv", headers=central.auth("admin"))
     assert response.status_code == 200
     lines = response.text.splitlines()
-    assert lines[0].startswith("partner,release,yearOfRegistration")
+    assert lines[0].startswith("partner,yearOfRegistration")
     assert len(lines) == 1 + 24
-    assert "30--34" not in response.text and "30--38" in response.text and "Eastern Europe" in response.text
+    for bundle in (a, b):  # each partner's rows as it published them: nothing lifted to another's level
+        own = sorted(line.split(",", 1)[1] for line in lines[1:] if line.startswith(bundle.partner + ","))
+        assert own == sorted(bundle.files["data.csv"].decode().splitlines()[1:])
     manifest = central.client.get("/harmonized/manifest.json", headers=central.auth("admin")).json()
-    steps = {s["column"]: s for s in manifest["generalization"]}
-    assert steps["ageBroad"]["target_level"] == 2 and "ngo-a" in steps["ageBroad"]["action"]
-    assert manifest["privacy"]["k"] == 3 and manifest["excluded"] == []
+    assert manifest["privacy"]["k"] == 3 and manifest["excluded"] == [] and "detail" in manifest
     table = pq.read_table(io.BytesIO(central.client.get("/harmonized.parquet", headers=central.auth("admin")).content))
-    assert table.num_rows == 24 and table.column_names[:2] == ["partner", "release"]
+    assert table.num_rows == 24 and table.column_names[:2] == ["partner", "yearOfRegistration"]
 
 
 def test_the_page_lists_partners_releases_and_privacy(central):
@@ -283,13 +283,27 @@ def test_a_chunked_body_without_content_length_is_cut_off_at_the_limit(tmp_path)
         central.client.close()
 
 
+def test_a_release_with_k_below_the_receivers_minimum_is_refused(tmp_path, database_url):
+    """The receiver's own floor on k: a partner cannot lower it by configuring a small k."""
+    central = Central(tmp_path, database_url, min_k=5)
+    try:
+        response = central.upload(make_bundle("ngo-a", k=3))
+        assert response.status_code == 422, response.text
+        assert any("k=3 is below this receiver's minimum k=5" in r for r in response.json()["detail"]["reasons"])
+        assert central.stored() == (0, [])
+        assert central.upload(make_bundle("ngo-a", k=5)).status_code == 201
+    finally:
+        central.client.close()
+        central.app.state.engine.dispose()
+
+
 def test_a_release_relabelled_synthetic_cannot_slip_under_the_minimum_group_size(tmp_path, database_url):
     """The receiver's floor on the smallest group holds whatever the method is called."""
     central = Central(tmp_path, database_url, min_k=10)
     try:
         bundle = make_bundle("ngo-a", k=3)
         privacy = json.loads(bundle.files["privacy.json"])
-        privacy.update(method="synthetic", resolution=3, epsilon=1.0, delta=1e-6, budget={"total": 12.0, "spent_before": 0.0})
+        privacy.update(method="synthetic", resolution=3, reporting_length=3, epsilon=1.0, delta=1e-6, budget={"total": 12.0, "spent_before": 0.0})
         files = tampered(bundle, "privacy.json", json.dumps(privacy).encode())
         manifest = json.loads(files["manifest.json"])
         manifest["method"] = "synthetic"

@@ -1,8 +1,9 @@
 """Real release bundles for the destination and central-receiver tests.
 
-Each bundle goes the production way: a small hand-made level-0 table -> `privacy.kanon.anonymize`
-at fixed hierarchy levels -> `privacy.gate.admit` -> `connector.release.build_bundle`. Two
-partners generalize to different levels, so merging them must lift one to the other's level.
+Each bundle goes the production way: a small hand-made level-0 table -> `privacy.protect.protect`
+(k over every published column, each row at its own level, down to each partner's finest level)
+-> `privacy.gate.admit` -> `connector.release.build_bundle`. The two partners publish different
+finest levels, and the merge keeps each row's own detail.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pandas as pd
 from connector.release import Bundle, build_bundle
 from connector.schema import load_schema
 from privacy.gate import admit
-from privacy.hierarchies import load_builtin
-from privacy.kanon import anonymize
+from connector.config import ReleaseConfig
+from privacy.protect import protect
 
 QIS = ["yearOfRegistration", "gender", "ageBroad", "citizenship"]
 HIERARCHIES = {"yearOfRegistration": "year", "gender": "gender", "ageBroad": "age", "citizenship": "country"}
@@ -44,24 +45,24 @@ def level0_table(partner: str, copies: int = 3) -> pd.DataFrame:
     return frame
 
 
-def protected(partner: str, k: int = 3, extra_columns: dict[str, list] | None = None) -> tuple[pd.DataFrame, dict]:
+def protected(partner: str, k: int = 3, extra_columns: dict[str, list] | None = None, levels: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict]:
     schema = load_schema()
     table = level0_table(partner, copies=k)
-    hierarchies = {q: load_builtin(HIERARCHIES[q]) for q in QIS}
-    result = anonymize(table, QIS, hierarchies, k=k, suppression_limit=0.0, levels=LEVELS[partner], search="fixed")
+    release = ReleaseConfig(k=k, levels=LEVELS[partner] if levels is None else levels)
+    result = protect(table, release, schema.view_roles(), hierarchy_names=HIERARCHIES)
     out = result.table
     for name, values in (extra_columns or {}).items():
         out[name] = values
-    privacy = {**result.record, "schema_version": schema.version}
+    privacy = {**result.privacy, "schema_version": schema.version}
     return out, privacy
 
 
 def make_bundle(partner: str = "ngo-a", k: int = 3, roles_extra: dict[str, str] | None = None,
-                extra_columns: dict[str, list] | None = None) -> Bundle:
+                extra_columns: dict[str, list] | None = None, levels: dict[str, int] | None = None) -> Bundle:
     """A gate-admitted bundle; `extra_columns`/`roles_extra` let a test smuggle a column past a
     permissive gate (to test that the receiver's own gate refuses it)."""
     schema = load_schema()
-    table, privacy = protected(partner, k, extra_columns)
+    table, privacy = protected(partner, k, extra_columns, levels)
     roles = {**schema.view_roles(), **(roles_extra or {})}
     release = admit(table, privacy, roles=roles)
     return build_bundle(release, partner=partner, schema=schema, run_ids=["run-1"], created_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
