@@ -64,27 +64,23 @@ def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: p
     previous = pd.concat([read_part(p) for _, p in stored], ignore_index=True) if stored else None
     plan = plan_parts(digests, same, k=setup.k, min_new=min_new, next_seq=store.next_part_seq(job))
     added: list[tuple[str, Part]] = []
-    frames = [read_part(p) for p in plan.keep]
     if plan.new_members:
-        label = part_label(plan.next_seq, setup.series_id, plan.new_members, digests)
         positions = {key: i for i, key in enumerate(keys)}
-        rows = table.iloc[[positions[key] for key in plan.new_members]]
-        published = protect_part(rows, setup, label)
-        data = to_csv_bytes(published)
-        part = Part(plan.next_seq, label, tuple((s, r, digests[(s, r)]) for s, r in plan.new_members), data, len(published))
-        added.append((setup.series_id, part))
-        frames.append(read_part(part))
+        label = part_label(plan.next_seq, setup.series_id, plan.new_members, digests)
+        published = protect_part(table.iloc[[positions[key] for key in plan.new_members]], setup, label)
+        members = tuple((s, r, digests[(s, r)]) for s, r in plan.new_members)
+        added.append((setup.series_id, Part(plan.next_seq, label, members, to_csv_bytes(published), len(published))))
+    frames = [read_part(p) for p in plan.keep] + [read_part(p) for _, p in added]
     retired = [(setup.series_id, p.seq) for p in plan.retire]
     if added:  # a new series replaces the old one only once it has a part of its own
         retired += [(series, p.seq) for series, p in stale]
     composed = _compose(frames, setup)
     held = {"new": plan.held_new, "corrected_still_published": plan.held_changed, "deleted_still_published": plan.held_deleted}
-    change = SeriesChange(job, tuple(added), tuple(retired))
     return NextRelease(
         table=composed,
         privacy=describe_release(composed, setup),
         previous_csv=to_csv_bytes(previous.where(previous != "", None)) if previous is not None else None,
-        change=change,
+        change=SeriesChange(job, tuple(added), tuple(retired)),
         plan=plan,
         held=held,
     )

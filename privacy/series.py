@@ -3,20 +3,22 @@
 The attack: a job that runs every night republishes its cases; `diff` of two releases is exactly
 the rows that came and went in between, and one new case is one new row. So a release is the union
 of frozen *parts*. Each part is protected on its own (every published row occurs >= k times inside
-the part) and carries its label in the `releasePart` column, so rows of different parts never
-coincide: the rows added between two releases are whole new parts and the rows removed are whole
-retired parts, and each of those satisfies the guarantee on its own.
+the part), carries its label in the `releasePart` column and is republished byte for byte until it
+is retired whole. The rows added between any two releases are whole new parts and the rows removed
+are whole retired parts, and each part meets the guarantee on its own; `check_series` is the
+independent check the gate (and the central receiver) runs on the bytes of consecutive releases.
 
 What waits ("held", counted in `status` and `preview`, never in published files):
 - new records, until at least `min_new` of them (and at least k) can form a part;
 - a correction or a deletion of a published record: its part is retired whole and its other
   records join the next new part with the pending ones. A part with a deletion is retired at the
   next release even when no new part can be formed yet, so a deleted case leaves the release
-  promptly (removing a whole part removes >= k rows at once, which is safe).
+  promptly (removing a whole part removes >= k alike rows at once).
 Changing the protection settings starts a new series: every old part is retired.
 
-`check_series` is the independent check the gate runs on the bytes of two consecutive releases:
-the rows added and the rows removed (as multisets of whole rows) each occur >= k times per row.
+What this does not hide (README, Known limits): someone who drops the part column and compares a
+retired part with the part that later republishes its other cases can see that a group of at least
+k alike rows lost a member, not which member.
 """
 
 from __future__ import annotations
@@ -74,47 +76,38 @@ class Plan:
 
 def plan_parts(current: Mapping[Key, str], active: Sequence[Part], *, k: int, min_new: int, next_seq: int) -> Plan:
     """Decide the next release from the live records (key -> digest of its view row) and the parts
-    of the current series (see the module docstring for the rules). `next_seq` is one more than
-    any part of the job ever had, retired ones included: labels are never reused."""
-    plan = Plan(next_seq=next_seq)
-    published: dict[Key, str] = {}
+    of the current series (see the module docstring). `next_seq` is one more than any part the
+    job ever had, retired ones included: labels are never reused."""
+    published: set[Key] = set()
     dirty: list[Part] = []
-    with_deletion: set[int] = set()
-    changed_keys = 0
-    deleted_keys = 0
+    with_deletion: list[Part] = []
     for part in active:
-        is_dirty = False
-        for source, record_id, digest in part.members:
-            key = (source, record_id)
-            published[key] = digest
-            now = current.get(key)
-            if now is None:
-                is_dirty = True
-                with_deletion.add(part.seq)
-                deleted_keys += 1
-            elif now != digest:
-                is_dirty = True
-                changed_keys += 1
-        if is_dirty:
+        members = [((s, r), d) for s, r, d in part.members]
+        published.update(key for key, _ in members)
+        if any(current.get(key) != digest for key, digest in members):
             dirty.append(part)
-    new = sorted(key for key in current if key not in published)
-    survivors = sorted((s, r) for part in dirty for s, r, _ in part.members if (s, r) in current)
-    pool = sorted(set(new) | set(survivors))
+        if any(key not in current for key, _ in members):
+            with_deletion.append(part)
+    new = [key for key in current if key not in published]
+    survivors = {(s, r) for part in dirty for s, r, _ in part.members if (s, r) in current}
+    pool = sorted(set(new) | survivors)
     floor = k if not active else max(k, min_new)
-    if pool and len(pool) >= floor:
-        plan.retire = dirty
-        plan.new_members = pool
+    retire, members = ([], [])
+    if len(pool) >= floor and pool:
+        retire, members = dirty, pool
     elif with_deletion:
-        plan.retire = [p for p in dirty if p.seq in with_deletion]
-    retired = {p.seq for p in plan.retire}
-    plan.keep = [p for p in active if p.seq not in retired]
-    if not plan.new_members:
-        waiting_survivors = {(s, r) for p in plan.retire for s, r, _ in p.members if (s, r) in current}
-        plan.held_new = len(new) + len(waiting_survivors)
-        kept_dirty = [p for p in dirty if p.seq not in retired]
-        plan.held_changed = sum(1 for p in kept_dirty for s, r, d in p.members if (s, r) in current and current[(s, r)] != d)
-        plan.held_deleted = sum(1 for p in kept_dirty for s, r, _ in p.members if (s, r) not in current)
-    return plan
+        retire = with_deletion
+        if len(retire) == len(active) and len(pool) >= k:  # nothing else would stay out: a first part again
+            retire, members = dirty, pool
+    gone = {p.seq for p in retire}
+    keep = [p for p in active if p.seq not in gone]
+    out = {(s, r) for p in keep for s, r, _ in p.members} | set(members)
+    return Plan(
+        keep=keep, retire=list(retire), new_members=list(members), next_seq=next_seq,
+        held_new=sum(1 for key in current if key not in out),
+        held_changed=sum(1 for p in keep for s, r, d in p.members if (s, r) in current and current[(s, r)] != d),
+        held_deleted=sum(1 for p in keep for s, r, _ in p.members if (s, r) not in current),
+    )
 
 
 def row_counts(rows: Iterable[Sequence[str]]) -> Counter:
@@ -122,20 +115,18 @@ def row_counts(rows: Iterable[Sequence[str]]) -> Counter:
 
 
 def check_series(previous_header: Sequence[str] | None, previous_rows: Iterable[Sequence[str]], header: Sequence[str], rows: Iterable[Sequence[str]], k: int) -> list[str]:
-    """Reasons the step from the previous release to this one would single someone out (empty if
-    none): the added rows and the removed rows, each a multiset of whole rows, must each hold every
-    row they hold at least k times. Counts only, never values."""
+    """Reasons the step from an earlier release to this one would single someone out (empty if
+    none): the rows added and the rows removed, each a multiset of whole published rows (the part
+    label is a column of every row), must each hold every row they hold at least k times. Counts
+    only, never values."""
     if previous_header is None:
         return []
-    if list(previous_header) != list(header):
-        # a new column set starts a new series: nothing of the old one can be matched row by row,
-        # so every old row is removed and every new row added; both are whole releases
-        before, after = row_counts(previous_rows), row_counts(rows)
-        return _rare("removed", before, k) + _rare("added", after, k)
     before, after = row_counts(previous_rows), row_counts(rows)
-    added = after - before
-    removed = before - after
-    return _rare("added", added, k) + _rare("removed", removed, k)
+    if list(previous_header) != list(header):
+        # a new column set: nothing of the old release can be matched row by row, so every old row
+        # is removed and every new row added; each must stand on its own
+        return _rare("removed", before, k) + _rare("added", after, k)
+    return _rare("added", after - before, k) + _rare("removed", before - after, k)
 
 
 def _rare(what: str, counts: Counter, k: int) -> list[str]:

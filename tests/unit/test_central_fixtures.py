@@ -90,9 +90,10 @@ def rehash(files: dict[str, bytes]) -> dict[str, bytes]:
     return {**files, "manifest.json": json.dumps(manifest).encode()}
 
 
-def test_fixture_bundles_are_k_anonymous_at_their_declared_levels() -> None:
+def test_fixture_bundles_are_k_anonymous_on_whole_rows_down_to_their_finest_levels() -> None:
     a, b = make_bundle("ngo-a"), make_bundle("ngo-b")
     privacy_a, privacy_b = json.loads(a.files["privacy.json"]), json.loads(b.files["privacy.json"])
-    assert privacy_a["levels"] == LEVELS["ngo-a"] and privacy_b["levels"] == LEVELS["ngo-b"]
-    assert privacy_a["smallest_class"] >= 3 and a.release_id != b.release_id
+    assert privacy_a["finest_levels"]["citizenship"] == LEVELS["ngo-a"]["citizenship"]
+    assert privacy_b["finest_levels"]["ageBroad"] == LEVELS["ngo-b"]["ageBroad"]
+    assert privacy_a["guarantee"] == "full_row" and privacy_a["smallest_group"] >= 3 and a.release_id != b.release_id
     assert b"30--34" in a.files["data.csv"] and b"30--38" in b.files["data.csv"]
