@@ -217,10 +217,19 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from privacy.gate import GateRefused, admit
 
+    from privacy.kanon import KAnonymityError
+    from privacy.synth import SynthesisError
+
     config = load_config(args.config)
     pipeline = Pipeline(config)
     try:
-        view, table, privacy = pipeline.protected_view()
+        view = pipeline.release_view()
+        if len(view) == 0:
+            return _preview_empty(args)
+        try:
+            view, table, privacy = pipeline.protected_view(view)
+        except (KAnonymityError, SynthesisError) as exc:
+            return _preview_unprotectable(args, len(view), str(exc))
     finally:
         pipeline.close()
     verdict: dict[str, Any] = {"passes_gate": True, "reasons": []}
@@ -235,7 +244,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         Path(report_path).write_bytes(render_report(privacy, partner=config.job.partner.id))
         verdict["report"] = str(report_path)
     if args.json:
-        _print_json({"records_in": len(view), "privacy": privacy, **verdict, "sample": table.head(args.rows).astype(str).to_dict("records")})
+        _print_json({"records_in": len(view), "privacy": privacy, **verdict, "sample": table.head(args.rows).map(_cell).to_dict("records")})
         return EXIT_OK
     out.print(f"release view: {len(view)} cases -> {len(table)} rows after protection ({privacy.get('method')}, k={privacy.get('k')})")
     _print_mapping_table("privacy", {k: v for k, v in privacy.items() if not isinstance(v, (dict, list))})
@@ -246,12 +255,42 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for column in qis:
         sample.add_column(column)
     for _, row in table.head(args.rows).iterrows():
-        sample.add_row(*["" if v is None or v != v else str(v) for v in row[qis]])
+        sample.add_row(*[_cell(v) for v in row[qis]])
     out.print(sample)
     out.print("[green]passes the gate[/green]" if verdict["passes_gate"] else f"[red]the gate would refuse[/red]: {'; '.join(verdict['reasons'])}")
     if report_path:
         out.print(f"report written to {report_path} (dry run: nothing published, no privacy budget spent)")
     return EXIT_OK
+
+
+def _preview_empty(args: argparse.Namespace) -> int:
+    """Before the first sync there is nothing to protect: say so, and what to run, not a traceback."""
+    message = f"the store holds no cases yet: run `htcds-connector sync {args.config}` (or `run`) first"
+    if args.json:
+        _print_json({"records_in": 0, "empty": True, "message": message})
+    else:
+        out.print(message, highlight=False)
+    return EXIT_OK
+
+
+def _preview_unprotectable(args: argparse.Namespace, records: int, reason: str) -> int:
+    """Protection itself gave up (too few cases for k, nothing to synthesize): a preview result, not a crash."""
+    if args.json:
+        _print_json({"records_in": records, "passes_gate": False, "reasons": [reason]})
+    else:
+        out.print(f"release view: {records} cases; [red]no release can be made[/red]: {reason}", highlight=False)
+    return EXIT_OK
+
+
+def _cell(value: Any) -> str:
+    """A table cell; missing values (None, NaN, pd.NA, NaT) print empty. `pd.NA != pd.NA` is not a bool."""
+    import pandas as pd
+
+    try:
+        missing = bool(pd.isna(value))
+    except (TypeError, ValueError):
+        missing = False
+    return "" if missing else str(value)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
