@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,6 +36,7 @@ EXAMPLES = {
     "daemon": "htcds-connector --log-json daemon connector.yaml",
     "preview": "htcds-connector preview connector.yaml",
     "status": "htcds-connector status connector.yaml --json",
+    "rejections": "htcds-connector rejections connector.yaml --source odk-cases --csv rejections.csv",
     "codebook": "htcds-connector codebook --format md > codebook.md",
     "sandbox": "htcds-connector sandbox excel --cases 2000 --out cases.xlsx",
 }
@@ -90,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=10, help="rows of the protected table to show")
     p.add_argument("--report", metavar="PATH", help="also write the release's report.html there (a dry run: nothing is published)")
     command("status", "last runs, record counts, rejections by reason, source errors", cmd_status)
+    p = command("rejections", "every rejected value (source, record id, field, reason, closest code) and value-map lines that fix code misses", cmd_rejections)
+    p.add_argument("--source", help="only this source id")
+    p.add_argument("--field", help="only this common-schema field, e.g. prs_Gender")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the list as CSV there")
     p = command("codebook", "print the codebook generated from the common schema", cmd_codebook, config=False, json_flag=False)
     p.add_argument("--format", choices=["md", "json"], default="md")
 
@@ -349,6 +355,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rejections(args: argparse.Namespace) -> int:
+    from connector.rejections import COLUMNS, list_rejections, render_snippets, to_csv, value_map_snippets
+
+    config = load_config(args.config)
+    pipeline = Pipeline(config)
+    try:
+        rows = list_rejections(config, pipeline.store, source=args.source, field=args.field, schema=pipeline.schema)
+    finally:
+        pipeline.close()
+    snippets = value_map_snippets(config, rows, schema=pipeline.schema)
+    if args.csv:
+        args.csv.write_text(to_csv(rows), encoding="utf-8")
+    if args.json:
+        _print_json({"rejections": [vars(r) for r in rows], "value_map_snippets": [vars(s) for s in snippets]})
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} rejected value(s)")
+    for column in COLUMNS:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*[escape(_cell(getattr(row, c))) for c in COLUMNS])  # '[redacted, 8 chars]' is not markup
+    out.print(table)
+    if snippets:
+        sys.stdout.write("\n" + render_snippets(snippets))
+    if args.csv:
+        out.print(f"wrote {len(rows)} row(s) to {args.csv}")
+    return EXIT_OK
+
+
 def cmd_codebook(args: argparse.Namespace) -> int:
     from connector.codebook import codebook_json, render_codebook_markdown
     from connector.schema import load_schema
@@ -474,7 +508,7 @@ def _show_sync(report, as_json: bool) -> None:
     for s in report.failed:
         err.print(f"[red]source failed[/red] {s.error}", highlight=False)
     if any(s.rejected for s in report.sources):
-        out.print("some values were rejected: `htcds-connector status CONFIG` lists them by reason")
+        out.print("some values were rejected: `htcds-connector rejections CONFIG` lists each one, with the mapping lines that fix misspelt codes")
 
 
 def _show_release(report, as_json: bool) -> None:
