@@ -102,10 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     mapping = sub.add_parser("mapping", help="draft a mapping for a partner's own form")
     mapping_sub = mapping.add_subparsers(dest="mapping_command", required=True)
     p = mapping_sub.add_parser("suggest", help="match a form's questions and choices to the common schema; unmatched items are marked REVIEW",
-                               epilog="example: htcds-connector mapping suggest connector.yaml odk-cases --out mappings/odk-cases.yaml")
-    p.add_argument("config", type=Path)
-    p.add_argument("source", help="the source id in the config")
+                               description="Draft a mapping for your own form: from an XLSForm file (no server needed) or from a configured ODK Central/Kobo source.",
+                               epilog="examples: htcds-connector mapping suggest --xlsform my_form.xlsx --out my_form_mapping.yaml\n"
+                                      "          htcds-connector mapping suggest connector.yaml odk-cases --out mappings/odk-cases.yaml",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", type=Path, nargs="?", help="the job config (not needed with --xlsform)")
+    p.add_argument("source", nargs="?", help="the source id in the config")
+    p.add_argument("--xlsform", type=Path, metavar="FILE", help="read the form from this XLSForm workbook (.xlsx); no server or config needed")
     p.add_argument("--out", type=Path, help="write the draft here instead of printing it")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_mapping_suggest, command="mapping")
 
     central = sub.add_parser("central", help="the central team's receiver: serve, add-partner")
@@ -407,13 +412,24 @@ def cmd_sandbox_excel(args: argparse.Namespace) -> int:
 
 
 def cmd_mapping_suggest(args: argparse.Namespace) -> int:
-    from connector.mapping_suggest import suggest_for_config
+    from connector.mapping_suggest import suggest_for_config, suggest_from_xlsform
 
-    config = load_config(args.config)
+    if args.out and args.out.exists() and not args.force:
+        err.print(f"{args.out} exists; use --force to overwrite it", highlight=False)
+        return EXIT_CONFIG
     try:
-        draft = suggest_for_config(config, args.source)
-    except (KeyError, TypeError) as exc:
-        err.print(f"[red]error[/red] {exc.args[0]}", highlight=False)
+        if args.xlsform:
+            if not args.xlsform.is_file():
+                err.print(f"[red]error[/red] {args.xlsform}: no such XLSForm file", highlight=False)
+                return EXIT_CONFIG
+            draft = suggest_from_xlsform(args.xlsform, profile=f"{args.xlsform.stem}_mapping")
+        elif args.config is None or args.source is None:
+            err.print("give an XLSForm (--xlsform FILE) or a config and a source id: `mapping suggest CONFIG SOURCE`", highlight=False)
+            return EXIT_CONFIG
+        else:
+            draft = suggest_for_config(load_config(args.config), args.source)
+    except (KeyError, TypeError, ValueError) as exc:
+        err.print(f"[red]error[/red] {escape(str(exc.args[0]))}", highlight=False)
         return EXIT_CONFIG
     if args.out:
         args.out.write_text(draft, encoding="utf-8")

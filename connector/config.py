@@ -330,8 +330,13 @@ def _validate_source_options(config: Config, problems: list[str]) -> None:
         except KeyError as exc:
             problems.append(f"{config.where('sources', i, 'type')}: {exc.args[0]}")
             continue
+        # `xlsform: PATH` (the partner's form, for `mapping suggest`) is valid for every source type.
+        options = {k: v for k, v in source.options.items() if k != "xlsform"}
+        xlsform = source.options.get("xlsform")
+        if xlsform is not None and not config.resolve_path(str(xlsform)).is_file():
+            problems.append(f"{config.where('sources', i, 'options', 'xlsform')}: file not found: {config.resolve_path(str(xlsform))}")
         try:
-            source.parsed_options = cls.Options.model_validate(source.options)
+            source.parsed_options = cls.Options.model_validate(options)
         except ValidationError as exc:
             problems.extend(_describe(exc, ("sources", i, "options"), config.path, config.lines))
 
