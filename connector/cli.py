@@ -38,6 +38,7 @@ EXAMPLES = {
     "status": "htcds-connector status connector.yaml --json",
     "rejections": "htcds-connector rejections connector.yaml --source odk-cases --csv rejections.csv",
     "codebook": "htcds-connector codebook --format md > codebook.md",
+    "notify": "htcds-connector notify test connector.yaml",
     "sandbox": "htcds-connector sandbox excel --cases 2000 --out cases.xlsx",
 }
 
@@ -98,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write the list as CSV there")
     p = command("codebook", "print the codebook generated from the common schema", cmd_codebook, config=False, json_flag=False)
     p.add_argument("--format", choices=["md", "json"], default="md")
+
+    notify = sub.add_parser("notify", help="notifications: send a test message", epilog=f"example: {EXAMPLES['notify']}")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True)
+    p = notify_sub.add_parser("test", help="send a test notification on every configured channel (webhook, email)", epilog=f"example: {EXAMPLES['notify']}")
+    p.add_argument("config", type=Path, help="the job config YAML")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of lines")
+    p.set_defaults(func=cmd_notify_test, command="notify")
 
     mapping = sub.add_parser("mapping", help="draft a mapping for a partner's own form")
     mapping_sub = mapping.add_subparsers(dest="mapping_command", required=True)
@@ -229,6 +237,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from privacy.gate import GateRefused, admit
 
     from privacy.kanon import KAnonymityError
+    from privacy.protect import ProtectionError
     from privacy.synth import SynthesisError
 
     config = load_config(args.config)
@@ -239,7 +248,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             return _preview_empty(args)
         try:
             view, table, privacy = pipeline.protected_view(view)
-        except (KAnonymityError, SynthesisError) as exc:
+        except (KAnonymityError, ProtectionError, SynthesisError) as exc:
             return _preview_unprotectable(args, len(view), str(exc))
     finally:
         pipeline.close()
@@ -386,6 +395,26 @@ def cmd_rejections(args: argparse.Namespace) -> int:
     if args.csv:
         out.print(f"wrote {len(rows)} row(s) to {args.csv}")
     return EXIT_OK
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from connector import notify
+
+    config = load_config(args.config)
+    settings = config.job.notify
+    channels = [name for name, value in (("webhook", settings.webhook), ("email", settings.email)) if value is not None]
+    if not channels:
+        err.print(f"{config.where('notify')}: no notification channel configured (add `notify.webhook` or `notify.email`)", highlight=False)
+        return EXIT_CONFIG
+    failures = notify.send(notify.test_notice(config), settings, secrets=notify.job_secrets(config))
+    if args.json:
+        _print_json({"channels": channels, "sent": not failures, "problems": failures})
+    else:
+        for problem in failures:
+            err.print(f"[red]error[/red] {escape(problem)}", highlight=False)
+        if not failures:
+            out.print(f"[green]sent[/green] a test notification by {' and '.join(channels)}", highlight=False)
+    return EXIT_CONFIG if failures else EXIT_OK
 
 
 def cmd_codebook(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ from connector.config import Config, EmailNotifyConfig, NotifyConfig, WebhookNot
 from connector.logs import get_logger
 from connector.secrets import Secret, SecretMissing
 
-FAILURE, RECOVERY, REJECTIONS = "failure", "recovery", "rejections"
+FAILURE, RECOVERY, REJECTIONS, REMINDER, TEST = "failure", "recovery", "rejections", "reminder", "test"
 FAILURE_CODES = frozenset({2, 3, 4, 5})
 OK_CODES = frozenset({0, 1})
 MEANING = {
@@ -81,6 +81,10 @@ class Notice:
     def summary(self) -> str:
         if self.event == RECOVERY:
             return f"htcds-connector job {self.job} recovered: this run ended with exit {self.exit_code} ({self.meaning}) after a failed run"
+        if self.event == TEST:
+            return f"htcds-connector job {self.job}: test notification (nothing is wrong; sent by `htcds-connector notify test`)"
+        if self.event == REMINDER:
+            return f"htcds-connector job {self.job} is still failing: exit {self.exit_code} ({self.meaning}); daily reminder"
         if self.event == REJECTIONS:
             return f"htcds-connector job {self.job}: {self.counts.get('rejected', 0)} values rejected in one run"
         return f"htcds-connector job {self.job} failed: exit {self.exit_code} ({self.meaning})"
@@ -120,6 +124,11 @@ def events_for(settings: NotifyConfig, *, exit_code: int, rejected: int, previou
     if settings.rejections_above is not None and rejected > settings.rejections_above:
         events.append(REJECTIONS)
     return events
+
+
+def test_notice(config: Config) -> Notice:
+    """A message that says it is a test, so the receiver can confirm the channel works."""
+    return Notice(event=TEST, job=config.job.partner.id, exit_code=0)
 
 
 def previous_outcome(runs: list[dict[str, Any]], job: str) -> str | None:

@@ -339,7 +339,9 @@ class Pipeline:
 
     def check(self) -> list[Problem]:
         """Everything a new user should fix before the first sync, each with where and what to do."""
-        problems: list[Problem] = []
+        from connector.checks import notify_problems, release_problems, schedule_problems
+
+        problems: list[Problem] = [*schedule_problems(self.config), *release_problems(self.config, self.schema), *notify_problems(self.config)]
         try:
             self.store.counts()
         except Exception as exc:  # noqa: BLE001 - any driver error is reported, not raised
