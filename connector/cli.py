@@ -25,7 +25,8 @@ from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline
 
 # Not a terminal (cron, CI, a pipe): a fixed, wide layout instead of rich's 80 columns.
 out = Console(width=None if Console().is_terminal else 140)
-err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 140)
+# Errors are one line each, never wrapped: a log or `grep` sees the whole message.
+err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 140, soft_wrap=True)
 
 EXAMPLES = {
     "init": "htcds-connector init connector.yaml",
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="htcds-connector", description="Pull trafficking cases, map them to HTCDS, publish privacy-protected releases.")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines on stderr (for unattended runs)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every page and step on stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command")
 
     def command(name: str, help_text: str, func, *, config: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -148,7 +150,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workbook", type=Path, default=Path("build/demo/cases.xlsx"), help="where the Excel source's workbook is written")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of tables")
     p.set_defaults(func=cmd_sandbox_demo, command="sandbox")
+    _accept_global_options(parser)
     return parser
+
+
+def _accept_global_options(parser: argparse.ArgumentParser) -> None:
+    """`-v` and `--log-json` also after the command (`htcds-connector run job.yaml --log-json`).
+
+    Every subcommand takes them with a SUPPRESS default, so leaving them out there keeps what was
+    given before the command."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for subparser in set(action.choices.values()):
+            for flags, kwargs in (
+                (("--log-json",), {"help": "log JSON lines on stderr (also accepted before the command)"}),
+                (("-v", "--verbose"), {"help": "log every page and step on stderr (also accepted before the command)"}),
+            ):
+                try:
+                    subparser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, **kwargs)
+                except argparse.ArgumentError:
+                    pass  # the subcommand already has its own
+            _accept_global_options(subparser)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("htcds-connector")
+    except Exception:  # noqa: BLE001 - a source checkout without metadata
+        from connector import __version__
+
+        return __version__
 
 
 # -- commands --------------------------------------------------------------------------------
