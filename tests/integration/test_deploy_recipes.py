@@ -80,15 +80,23 @@ def _cron_capable() -> str | None:
     return None
 
 
+@pytest.fixture
+def cron_host():
+    """A host tree the unprivileged user can walk: its own folder in /tmp (pytest's tmp root is
+    root-only, and other pytest sessions reset its mode), removed afterwards. /tmp is not touched."""
+    import tempfile
+
+    host = Path(tempfile.mkdtemp(prefix="htcds-cron-", dir="/tmp"))
+    host.chmod(0o755)
+    yield host
+    shutil.rmtree(host, ignore_errors=True)
+
+
 @pytest.mark.skipif(_cron_capable() is not None, reason=str(_cron_capable()))
-def test_the_crontab_line_runs_as_an_unprivileged_user_and_logs_json(tmp_path_factory):
+def test_the_crontab_line_runs_as_an_unprivileged_user_and_logs_json(cron_host):
     shell, user, command = _cron_line()
     assert user == "htcds"
-    # A host tree the unprivileged user can walk (pytest's tmp folders are root-only).
-    host = Path(os.path.realpath(tmp_path_factory.mktemp("cronhost")))
-    for folder in (host, *host.parents):
-        if str(folder).startswith("/tmp"):
-            folder.chmod(0o755)
+    host = cron_host
     places = {p: host / p.strip("/").replace("/", "_") for p in PLACES}
     for place in places.values():
         place.mkdir()
