@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,7 +25,8 @@ from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline
 
 # Not a terminal (cron, CI, a pipe): a fixed, wide layout instead of rich's 80 columns.
 out = Console(width=None if Console().is_terminal else 140)
-err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 140)
+# Errors are one line each, never wrapped: a log or `grep` sees the whole message.
+err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 140, soft_wrap=True)
 
 EXAMPLES = {
     "init": "htcds-connector init connector.yaml",
@@ -35,7 +37,9 @@ EXAMPLES = {
     "daemon": "htcds-connector --log-json daemon connector.yaml",
     "preview": "htcds-connector preview connector.yaml",
     "status": "htcds-connector status connector.yaml --json",
+    "rejections": "htcds-connector rejections connector.yaml --source odk-cases --csv rejections.csv",
     "codebook": "htcds-connector codebook --format md > codebook.md",
+    "notify": "htcds-connector notify test connector.yaml",
     "sandbox": "htcds-connector sandbox excel --cases 2000 --out cases.xlsx",
 }
 
@@ -63,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="htcds-connector", description="Pull trafficking cases, map them to HTCDS, publish privacy-protected releases.")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines on stderr (for unattended runs)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every page and step on stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command")
 
     def command(name: str, help_text: str, func, *, config: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -90,16 +95,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=10, help="rows of the protected table to show")
     p.add_argument("--report", metavar="PATH", help="also write the release's report.html there (a dry run: nothing is published)")
     command("status", "last runs, record counts, rejections by reason, source errors", cmd_status)
+    p = command("rejections", "every rejected value (source, record id, field, reason, closest code) and value-map lines that fix code misses", cmd_rejections)
+    p.add_argument("--source", help="only this source id")
+    p.add_argument("--field", help="only this common-schema field, e.g. prs_Gender")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the list as CSV there")
     p = command("codebook", "print the codebook generated from the common schema", cmd_codebook, config=False, json_flag=False)
     p.add_argument("--format", choices=["md", "json"], default="md")
+
+    notify = sub.add_parser("notify", help="notifications: send a test message", epilog=f"example: {EXAMPLES['notify']}")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True)
+    p = notify_sub.add_parser("test", help="send a test notification on every configured channel (webhook, email)", epilog=f"example: {EXAMPLES['notify']}")
+    p.add_argument("config", type=Path, help="the job config YAML")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of lines")
+    p.set_defaults(func=cmd_notify_test, command="notify")
 
     mapping = sub.add_parser("mapping", help="draft a mapping for a partner's own form")
     mapping_sub = mapping.add_subparsers(dest="mapping_command", required=True)
     p = mapping_sub.add_parser("suggest", help="match a form's questions and choices to the common schema; unmatched items are marked REVIEW",
-                               epilog="example: htcds-connector mapping suggest connector.yaml odk-cases --out mappings/odk-cases.yaml")
-    p.add_argument("config", type=Path)
-    p.add_argument("source", help="the source id in the config")
+                               description="Draft a mapping for your own form: from an XLSForm file (no server needed) or from a configured ODK Central/Kobo source.",
+                               epilog="examples: htcds-connector mapping suggest --xlsform my_form.xlsx --out my_form_mapping.yaml\n"
+                                      "          htcds-connector mapping suggest connector.yaml odk-cases --out mappings/odk-cases.yaml",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", type=Path, nargs="?", help="the job config (not needed with --xlsform)")
+    p.add_argument("source", nargs="?", help="the source id in the config")
+    p.add_argument("--xlsform", type=Path, metavar="FILE", help="read the form from this XLSForm workbook (.xlsx); no server or config needed")
     p.add_argument("--out", type=Path, help="write the draft here instead of printing it")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_mapping_suggest, command="mapping")
 
     central = sub.add_parser("central", help="the central team's receiver: serve, add-partner")
@@ -129,7 +150,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workbook", type=Path, default=Path("build/demo/cases.xlsx"), help="where the Excel source's workbook is written")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of tables")
     p.set_defaults(func=cmd_sandbox_demo, command="sandbox")
+    _accept_global_options(parser)
     return parser
+
+
+def _accept_global_options(parser: argparse.ArgumentParser) -> None:
+    """`-v` and `--log-json` also after the command (`htcds-connector run job.yaml --log-json`).
+
+    Every subcommand takes them with a SUPPRESS default, so leaving them out there keeps what was
+    given before the command."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for subparser in set(action.choices.values()):
+            for flags, kwargs in (
+                (("--log-json",), {"help": "log JSON lines on stderr (also accepted before the command)"}),
+                (("-v", "--verbose"), {"help": "log every page and step on stderr (also accepted before the command)"}),
+            ):
+                try:
+                    subparser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, **kwargs)
+                except argparse.ArgumentError:
+                    pass  # the subcommand already has its own
+            _accept_global_options(subparser)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("htcds-connector")
+    except Exception:  # noqa: BLE001 - a source checkout without metadata
+        from connector import __version__
+
+        return __version__
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -217,10 +270,20 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from privacy.gate import GateRefused, admit
 
+    from privacy.kanon import KAnonymityError
+    from privacy.protect import ProtectionError
+    from privacy.synth import SynthesisError
+
     config = load_config(args.config)
     pipeline = Pipeline(config)
     try:
-        view, table, privacy = pipeline.protected_view()
+        view = pipeline.release_view()
+        if len(view) == 0:
+            return _preview_empty(args)
+        try:
+            view, table, privacy = pipeline.protected_view(view)
+        except (KAnonymityError, ProtectionError, SynthesisError) as exc:
+            return _preview_unprotectable(args, len(view), str(exc))
     finally:
         pipeline.close()
     verdict: dict[str, Any] = {"passes_gate": True, "reasons": []}
@@ -235,7 +298,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         Path(report_path).write_bytes(render_report(privacy, partner=config.job.partner.id))
         verdict["report"] = str(report_path)
     if args.json:
-        _print_json({"records_in": len(view), "privacy": privacy, **verdict, "sample": table.head(args.rows).astype(str).to_dict("records")})
+        _print_json({"records_in": len(view), "privacy": privacy, **verdict, "sample": table.head(args.rows).map(_cell).to_dict("records")})
         return EXIT_OK
     out.print(f"release view: {len(view)} cases -> {len(table)} rows after protection ({privacy.get('method')}, k={privacy.get('k')})")
     _print_mapping_table("privacy", {k: v for k, v in privacy.items() if not isinstance(v, (dict, list))})
@@ -246,12 +309,42 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for column in qis:
         sample.add_column(column)
     for _, row in table.head(args.rows).iterrows():
-        sample.add_row(*["" if v is None or v != v else str(v) for v in row[qis]])
+        sample.add_row(*[_cell(v) for v in row[qis]])
     out.print(sample)
     out.print("[green]passes the gate[/green]" if verdict["passes_gate"] else f"[red]the gate would refuse[/red]: {'; '.join(verdict['reasons'])}")
     if report_path:
         out.print(f"report written to {report_path} (dry run: nothing published, no privacy budget spent)")
     return EXIT_OK
+
+
+def _preview_empty(args: argparse.Namespace) -> int:
+    """Before the first sync there is nothing to protect: say so, and what to run, not a traceback."""
+    message = f"the store holds no cases yet: run `htcds-connector sync {args.config}` (or `run`) first"
+    if args.json:
+        _print_json({"records_in": 0, "empty": True, "message": message})
+    else:
+        out.print(message, highlight=False)
+    return EXIT_OK
+
+
+def _preview_unprotectable(args: argparse.Namespace, records: int, reason: str) -> int:
+    """Protection itself gave up (too few cases for k, nothing to synthesize): a preview result, not a crash."""
+    if args.json:
+        _print_json({"records_in": records, "passes_gate": False, "reasons": [reason]})
+    else:
+        out.print(f"release view: {records} cases; [red]no release can be made[/red]: {reason}", highlight=False)
+    return EXIT_OK
+
+
+def _cell(value: Any) -> str:
+    """A table cell; missing values (None, NaN, pd.NA, NaT) print empty. `pd.NA != pd.NA` is not a bool."""
+    import pandas as pd
+
+    try:
+        missing = bool(pd.isna(value))
+    except (TypeError, ValueError):
+        missing = False
+    return "" if missing else str(value)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -310,6 +403,54 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rejections(args: argparse.Namespace) -> int:
+    from connector.rejections import COLUMNS, list_rejections, render_snippets, to_csv, value_map_snippets
+
+    config = load_config(args.config)
+    pipeline = Pipeline(config)
+    try:
+        rows = list_rejections(config, pipeline.store, source=args.source, field=args.field, schema=pipeline.schema)
+    finally:
+        pipeline.close()
+    snippets = value_map_snippets(config, rows, schema=pipeline.schema)
+    if args.csv:
+        args.csv.write_text(to_csv(rows), encoding="utf-8")
+    if args.json:
+        _print_json({"rejections": [vars(r) for r in rows], "value_map_snippets": [vars(s) for s in snippets]})
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} rejected value(s)")
+    for column in COLUMNS:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*[escape(_cell(getattr(row, c))) for c in COLUMNS])  # '[redacted, 8 chars]' is not markup
+    out.print(table)
+    if snippets:
+        sys.stdout.write("\n" + render_snippets(snippets))
+    if args.csv:
+        out.print(f"wrote {len(rows)} row(s) to {args.csv}")
+    return EXIT_OK
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from connector import notify
+
+    config = load_config(args.config)
+    settings = config.job.notify
+    channels = [name for name, value in (("webhook", settings.webhook), ("email", settings.email)) if value is not None]
+    if not channels:
+        err.print(f"{config.where('notify')}: no notification channel configured (add `notify.webhook` or `notify.email`)", highlight=False)
+        return EXIT_CONFIG
+    failures = notify.send(notify.test_notice(config), settings, secrets=notify.job_secrets(config))
+    if args.json:
+        _print_json({"channels": channels, "sent": not failures, "problems": failures})
+    else:
+        for problem in failures:
+            err.print(f"[red]error[/red] {escape(problem)}", highlight=False)
+        if not failures:
+            out.print(f"[green]sent[/green] a test notification by {' and '.join(channels)}", highlight=False)
+    return EXIT_CONFIG if failures else EXIT_OK
+
+
 def cmd_codebook(args: argparse.Namespace) -> int:
     from connector.codebook import codebook_json, render_codebook_markdown
     from connector.schema import load_schema
@@ -334,13 +475,24 @@ def cmd_sandbox_excel(args: argparse.Namespace) -> int:
 
 
 def cmd_mapping_suggest(args: argparse.Namespace) -> int:
-    from connector.mapping_suggest import suggest_for_config
+    from connector.mapping_suggest import suggest_for_config, suggest_from_xlsform
 
-    config = load_config(args.config)
+    if args.out and args.out.exists() and not args.force:
+        err.print(f"{args.out} exists; use --force to overwrite it", highlight=False)
+        return EXIT_CONFIG
     try:
-        draft = suggest_for_config(config, args.source)
-    except (KeyError, TypeError) as exc:
-        err.print(f"[red]error[/red] {exc.args[0]}", highlight=False)
+        if args.xlsform:
+            if not args.xlsform.is_file():
+                err.print(f"[red]error[/red] {args.xlsform}: no such XLSForm file", highlight=False)
+                return EXIT_CONFIG
+            draft = suggest_from_xlsform(args.xlsform, profile=f"{args.xlsform.stem}_mapping")
+        elif args.config is None or args.source is None:
+            err.print("give an XLSForm (--xlsform FILE) or a config and a source id: `mapping suggest CONFIG SOURCE`", highlight=False)
+            return EXIT_CONFIG
+        else:
+            draft = suggest_for_config(load_config(args.config), args.source)
+    except (KeyError, TypeError, ValueError) as exc:
+        err.print(f"[red]error[/red] {escape(str(exc.args[0]))}", highlight=False)
         return EXIT_CONFIG
     if args.out:
         args.out.write_text(draft, encoding="utf-8")
@@ -435,7 +587,7 @@ def _show_sync(report, as_json: bool) -> None:
     for s in report.failed:
         err.print(f"[red]source failed[/red] {s.error}", highlight=False)
     if any(s.rejected for s in report.sources):
-        out.print("some values were rejected: `htcds-connector status CONFIG` lists them by reason")
+        out.print("some values were rejected: `htcds-connector rejections CONFIG` lists each one, with the mapping lines that fix misspelt codes")
 
 
 def _show_release(report, as_json: bool) -> None:

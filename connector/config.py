@@ -345,8 +345,13 @@ def _validate_source_options(config: Config, problems: list[str]) -> None:
         except KeyError as exc:
             problems.append(f"{config.where('sources', i, 'type')}: {exc.args[0]}")
             continue
+        # `xlsform: PATH` (the partner's form, for `mapping suggest`) is valid for every source type.
+        options = {k: v for k, v in source.options.items() if k != "xlsform"}
+        xlsform = source.options.get("xlsform")
+        if xlsform is not None and not config.resolve_path(str(xlsform)).is_file():
+            problems.append(f"{config.where('sources', i, 'options', 'xlsform')}: file not found: {config.resolve_path(str(xlsform))}")
         try:
-            source.parsed_options = cls.Options.model_validate(source.options)
+            source.parsed_options = cls.Options.model_validate(options)
         except ValidationError as exc:
             problems.extend(_describe(exc, ("sources", i, "options"), config.path, config.lines))
 
@@ -429,20 +434,79 @@ def _format_loc(loc: tuple) -> str:
 
 
 def _describe(exc: ValidationError, prefix: tuple, path: Path, lines: dict) -> list[str]:
-    problems = []
+    """One plain-words line per problem, at the line of the key at fault (not pydantic's wording)."""
+    problems: list[tuple[int, str]] = []
+    seen: set[tuple] = set()
     for error in exc.errors():
         loc = prefix + tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         if len(loc) > 1 and loc[0] == "destination" and loc[1] in DESTINATION_TAGS:
             loc = loc[:1] + loc[2:]  # the union's tag is not a key the user wrote
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling and indentation)"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        elif message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        problems.append(f"{_where(path, lines, loc)}: {message}")
-    return problems
+        if loc in seen or any(loc[: len(other)] == other for other in seen):
+            continue  # one problem once: a union reports each of its branches, a bad mapping each key inside it
+        seen.add(loc)
+        problems.append((_line_of(lines, loc), f"{_where(path, lines, loc)}: {plain_message(error, loc)}"))
+    return [text for _, text in sorted(problems, key=lambda item: item[0])]
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 0)
+
+
+# pydantic error type -> what to say (ctx values filled in); anything else: pydantic's text with
+# "Input should be" turned into "must be".
+_PLAIN = {
+    "extra_forbidden": "unknown key (check its spelling and indentation)",
+    "missing": "required key is missing",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text (put it in quotes)",
+    "list_type": "must be a list: one `- item` per line below the key, or the items between square brackets",
+    "dict_type": "must be a group of keys (`key: value` lines indented below it)",
+    "model_type": "must be a group of keys (`key: value` lines indented below it)",
+    "model_attributes_type": "must be a group of keys (`key: value` lines indented below it)",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
+    "string_too_short": "must be at least {min_length} character(s) long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "union_tag_invalid": "unknown type {tag}; use one of {expected_tags}",
+}
+_PATTERN_WORDS = {
+    "id": "must be lower-case letters, digits, '-' or '_', starting with a letter or digit (at most 63), e.g. `ngo-athens`",
+    "bucket": "must be an S3 bucket name: 3-63 lower-case letters, digits, '.' or '-', starting and ending with a letter or digit",
+}
+
+
+def plain_message(error: dict[str, Any], loc: tuple) -> str:
+    """A pydantic error in words a partner's IT person reads: no "Input should be", no regex."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_WORDS.get(str(loc[-1]) if loc else "", "has characters that are not allowed here")
+    if kind == "literal_error" and loc == ("destination", "type"):
+        return f"unknown destination type {error.get('input')!r}; use one of {', '.join(DESTINATION_TAGS)}"
+    if kind in ("literal_error", "enum"):
+        expected = str(ctx.get("expected", "")).replace("'", "")
+        return f"must be one of: {expected}"
+    if kind in _PLAIN:
+        try:
+            return _PLAIN[kind].format(**{k: str(v).replace("'", "") for k, v in ctx.items()})
+        except (KeyError, IndexError):
+            pass
+    message = str(error.get("msg", "is not valid"))
+    for lead in ("Value error, ", "Assertion failed, "):
+        if message.startswith(lead):
+            return message[len(lead) :]
+    return message.replace("Input should be", "must be").replace("String should", "must")
 
 
 __all__ = [

@@ -33,15 +33,22 @@ class PlainFormatter(logging.Formatter):
         return f"{record.levelname.lower():7} {record.getMessage()}" + (f" {fields}" if fields else "")
 
 
+# Libraries whose lines go to our log in our format (under --log-json every line must be JSON,
+# or a log shipper drops it): the daemon's scheduler says when a run was missed or skipped.
+LIBRARY_LOGGERS = {"apscheduler": logging.WARNING}
+
+
 def configure(json_lines: bool = False, level: int = logging.INFO) -> None:
-    logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    formatter = JsonFormatter() if json_lines else PlainFormatter()
+    for name, name_level in ((LOGGER_NAME, level), *LIBRARY_LOGGERS.items()):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+        logger.setLevel(max(level, name_level) if name != LOGGER_NAME else level)
+        logger.propagate = False
 
 
 def get_logger() -> logging.Logger:

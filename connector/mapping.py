@@ -129,13 +129,23 @@ class Mapping:
                 names.add(source.split(".")[0])
         return names
 
-    def missing_fields(self, offered: set[str]) -> list[str]:
-        """Rules none of whose raw fields the source offers, as `target <- raw names`, for `check`."""
+    def missing_fields(self, offered: set[str], always: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Rules none of whose raw fields the source offers, as `target <- raw names`, for `check`.
+
+        A warning must mean the field will really stay unknown, so a path counts as offered when
+        the source lists it in any of the shapes sources use: the path itself (`Contact.Gender__c`),
+        a child of a related list or repeat (`perpetrators[].Role_in_Process__c` or
+        `perpetrators.role` for `from: perpetrators` + `collect:`), the whole top-level object,
+        or a field the source's records always carry though it lists none (`always`: form
+        metadata such as `_submission_time`, the Case's `Owner.Name`).
+        """
+        names = {_plain(name) for name in (*offered, *always)}
         missing = []
         for rule in self.rules:
-            names = [source.split(".")[0] for source in rule.sources]
-            if not any(name in offered for name in names):
-                missing.append(f"{rule.target} <- {' | '.join(names)}")
+            child = rule.pick or rule.collect
+            wanted = [f"{source}.{child}" if child else source for source in rule.sources]
+            if not any(_plain(path) in names or path.split(".")[0] in names for path in wanted):
+                missing.append(f"{rule.target} <- {' | '.join(wanted)}")
         return missing
 
     def targets(self) -> list[str]:
@@ -350,6 +360,11 @@ def _read_mapping(name: str, base_dir: Path | None) -> tuple[Path, str]:
         known = sorted(p.name[:-5] for p in resources.files("mappings").iterdir() if p.name.endswith(".yaml"))
         raise MappingError([f"no packaged mapping named {name!r}; known: {', '.join(known)} (or give a path to a .yaml file)"])
     return Path(f"mappings/{name}.yaml"), packaged.read_text(encoding="utf-8")
+
+
+def _plain(path: str) -> str:
+    """One spelling for a child path: `events[].Country__c`, `events/Country__c` -> `events.Country__c`."""
+    return path.replace("[]", "").replace("/", ".")
 
 
 def _code_lookup(name: str, codes: dict[str, str]) -> dict[str, str]:

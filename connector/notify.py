@@ -26,13 +26,15 @@ Example config:
 
 from __future__ import annotations
 
+import json
 import smtplib
 import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -42,7 +44,7 @@ from connector.config import Config, EmailNotifyConfig, NotifyConfig, WebhookNot
 from connector.logs import get_logger
 from connector.secrets import Secret, SecretMissing
 
-FAILURE, RECOVERY, REJECTIONS = "failure", "recovery", "rejections"
+FAILURE, RECOVERY, REJECTIONS, REMINDER, TEST = "failure", "recovery", "rejections", "reminder", "test"
 FAILURE_CODES = frozenset({2, 3, 4, 5})
 OK_CODES = frozenset({0, 1})
 MEANING = {
@@ -81,6 +83,10 @@ class Notice:
     def summary(self) -> str:
         if self.event == RECOVERY:
             return f"htcds-connector job {self.job} recovered: this run ended with exit {self.exit_code} ({self.meaning}) after a failed run"
+        if self.event == TEST:
+            return f"htcds-connector job {self.job}: test notification (nothing is wrong; sent by `htcds-connector notify test`)"
+        if self.event == REMINDER:
+            return f"htcds-connector job {self.job} is still failing: exit {self.exit_code} ({self.meaning}); daily reminder"
         if self.event == REJECTIONS:
             return f"htcds-connector job {self.job}: {self.counts.get('rejected', 0)} values rejected in one run"
         return f"htcds-connector job {self.job} failed: exit {self.exit_code} ({self.meaning})"
@@ -120,6 +126,75 @@ def events_for(settings: NotifyConfig, *, exit_code: int, rejected: int, previou
     if settings.rejections_above is not None and rejected > settings.rejections_above:
         events.append(REJECTIONS)
     return events
+
+
+REMIND_AFTER = timedelta(days=1)
+
+
+class NoticeState:
+    """What this job last told people, kept in a small JSON file next to the store's lock.
+
+    A job failing every 15 minutes must not send 96 messages a day: the first failure is sent,
+    later failures of the same streak are not, except one reminder a day (`REMIND_AFTER`) while
+    it keeps failing; the first good run after a sent failure sends one recovery. A failure is
+    recorded as told only when a channel took it, so a mail server that was down is retried on
+    the next failed run. An unreadable state file counts as "nothing told yet".
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(self.data, dict):
+                self.data = {}
+        except (OSError, ValueError):
+            self.data = {}
+
+    @property
+    def failure_told_at(self) -> datetime | None:
+        value = self.data.get("failure_told_at")
+        try:
+            return datetime.fromisoformat(value) if value else None
+        except ValueError:
+            return None
+
+    def filter(self, events: list[str], *, failed: bool, on_recovery: bool = True, now: datetime | None = None) -> list[str]:
+        """The events worth sending now, given what was already told in this failure streak."""
+        now = now or datetime.now(timezone.utc)
+        told = self.failure_told_at
+        kept = []
+        for event in events:
+            if event == FAILURE and told is not None:
+                if now - told < REMIND_AFTER:
+                    continue
+                event = REMINDER
+            kept.append(event)
+        if not failed and told is not None and RECOVERY not in kept and on_recovery:
+            kept.append(RECOVERY)  # the streak people were told about is over, whatever the run history says
+        return kept
+
+    def record(self, event: str, *, delivered: bool, failed: bool, now: datetime | None = None) -> None:
+        now = now or datetime.now(timezone.utc)
+        if event in (FAILURE, REMINDER) and delivered:
+            self.data["failure_told_at"] = now.isoformat(timespec="seconds")
+            self.data.setdefault("failing_since", now.isoformat(timespec="seconds"))
+        if not failed:
+            self.data.pop("failure_told_at", None)
+            self.data.pop("failing_since", None)
+
+    def save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.data, sort_keys=True), encoding="utf-8")
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("notification state not saved", extra={"error": type(exc).__name__})
+
+
+def test_notice(config: Config) -> Notice:
+    """A message that says it is a test, so the receiver can confirm the channel works."""
+    return Notice(event=TEST, job=config.job.partner.id, exit_code=0)
 
 
 def previous_outcome(runs: list[dict[str, Any]], job: str) -> str | None:

@@ -374,7 +374,9 @@ class Pipeline:
 
     def check(self) -> list[Problem]:
         """Everything a new user should fix before the first sync, each with where and what to do."""
-        problems: list[Problem] = []
+        from connector.checks import notify_problems, release_problems, schedule_problems
+
+        problems: list[Problem] = [*schedule_problems(self.config), *release_problems(self.config, self.schema), *notify_problems(self.config)]
         try:
             self.store.counts()
         except Exception as exc:  # noqa: BLE001 - any driver error is reported, not raised
@@ -392,7 +394,7 @@ class Pipeline:
                 problems.extend(Problem(where, str(p.message), p.severity, p.hint) for p in found)
                 offered = {f.name for f in source.fields()}
                 if offered and not any(p.severity == "error" for p in found):
-                    for rule in mapping.missing_fields(offered):
+                    for rule in mapping.missing_fields(offered, _always_offered(source_config.type, source)):
                         problems.append(Problem(where, f"mapping {mapping.name}: no source field for {rule}; it will stay unknown", "warning"))
             except (SourceError, SecretMissing) as exc:
                 problems.append(Problem(where, str(exc)))
@@ -400,6 +402,21 @@ class Pipeline:
                 source.close()
         problems.extend(create_destination(self.config).check())
         return problems
+
+
+def _always_offered(source_type: str, source: Source) -> set[str]:
+    """Fields a source's records always carry though `fields()` may not list them, so `check`
+    does not warn about them: form metadata (`_submission_time`, ...) and the Case's owner."""
+    names = set(getattr(source, "system_fields", ()))
+    if hasattr(source, "form"):
+        from connector.sources.xlsform import META_KEYS
+
+        names.update(META_KEYS)
+    if source_type == "salesforce":
+        from connector.sources.salesforce_soql import OWNER_NAME
+
+        names.add(OWNER_NAME)
+    return names
 
 
 def _map_page(mapping: Mapping, source_id: str, page: Page) -> MappedPage:

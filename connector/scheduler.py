@@ -144,13 +144,25 @@ def _notify(config: Config, outcome: RunOutcome, previous: str | None) -> None:
     settings = config.job.notify
     rejected = sum(s.rejected_new for s in outcome.sync.sources) if outcome.sync else 0
     events = notify.events_for(settings, exit_code=outcome.exit_code, rejected=rejected, previous=previous, stopped=outcome.stopped)
-    if not events or (settings.webhook is None and settings.email is None):
+    if settings.webhook is None and settings.email is None:
         return
+    if outcome.stopped or outcome.exit_code not in notify.FAILURE_CODES | notify.OK_CODES:
+        return
+    # One message per failure streak (plus a daily reminder), one on recovery: see notify.NoticeState.
+    failed = outcome.exit_code in notify.FAILURE_CODES
+    state = notify.NoticeState(Pipeline(config).lock_path().with_suffix(".notify.json"))
+    events = state.filter(events, failed=failed, on_recovery=settings.on_recovery)
     secrets = notify.job_secrets(config)
     for event in events:
         notice = _notice(event, config.job.partner.id, outcome)
-        outcome.notify_problems.extend(notify.send(notice, settings, secrets=secrets))
+        problems = notify.send(notice, settings, secrets=secrets)
+        outcome.notify_problems.extend(problems)
         outcome.notices.append(event)
+        channels = (settings.webhook is not None) + (settings.email is not None)
+        state.record(event, delivered=len(problems) < channels, failed=failed)
+    if not events:
+        state.record("", delivered=False, failed=failed)
+    state.save()
 
 
 def _notice(event: str, job: str, outcome: RunOutcome) -> notify.Notice:

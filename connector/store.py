@@ -538,11 +538,17 @@ class Store:
             "rejections_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
         }
 
-    def rejections(self, limit: int = 50, run_id: str | None = None) -> list[dict[str, Any]]:
-        """The latest current rejections (optionally of one run), newest first."""
+    def rejections(
+        self, limit: int | None = 50, run_id: str | None = None, *, source: str | None = None, field: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest current rejections (optionally of one run, source or field), newest first; `limit=None`: all."""
         query = select(rejections).order_by(rejections.c.id.desc()).limit(limit)
         if run_id is not None:
             query = query.where(rejections.c.run_id == run_id)
+        if source is not None:
+            query = query.where(rejections.c.source == source)
+        if field is not None:
+            query = query.where(rejections.c.field == field)
         with self._engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 

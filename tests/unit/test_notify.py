@@ -1,6 +1,7 @@
 """Notifications on failure, recovery and many rejections: a local SMTP server and HTTP receiver."""
 
 import json
+from datetime import datetime, timedelta, timezone
 import threading
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -198,3 +199,42 @@ def test_locked_and_stopped_runs_notify_nobody():
     assert notify.events_for(settings, exit_code=3, rejected=5, previous=None, stopped=True) == []
     assert notify.events_for(settings, exit_code=3, rejected=0, previous=None) == ["failure"]
     assert notify.events_for(NotifyConfig(on_failure=False), exit_code=4, rejected=0, previous=None) == []
+
+
+def _notify_state(tmp_path):
+    (path,) = tmp_path.rglob("*.notify.json")
+    return path
+
+
+def test_a_job_failing_every_run_sends_one_failure_a_daily_reminder_and_one_recovery(tmp_path, smtp, receiver, secrets_env):
+    failing = job_with_notify(tmp_path, smtp, receiver, source={"fail": "unreachable"})
+    for _ in range(4):  # every 15 minutes, say
+        assert run_job(failing).exit_code == 3
+    assert [p["body"]["event"] for p in receiver.posts] == ["failure"] and len(smtp.messages) == 1
+
+    # A day later it still fails: one reminder, then quiet again.
+    state = _notify_state(tmp_path)
+    data = json.loads(state.read_text())
+    data["failure_told_at"] = (datetime.now(timezone.utc) - timedelta(hours=25)).isoformat()
+    state.write_text(json.dumps(data))
+    assert run_job(failing).notices == ["reminder"]
+    assert run_job(failing).notices == []
+    assert receiver.posts[-1]["body"]["event"] == "reminder" and "still failing" in receiver.posts[-1]["body"]["summary"]
+
+    healed = job_with_notify(tmp_path, smtp, receiver)
+    assert run_job(healed).notices == ["recovery"]
+    assert run_job(healed).notices == []
+    assert [p["body"]["event"] for p in receiver.posts] == ["failure", "reminder", "recovery"]
+    assert len(smtp.messages) == 3
+
+
+def test_a_failure_no_channel_took_is_told_on_the_next_failed_run(tmp_path, smtp, receiver, secrets_env):
+    receiver.statuses.extend([500, 500, 400])  # webhook down for the first run (one retry), then refuses
+    smtp_port = smtp.port
+    failing = job_with_notify(tmp_path, smtp, receiver, source={"fail": "unreachable"})
+    failing.write_text(failing.read_text().replace(f"port: {smtp_port}", "port: 9"))  # and no mail server
+    first = run_job(failing)
+    assert first.notices == ["failure"] and len(first.notify_problems) == 2
+    failing.write_text(failing.read_text().replace("port: 9", f"port: {smtp_port}"))
+    assert run_job(failing).notices == ["failure"]  # nobody was told: tell now
+    assert run_job(failing).notices == []
