@@ -59,9 +59,39 @@ def release_problems(config: Config, schema: Schema) -> list[Problem]:
     for name in release.hierarchies:
         if name not in qis:
             problems.append(Problem(config.where("release", "hierarchies", name), f"hierarchy for {name!r}, which is no quasi-identifier of the release", hint=f"quasi-identifier columns: {known}"))
-    if release.l_diversity is not None and release.l_diversity.attribute not in columns:
-        problems.append(Problem(config.where("release", "l_diversity", "attribute"), f"{release.l_diversity.attribute!r} is no column of the release view"))
-    return problems
+    if release.l_diversity is not None:
+        for i, name in enumerate(release.l_diversity.facts):
+            if name not in columns or schema.view[name].role != "sensitive":
+                problems.append(Problem(config.where("release", "l_diversity", "facts", i), f"{name!r} is no sensitive column of the release view"))
+    for i, name in enumerate(release.importance):
+        if name not in columns:
+            problems.append(Problem(config.where("release", "importance", i), f"{name!r} is no column of the release view", hint="`htcds-connector codebook` lists them"))
+    if problems:
+        return problems
+    return problems + _protection_problems(config, schema)
+
+
+def _protection_problems(config: Config, schema: Schema) -> list[Problem]:
+    """What the release step itself would refuse about the settings, asked on the view's columns
+    alone (no case is read): hierarchy levels out of range, a synthetic release too wide to finish."""
+    import pandas as pd
+
+    from privacy.protect import ProtectionError, k_setup, prepare, synthetic_columns_problem
+
+    release = config.job.release
+    names = [c for c in (release.columns or list(schema.view))]
+    empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
+    rules = {c.name: c.rule for c in schema.view.values()}
+    hierarchy_names = {c.name: c.hierarchy for c in schema.view.values() if c.hierarchy}
+    try:
+        prepared = prepare(empty, release, schema.view_roles(), hierarchy_names=hierarchy_names)
+        if release.method == "synthetic":
+            problem = synthetic_columns_problem(list(prepared.table.columns), rules)
+            return [Problem(config.where("release", "columns"), problem)] if problem else []
+        k_setup(list(prepared.table.columns), release, schema.view_roles(), hierarchies=prepared.hierarchies, rules=rules)
+    except (ProtectionError, ValueError) as exc:
+        return [Problem(config.where("release"), str(exc))]
+    return []
 
 
 def notify_problems(config: Config, *, timeout: float = 5.0) -> list[Problem]:

@@ -304,6 +304,21 @@ def cmd_preview(args: argparse.Namespace) -> int:
     _print_mapping_table("privacy", {k: v for k, v in privacy.items() if not isinstance(v, (dict, list))})
     if privacy.get("levels"):
         _print_mapping_table("generalization level per quasi-identifier", privacy["levels"])
+    if privacy.get("detail"):
+        detail = Table(title="detail kept per column (share of published rows)")
+        for column in ("column", "as recorded", "coarser", "hidden (*)"):
+            detail.add_column(column)
+        for column, shares in privacy["detail"].items():
+            detail.add_row(column, *(f"{100 * shares.get(key, 0):.0f}%" for key in ("full", "coarser", "suppressed")))
+        out.print(detail)
+    if privacy.get("held"):
+        held = privacy["held"]
+        out.print(
+            f"held for a later part (not published yet): {held.get('new', 0)} new, {held.get('corrected_still_published', 0)} corrected "
+            f"and {held.get('deleted_still_published', 0)} deleted cases; "
+            + ("the next release changes the series" if privacy.get("changes") else "the next release publishes nothing new"),
+            highlight=False,
+        )
     sample = Table(title=f"first {args.rows} rows (quasi-identifiers)")
     qis = [c for c in privacy.get("quasi_identifiers", []) if c in table.columns]
     for column in qis:
@@ -311,7 +326,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for _, row in table.head(args.rows).iterrows():
         sample.add_row(*[_cell(v) for v in row[qis]])
     out.print(sample)
-    out.print("[green]passes the gate[/green]" if verdict["passes_gate"] else f"[red]the gate would refuse[/red]: {'; '.join(verdict['reasons'])}")
+    out.print("[green]passes the gate[/green]" if verdict["passes_gate"] else f"[red]the gate would refuse[/red]: {escape('; '.join(verdict['reasons']))}")
     if report_path:
         out.print(f"report written to {report_path} (dry run: nothing published, no privacy budget spent)")
     return EXIT_OK
@@ -332,7 +347,7 @@ def _preview_unprotectable(args: argparse.Namespace, records: int, reason: str) 
     if args.json:
         _print_json({"records_in": records, "passes_gate": False, "reasons": [reason]})
     else:
-        out.print(f"release view: {records} cases; [red]no release can be made[/red]: {reason}", highlight=False)
+        out.print(f"release view: {records} cases; [red]no release can be made[/red]: {escape(reason)}", highlight=False)
     return EXIT_OK
 
 

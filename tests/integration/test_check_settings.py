@@ -113,3 +113,14 @@ def test_notify_test_fails_with_2_when_nothing_answers_or_nothing_is_configured(
     path.write_text(JOB.format(extra=""))
     assert main(["notify", "test", str(path)]) == 2
     assert "no notification channel configured" in capsys.readouterr().err
+
+
+def test_check_refuses_what_the_release_step_would_refuse(tmp_path, capsys):
+    code, problems = _check(tmp_path, capsys, "release: {method: synthetic}")
+    assert code == 2
+    assert any("synthesizes" in p["message"] and "columns: [yearOfRegistration" in p["message"] for p in problems)
+    code, problems = _check(tmp_path, capsys, "release: {k: 10, levels: {ageBroad: 9}}")
+    assert code == 2 and any("ageBroad" in p["message"] and "level 9" in p["message"] for p in problems)
+    code, problems = _check(tmp_path, capsys, "release: {k: 10, importance: [nameOfVictim], l_diversity: {facts: [gender]}}")
+    messages = [p["message"] for p in problems]
+    assert any("'nameOfVictim' is no column" in m for m in messages) and any("'gender' is no sensitive column" in m for m in messages)

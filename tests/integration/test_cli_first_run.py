@@ -40,7 +40,7 @@ def test_preview_before_the_first_sync_says_the_store_is_empty_and_exits_0(tmp_p
 
 def test_preview_of_a_sample_with_missing_values_prints_them_empty(tmp_path, capsys):
     # A synthetic release of a few hundred cases has many unknown (pd.NA) cells in its sample.
-    job = _job(tmp_path, release="{method: synthetic}")
+    job = _job(tmp_path, release="{method: synthetic, columns: [yearOfRegistration, gender, ageBroad, citizenship, CountryOfExploitation, isForcedLabour, isSexualExploit]}")
     assert main(["sync", str(job)]) in (0, 1)
     capsys.readouterr()
     assert main(["preview", str(job)]) == 0
@@ -49,6 +49,15 @@ def test_preview_of_a_sample_with_missing_values_prints_them_empty(tmp_path, cap
     assert main(["preview", str(job), "--json"]) == 0
     sample = json.loads(capsys.readouterr().out)["sample"]
     assert sample and all("<NA>" not in str(v) and v != "nan" for row in sample for v in row.values())
+
+
+def test_preview_of_every_view_column_as_synthetic_names_a_column_list_that_works(tmp_path, capsys):
+    job = _job(tmp_path, release="{method: synthetic}")
+    assert main(["sync", str(job)]) in (0, 1)
+    capsys.readouterr()
+    assert main(["preview", str(job)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no release can be made" in out and "columns: [yearOfRegistration, gender," in out
 
 
 def test_preview_when_protection_gives_up_says_why_instead_of_a_traceback(tmp_path, capsys):
