@@ -12,7 +12,13 @@ It serves generated cases as the HTCDS package's records (see `salesforce_org.py
   the real API, `nextRecordsUrl` locators, `Sforce-Query-Options: batchSize=`);
 - Bulk API 2.0 query jobs: `POST .../jobs/query`, `GET .../jobs/query/{id}` (UploadComplete ->
   InProgress -> JobComplete), `GET .../jobs/query/{id}/results` (CSV, `Sforce-Locator`,
-  `Sforce-NumberOfRecords`, `maxRecords`);
+  `Sforce-NumberOfRecords`, `maxRecords`). Without ORDER BY a job is PK-chunked: its rows are
+  split into Id ranges of `bulk_chunk_size` that finish in no particular order, so results are NOT
+  in SystemModstamp (or any field's) order; ORDER BY is accepted and honoured but counted as
+  `bulk_order_by`, because Salesforce documents that "Use of ORDER BY in a Bulk 2.0 query disables
+  PKChunking for the query ... potentially results in query timeouts" (Bulk API 2.0 Developer
+  Guide, "Troubleshooting Query Timeouts"; "Understanding Bulk API 2.0 Query", SOQL
+  considerations: "Don't use ORDER BY or LIMIT, as they disable PKChunking");
 - `Sforce-Limit-Info: api-usage=used/max` on every API answer and `REQUEST_LIMIT_EXCEEDED` when
   the daily allowance is spent; error bodies `[{"message": ..., "errorCode": ...}]`;
 - injectable faults (`handle.faults.add(...)`): expired session, limit exceeded, 503, HTML body,
@@ -26,6 +32,7 @@ import csv
 import io
 import itertools
 import json
+import random
 import secrets
 import shutil
 import ssl
@@ -140,6 +147,7 @@ class SandboxState:
     page_size: int
     daily_limit: int
     bulk_polls: int
+    bulk_chunk_size: int = 50
     base_url: str = ""
     api_used: int = 0
     tokens: set[str] = field(default_factory=set)
@@ -243,6 +251,7 @@ def start_sandbox(
     page_size: int = 2000,
     daily_limit: int = 100_000,
     bulk_polls: int = 1,
+    bulk_chunk_size: int = 50,
     credentials: Credentials | None = None,
     renames: dict[str, str] | None = None,
     hidden: Iterable[str] = (),
@@ -254,7 +263,7 @@ def start_sandbox(
     """
     org = Org(renames=dict(renames or {}), hidden=set(hidden))
     org.set_cases(cases)
-    state = SandboxState(org=org, credentials=credentials or Credentials(), page_size=page_size, daily_limit=daily_limit, bulk_polls=bulk_polls)
+    state = SandboxState(org=org, credentials=credentials or Credentials(), page_size=page_size, daily_limit=daily_limit, bulk_polls=bulk_polls, bulk_chunk_size=bulk_chunk_size)
     workdir = Path(tempfile.mkdtemp(prefix="sf-sandbox-"))
     files = write_key_files(workdir)
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
@@ -368,6 +377,15 @@ def _csv_rows(org: Org, job: _Job, ids: list[str]) -> str:
         record = org.records[job.obj][rec_id]
         writer.writerow([_csv_value(org.resolve(job.obj, record, path)) for path in job.query.fields])
     return buffer.getvalue()
+
+
+def _pk_chunked(ids: list[str], chunk_size: int, job_id: str) -> list[str]:
+    """Rows as a PK-chunked job returns them: Id ranges, each in Id order, the ranges in the order
+    their parallel sub-batches happened to finish (seeded by the job id, so a run is repeatable)."""
+    ordered = sorted(ids)
+    chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), max(1, chunk_size))]
+    random.Random(job_id).shuffle(chunks)
+    return [rec_id for chunk in chunks for rec_id in chunk]
 
 
 # -- the request handler ---------------------------------------------------------------------------
@@ -654,6 +672,10 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                     ids = state.org.run(query, include_deleted=operation == "queryAll")
                 obj = next(name for name in state.org.object_names() if name.lower() == query.obj.lower())
                 job_id = f"750Hc{next(state.ids):010d}AAA"
+                if query.order:
+                    state.count("bulk_order_by")  # honoured, but PK chunking is off: slow, may time out
+                else:
+                    ids = _pk_chunked(ids, state.bulk_chunk_size, job_id)
                 delimiter = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}.get(spec.get("columnDelimiter", "COMMA"), ",")
                 job = _Job(job_id, operation, obj, query, spec["query"], ids, state.org.now(), line_ending=spec.get("lineEnding", "LF"), delimiter=delimiter)
                 state.jobs[job_id] = job

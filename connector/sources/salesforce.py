@@ -60,7 +60,7 @@ from connector.secrets import Secret
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
 from connector.sources.salesforce_auth import AuthSettings, ConnectorAdapter, Token, login_base, request_token
-from connector.sources.salesforce_bulk import ChildStore, bulk_rows, typed_value
+from connector.sources.salesforce_bulk import CaseSpool, ChildStore, bulk_rows, typed_value
 from connector.sources.salesforce_soql import (
     CHILD_ROLES,
     FIELDS,
@@ -493,6 +493,7 @@ class SalesforceSource(Source):
 
     def _bulk_pages(self, layout: Layout, window: Window) -> Iterator[list[RawRecord]]:
         store = ChildStore()
+        spool = CaseSpool()
         try:
             for role, (_, ref, _) in CHILD_ROLES.items():
                 actual_ref = layout.actual(role, ref) or ref
@@ -500,17 +501,19 @@ class SalesforceSource(Source):
                 rows = bulk_rows(self.api, layout.objects[role], children_in_window_query(layout, role, window), operation="query", max_records=self.opts.bulk_max_records)
                 store.add_all(role, ((row[actual_ref], {k: typed_value(types.get(k, "string"), v) for k, v in row.items()}) for row in rows))
             store.index()
-            soql = case_query(layout, window, subqueries=False)
-            page: list[dict[str, Any]] = []
+            # No ORDER BY (it disables PK chunking): rows arrive in chunk order and are put in
+            # cursor order here, so that each page's cursor covers every row before it.
+            soql = case_query(layout, window, subqueries=False, ordered=False)
+            stamp_field = layout.actual("case", self.opts.cursor_field) or self.opts.cursor_field
             for row in bulk_rows(self.api, layout.objects["case"], soql, operation="queryAll", max_records=self.opts.bulk_max_records):
-                page.append(self._nest_csv(layout, row))
-                if len(page) >= self.opts.batch_size:
-                    yield self._from_bulk_page(layout, page, store)
-                    page = []
-            if page:
+                nested = self._nest_csv(layout, row)
+                stamp = _get_ci(nested, stamp_field)
+                spool.add(parse_sf_datetime(stamp).strftime("%Y-%m-%dT%H:%M:%S.%f") if stamp else "", nested["Id"], nested)
+            for page in spool.pages(self.opts.batch_size):
                 yield self._from_bulk_page(layout, page, store)
         finally:
             store.close()
+            spool.close()
 
     def _nest_csv(self, layout: Layout, row: dict[str, str]) -> dict[str, Any]:
         """A Bulk CSV row (`Contact.Gender__c` columns, strings) as the REST JSON shape."""

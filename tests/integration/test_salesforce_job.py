@@ -23,6 +23,7 @@ from connector.pipeline import EXIT_SOURCE, Pipeline, SyncReport
 from connector.records import Page
 from connector.sandbox import generate as gen
 from connector.sandbox.salesforce import SandboxHandle, start_sandbox
+from connector.sources.base import SourceError
 from connector.sources.salesforce import SalesforceSource
 from connector.sources.salesforce_soql import Cursor
 
@@ -209,5 +210,35 @@ def test_persistent_503_fails_with_exit_3_and_the_next_run_resumes_from_the_last
         assert live_ids >= set(by_id) - stored
         assert live_ids & stored == {i for i in stored if _stamp(by_id[i]) >= cursor.ts - LOOKBACK}  # only the lookback re-reads
         assert report.inserted == len(cases) - len(stored)
+        _assert_store_equals_truth(pipeline, handle, cases)
+        pipeline.close()
+
+
+def test_bulk_rows_arrive_out_of_cursor_order_and_a_crash_mid_way_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bulk 2.0 results come in PK-chunk order, not SystemModstamp order (the connector sends no
+    ORDER BY); a run that dies after two committed pages must leave a cursor that the next run can
+    resume from without skipping any of the rows it had not yet stored."""
+    cases = gen.generate_cases(SIZES["bulk"], seed=45)
+    with start_sandbox(cases, page_size=25, bulk_chunk_size=40) as handle:
+        job = _job(tmp_path, handle, api="bulk")
+        original = SalesforceSource.pages
+
+        def crash_after_two_pages(self: SalesforceSource, cursor: str | None) -> Iterator[Page]:
+            for page in original(self, cursor):
+                if page.number > 2:
+                    raise SourceError(self.where, "simulated crash after two committed pages")
+                yield page
+
+        monkeypatch.setattr(SalesforceSource, "pages", crash_after_two_pages)
+        crashed, pipeline = _sync(job)
+        assert crashed.sources[0].status == "failed" and crashed.sources[0].pages == 2
+        stored = set(pipeline.store.snapshot([SOURCE])["record_id"])
+        assert 0 < len(stored) < len(cases)
+        pipeline.close()
+        assert handle.counts.get("bulk_order_by", 0) == 0  # no Bulk query disabled PK chunking
+
+        monkeypatch.setattr(SalesforceSource, "pages", original)
+        resumed, pipeline = _sync(job)
+        assert (resumed.sources[0].status, resumed.sources[0].error) == ("ok", None)
         _assert_store_equals_truth(pipeline, handle, cases)
         pipeline.close()

@@ -92,6 +92,18 @@ def test_simple_salesforce_bulk2_query_pages_with_locator(sandbox):
     assert sandbox.counts["bulk_results"] == 3
 
 
+def test_bulk_results_without_order_by_are_pk_chunked_not_in_stamp_order(sandbox):
+    sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.token(), session=sandbox.session())
+    rows = [r for chunk in sf.bulk2.Case.query("SELECT Id, SystemModstamp FROM Case", wait=0) for r in csv.DictReader(io.StringIO(chunk))]
+    assert len(rows) == N_CASES
+    stamps = [(r["SystemModstamp"], r["Id"]) for r in rows]
+    assert stamps != sorted(stamps) and [r["Id"] for r in rows] != sorted(r["Id"] for r in rows)
+    assert sandbox.counts.get("bulk_order_by", 0) == 0
+    ordered = [r for chunk in sf.bulk2.Case.query("SELECT Id, SystemModstamp FROM Case ORDER BY SystemModstamp, Id", wait=0) for r in csv.DictReader(io.StringIO(chunk))]
+    assert [(r["SystemModstamp"], r["Id"]) for r in ordered] == sorted(stamps)  # honoured, but counted:
+    assert sandbox.counts["bulk_order_by"] == 1  # ORDER BY disables PK chunking on Salesforce
+
+
 def test_sandbox_answers_documented_error_body_for_unknown_field(sandbox):
     sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.token(), session=sandbox.session())
     with pytest.raises(Exception) as info:
