@@ -108,6 +108,7 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Postal_Code__c", "string", "Postal Code"),
         ("Date__c", "date", "Date"),
         ("Description__c", "textarea", "Description"),
+        ("Event_Geolocation__c", "location", "Event Geolocation"),
     ],
     "Support_Plan__c": [
         ("Name", "string", "Support Plan Name"),
@@ -118,6 +119,19 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Action_Plan__c", "textarea", "Action Plan"),
         ("Objectives__c", "textarea", "Objectives"),
     ],
+}
+# The published package (UNMigration/HTCDS `Toolkit/Salesforce/Package contents.md`, copied in
+# shared/reference/htcds/salesforce_package_contents.md) creates no Trafficking Status, Decision
+# Making Organisation or Relationship to Trafficker field on Case; its metadata is not public, so an
+# org that tracks them has added its own. This org is laid out like that: every package field under
+# the API name its label gives (`Location of Recruitment` -> `Location_of_Recruitment__c`), and the
+# three extra fields as a partner added them, under other names, found by label (the 2.0
+# standard's spelling "Decision Making Organization") or by the HTCDS name in the help text.
+# Keys are "Object.StoredName"; `Org(package_layout=False)` serves the conventional names instead.
+PARTNER_FIELDS: dict[str, tuple[str, str, str | None]] = {  # stored name -> (API name, label, inlineHelpText)
+    "Case.Trafficking_Status__c": ("Victim_Status__c", "Victim Status", "HTCDS field vic_TraffickingStatus: the victim's status as decided"),
+    "Case.Trafficking_Status_Decision_Making_Org__c": ("Decision_Making_Organization__c", "Trafficking Status Decision Making Organization", None),
+    "Case.Relationship_to_Trafficker__c": ("Relationship_with_Trafficker__c", "Relationship with Trafficker", "How the victim knew the recruiter (HTCDS RelationshipToTrafficker)"),
 }
 # child object -> {relationship name: (parent object, reference field)}
 PARENTS: dict[str, dict[str, tuple[str, str]]] = {
@@ -210,6 +224,7 @@ class Org:
 
     renames: dict[str, str] = field(default_factory=dict)  # "Object.Conventional" -> partner API name
     hidden: set[str] = field(default_factory=set)  # "Object.Field" hidden by field-level security
+    package_layout: bool = True  # the published package plus a partner's own fields (PARTNER_FIELDS)
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: dict[tuple, str] = field(default_factory=dict)
@@ -220,6 +235,14 @@ class Org:
     def __post_init__(self) -> None:
         for obj in OBJECT_FIELDS:
             self.records.setdefault(obj, {})
+        self._labels: dict[str, str] = {}
+        self._help: dict[str, str] = {}
+        if self.package_layout:
+            for key, (api, label, help_text) in PARTNER_FIELDS.items():
+                self.renames.setdefault(key, api)
+                self._labels[key] = label
+                if help_text:
+                    self._help[key] = help_text
         self._external = {}  # object -> {lower external name -> canonical}
         self._to_external = {}  # object -> {canonical -> external}
         for obj, specs in OBJECT_FIELDS.items():
@@ -318,6 +341,8 @@ class Org:
             contact_id = self.record_id("Contact", ("victim", cid))
             values = {api: value(name, victim.get(name), _kind("Contact", api)) for name, api in VICTIM_FIELDS.items()}
             values["Mobile_Phone__c"] = None
+            if sum(map(ord, cid)) % 3 == 0:  # some case workers type the mobile into the package's own field
+                values["Mobile_Phone__c"], values["MobilePhone"] = values["MobilePhone"], None
             yield "Contact", contact_id, values, created, stamp, deleted
 
         case_id = self.record_id("Case", (cid,))
@@ -325,7 +350,14 @@ class Org:
         for _, api in CASE_FIELDS.items():
             values.setdefault(api, None)
         values.update(
-            {"CaseNumber": cid, "ContactId": contact_id, "OwnerId": owner_id, "Subject": "Trafficking case", "Location_of_Recruitment__c": None, "Potential_Liability__c": None}
+            {
+                "CaseNumber": cid,
+                "ContactId": contact_id,
+                "OwnerId": owner_id,
+                "Subject": "Trafficking case",
+                "Location_of_Recruitment__c": location_of_recruitment(case),
+                "Potential_Liability__c": None,
+            }
         )
         yield "Case", case_id, values, created, stamp, deleted
 
@@ -392,7 +424,8 @@ class Org:
                 continue
             entry: dict[str, Any] = {
                 "name": external,
-                "label": label,
+                "label": self._labels.get(f"{obj}.{name}", label),
+                "inlineHelpText": self._help.get(f"{obj}.{name}"),
                 "type": kind,
                 "custom": external.endswith("__c"),
                 "nillable": name not in ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp"),
@@ -533,6 +566,14 @@ class Org:
 
     def external(self, obj: str, name: str) -> str:
         return self._to_external[obj].get(name, name)
+
+
+def location_of_recruitment(case: Any) -> str | None:
+    """What this org keeps in the package's `Location_of_Recruitment__c`: the recruitment event's city."""
+    for event in getattr(case, "events", None) or []:
+        if event.get("hte_Type") == "Recruitment":
+            return event.get("hte_City") or None
+    return None
 
 
 def _find(mapping: dict[str, Any], name: str) -> str | None:

@@ -341,8 +341,9 @@ class SalesforceSource(Source):
             describe = self.api.call(f"{obj}: describe", lambda: getattr(self.api.sf, obj).describe())
             self.describes[role] = describe
             layout.resolve(role, describe, self.opts.field_names)
-            for conventional, actual in layout.found_by_label.get(role, []):
-                log.info("%s: %s.%s found by its label as %s", self.where, obj, conventional, actual)
+            for conventional, how in layout.found_how.get(role, {}).items():
+                if how in ("label", "help text"):
+                    log.info("%s: %s.%s found by its %s as %s", self.where, obj, conventional, how, layout.actual(role, conventional))
         self.layout = layout
         return layout
 
@@ -369,16 +370,25 @@ class SalesforceSource(Source):
             problems.append(
                 Problem(
                     f"{self.where}: {obj}.{name}",
-                    "field not found or not readable by the integration user",
+                    f"{obj}.{name}: field not found or not readable by the integration user",
                     hint=f"grant field-level read access, or name the org's field in options.field_names ({obj}.{name}: <ApiName>)",
                 )
             )
         for role, names in layout.missing.items():
-            required = {n for n, _, r in FIELDS[role] if r}
+            wants = {w.name: w for w in FIELDS[role]}
             for name in names:
-                if name not in required:
-                    problems.append(Problem(f"{self.where}: {layout.objects[role]}.{name}", "optional field not found; it will be empty", severity="warning"))
-        if problems:
+                if not wants[name].required:
+                    what = f"{wants[name].htcds} will stay unknown" if wants[name].htcds else "it will be empty"
+                    problems.append(
+                        Problem(
+                            f"{self.where}: {layout.objects[role]}.{name}",
+                            f"{layout.objects[role]}.{name}: not found by API name, label or HTCDS name in its help text; {what}",
+                            severity="warning",
+                            hint=f"if the org has it under another name, set options.field_names ({layout.objects[role]}.{name}: <ApiName>)",
+                        )
+                    )
+        problems.append(Problem(f"{self.where}: field map", "field map (HTCDS field <- org field), please confirm:\n  " + "\n  ".join(layout.field_map()), severity="info"))
+        if any(p.severity == "error" for p in problems):
             return problems
         try:
             orphans = self.api.call("count contacts without a case", lambda: self.api.sf.query(orphan_contacts_query(layout)))["totalSize"]

@@ -1,4 +1,5 @@
-"""A job with a Salesforce source, through the real pipeline and store, against the Salesforce sandbox.
+"""A job with a Salesforce source, through the real pipeline and store, against the Salesforce sandbox
+(an org laid out like the published HTCDS package, plus the fields a partner added under other names).
 
 The first run pulls every case, the store equals the generator's truth after mapping; a second run
 after edits, new cases and deletes pulls only those (plus the cases the lookback window re-reads),
@@ -23,6 +24,7 @@ from connector.pipeline import EXIT_SOURCE, Pipeline, SyncReport
 from connector.records import Page
 from connector.sandbox import generate as gen
 from connector.sandbox.salesforce import SandboxHandle, start_sandbox
+from connector.sandbox.salesforce_org import location_of_recruitment
 from connector.sources.base import SourceError
 from connector.sources.salesforce import SalesforceSource
 from connector.sources.salesforce_soql import Cursor
@@ -108,7 +110,7 @@ def _assert_store_equals_truth(pipeline: Pipeline, handle: SandboxHandle, cases:
     live = [c for c in cases if not c.deleted]
     assert set(stored) == {_case_id(handle, c) for c in live}
     for case in live:
-        expected = gen.expected_fields(case)
+        expected = {**gen.expected_fields(case), "vic_LocationOfRecruitment": location_of_recruitment(case)}  # kept by the package
         row = stored[_case_id(handle, case)]
         assert {t: row.get(t) for t in targets} == {t: expected.get(t) for t in targets}, case.case_id
 
@@ -118,6 +120,11 @@ def test_job_pulls_everything_then_only_edits_new_and_deletes(tmp_path: Path, pa
     cases = gen.generate_cases(SIZES[api], seed=41)
     with start_sandbox(cases, page_size=25) as handle:
         job = _job(tmp_path, handle, api=api)
+        checker = Pipeline(load_config(job))
+        problems = checker.check()
+        checker.close()
+        assert [p for p in problems if p.severity == "error"] == []  # the org is laid out like the published package
+        assert any("vic_TraffickingStatus <- Case.Victim_Status__c (help text)" in p.message for p in problems if p.severity == "info")
 
         first, pipeline = _sync(job)
         (report,) = first.sources

@@ -225,7 +225,8 @@ def test_daily_limit_exhausted_is_not_retried(sandbox):
 def test_renamed_field_is_mapped_back_and_hidden_field_is_reported(cases):
     with start_sandbox(cases, renames={"Contact.Gender__c": "Sex__c"}, hidden={"Case.Methods_of_Control__c"}) as handle:
         problems = make_source(handle).check()
-        assert [p.where for p in problems if p.severity == "error"] == ["source sf: Case.Methods_of_Control__c"]
+        assert [p.where for p in problems if p.severity == "error"] == []  # not a core field: a warning
+        assert [p.where for p in problems if p.severity == "warning" and "Methods_of_Control" in p.where] == ["source sf: Case.Methods_of_Control__c"]
         pages = pull(make_source(handle, field_names={"Contact.Gender__c": "Sex__c"}))
         victim = next(r for p in pages for r in p.records).fields["Contact"]
         assert "Gender__c" in victim and "Sex__c" not in victim
@@ -239,7 +240,7 @@ def test_other_oauth_flows_log_in(sandbox, flow, monkeypatch):
     extra = {"auth": flow, "client_secret": {"env": "SF_SECRET"}}
     if flow == "password":
         extra.update(password={"env": "SF_PASSWORD"}, security_token={"env": "SF_TOKEN"})
-    assert make_source(sandbox, **extra).check() == []
+    assert [p for p in make_source(sandbox, **extra).check() if p.severity != "info"] == []
 
 
 def test_wrong_password_is_an_auth_error_without_the_secret(sandbox, monkeypatch):
@@ -263,7 +264,7 @@ def test_contact_without_case_and_case_with_two_victims_are_reported(sandbox):
         org._reindex()
     problems = make_source(sandbox).check()
     messages = {p.where: p.message for p in problems}
-    assert all(p.severity == "warning" for p in problems)
+    assert all(p.severity in ("warning", "info") for p in problems)
     assert "1 person contact(s) belong to no Case" in messages["source sf: Contact"]
     assert "1 connected person row(s) of type Victim" in messages["source sf: Connected_Person_or_Organisation__c"]
     source = make_source(sandbox)

@@ -282,17 +282,47 @@ def test_auto_mode_uses_bulk_over_the_threshold_and_follows_locators(key_file):
 # -- describe-driven checks and queries ---------------------------------------------------------------------
 
 
-@responses.activate
-def test_check_reports_each_missing_field_by_object_and_finds_renamed_ones_by_label(key_file):
+def _check(key_file, org: Org, **options: Any) -> tuple[SalesforceSource, list]:
     token_ok(responses)
-    describes(responses, Org(renames={"Contact.Gender__c": "Sex_Custom__c"}, hidden={"Case.Methods_of_Control__c", "Event.Country__c"}))
+    describes(responses, org)
     limits(responses)
     responses.get(f"{DATA}/query/", json={"totalSize": 0, "done": True, "records": []})
-    src = source(key_file)
-    problems = src.check()
-    assert sorted(p.where for p in problems if p.severity == "error") == ["source sf: Case.Methods_of_Control__c", "source sf: Event.Country__c"]
-    assert all("field_names" in (p.hint or "") for p in problems)
+    src = source(key_file, **options)
+    return src, src.check()
+
+
+@responses.activate
+def test_check_passes_on_an_org_laid_out_like_the_published_package_and_prints_the_field_map(key_file):
+    """The package has no Trafficking Status, Decision Making Organisation or Relationship to
+    Trafficker field: this org added its own under other names (see sandbox PARTNER_FIELDS)."""
+    src, problems = _check(key_file, Org())
+    assert [p for p in problems if p.severity == "error"] == []
+    (field_map,) = [p for p in problems if p.severity == "info"]
+    lines = set(field_map.message.splitlines()[1:])
+    assert "  vic_TraffickingStatus <- Case.Victim_Status__c (help text)" in lines  # "HTCDS field vic_TraffickingStatus: ..."
+    assert "  vic_TraffickingStatusDecisionMakingOrg <- Case.Decision_Making_Organization__c (label)" in lines  # the 2.0 spelling
+    assert "  vic_RelationshipToTrafficker <- Case.Relationship_with_Trafficker__c (help text)" in lines  # "(HTCDS RelationshipToTrafficker)"
+    assert "  vic_LocationOfRecruitment <- Case.Location_of_Recruitment__c (API name)" in lines
+    assert {"  prs_MobilePhone <- Contact.MobilePhone (API name)", "  prs_MobilePhone <- Contact.Mobile_Phone__c (API name)"} <= lines
+    assert src.layout.actual("case", "Trafficking_Status__c") == "Victim_Status__c"
+
+
+@responses.activate
+def test_check_warns_but_passes_when_a_non_package_field_is_absent_and_fails_only_on_core_fields(key_file):
+    org = Org(renames={"Contact.Gender__c": "Sex_Custom__c"}, hidden={"Case.Relationship_to_Trafficker__c", "Case.Methods_of_Control__c", "Event.WhatId"})
+    src, problems = _check(key_file, org)
+    assert [p.where for p in problems if p.severity == "error"] == ["source sf: Event.WhatId"]  # joins events to cases: core
+    warnings = {p.where: p for p in problems if p.severity == "warning"}
+    assert "vic_RelationshipToTrafficker will stay unknown" in warnings["source sf: Case.Relationship_to_Trafficker__c"].message
+    assert "field_names" in (warnings["source sf: Case.Methods_of_Control__c"].hint or "")
     assert src.layout.actual("contact", "Gender__c") == "Sex_Custom__c"  # found by its label "Gender"
+
+
+def test_a_label_or_help_text_matching_two_fields_finds_neither():
+    layout = Layout.conventional()
+    describe = {"fields": [{"name": n, "label": "Trafficking Status", "custom": True, "inlineHelpText": None} for n in ("A__c", "B__c")]}
+    layout.resolve("case", describe, {})
+    assert "Trafficking_Status__c" in layout.missing["case"]
 
 
 def test_incremental_condition_is_strict_on_ts_then_id_without_lookback():
