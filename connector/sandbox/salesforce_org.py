@@ -1,8 +1,12 @@
 """An in-memory Salesforce org with the HTCDS unmanaged package, filled from generated cases.
 
 It holds what a real org would: Case, Contact (victims and connected persons), the custom objects
-`Connected_Person_or_Organisation__c` and `Support_Plan__c`, Event (the package's Activity fields)
-and User, each record with `Id`, `IsDeleted`, `CreatedDate`, `LastModifiedDate`, `SystemModstamp`.
+`Connected_Person_or_Organisation__c` and `Support_Plan__c`, Event (the package's Activity fields),
+Account and User, each record with `Id`, `IsDeleted`, `CreatedDate`, `LastModifiedDate`,
+`SystemModstamp`. The referring/referred organisations and primary case workers are lookups, as
+the standard defines them ("Lookup [to organisation]" -> Account, "Lookup [to person]" -> Contact):
+the Case holds the related record's Id, and a query reaches its Name through the relationship
+(`Referring_Organisation__r.Name`).
 Picklist API values are the HTCDS codes, multi-selects are ';'-joined, and the generator's mess is
 applied to the rendered text as a careless user would type it into an unrestricted picklist.
 
@@ -21,7 +25,7 @@ from typing import Any, Iterable
 from connector.sandbox.salesforce_soql import Query, SoqlError, compare
 
 API_VERSION = "59.0"
-ID_PREFIX = {"Case": "500", "Contact": "003", "Event": "00U", "User": "005", "Connected_Person_or_Organisation__c": "a01", "Support_Plan__c": "a02"}
+ID_PREFIX = {"Account": "001", "Case": "500", "Contact": "003", "Event": "00U", "User": "005", "Connected_Person_or_Organisation__c": "a01", "Support_Plan__c": "a02"}
 SYSTEM_FIELDS = [
     ("Id", "id", "Record ID"),
     ("IsDeleted", "boolean", "Deleted"),
@@ -34,7 +38,9 @@ SYSTEM_FIELDS = [
 # the conventional API names; a partner org may rename them (see `Org(renames=...)`).
 OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
     "User": [("Name", "string", "Full Name")],
+    "Account": [("Name", "string", "Account Name")],
     "Contact": [
+        ("Name", "string", "Full Name"),
         ("Salutation", "picklist", "Salutation"),
         ("FirstName", "string", "First Name"),
         ("LastName", "string", "Last Name"),
@@ -78,13 +84,13 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Incoming_Referral_Date__c", "date", "Incoming Referral Date"),
         ("Reason_for_Incoming_Referral__c", "picklist", "Reason for Incoming Referral"),
         ("Incoming_Referral_Details__c", "textarea", "Incoming Referral Details"),
-        ("Referring_Organisation__c", "string", "Referring Organisation"),
-        ("Referring_Primary_Case_Worker__c", "string", "Referring Primary Case Worker"),
+        ("Referring_Organisation__c", "reference", "Referring Organisation"),
+        ("Referring_Primary_Case_Worker__c", "reference", "Referring Primary Case Worker"),
         ("Outgoing_Referral_Date__c", "date", "Outgoing Referral Date"),
         ("Reason_for_Outgoing_Referral__c", "picklist", "Reason for Outgoing Referral"),
         ("Outgoing_Referral_Details__c", "textarea", "Outgoing Referral Details"),
-        ("Referred_Organisation__c", "string", "Referred Organisation"),
-        ("Referred_Primary_Case_Worker__c", "string", "Referred Primary Case Worker"),
+        ("Referred_Organisation__c", "reference", "Referred Organisation"),
+        ("Referred_Primary_Case_Worker__c", "reference", "Referred Primary Case Worker"),
         ("Reason_for_Case_Closure__c", "textarea", "Reason for Case Closure"),
     ],
     "Connected_Person_or_Organisation__c": [
@@ -135,7 +141,15 @@ PARTNER_FIELDS: dict[str, tuple[str, str, str | None]] = {  # stored name -> (AP
 }
 # child object -> {relationship name: (parent object, reference field)}
 PARENTS: dict[str, dict[str, tuple[str, str]]] = {
-    "Case": {"Contact": ("Contact", "ContactId"), "Owner": ("User", "OwnerId")},
+    "Case": {
+        "Contact": ("Contact", "ContactId"),
+        "Owner": ("User", "OwnerId"),
+        # the standard's "Lookup [to organisation]" and "Lookup [to person]" (Account and Contact here)
+        "Referring_Organisation__r": ("Account", "Referring_Organisation__c"),
+        "Referred_Organisation__r": ("Account", "Referred_Organisation__c"),
+        "Referring_Primary_Case_Worker__r": ("Contact", "Referring_Primary_Case_Worker__c"),
+        "Referred_Primary_Case_Worker__r": ("Contact", "Referred_Primary_Case_Worker__c"),
+    },
     "Connected_Person_or_Organisation__c": {"Case__r": ("Case", "Case__c"), "Connected_Contact__r": ("Contact", "Connected_Contact__c")},
     "Support_Plan__c": {"Case__r": ("Case", "Case__c")},
     "Event": {"What": ("Case", "WhatId")},
@@ -197,6 +211,12 @@ CASE_FIELDS = {
     "cas_ReferredOrganisation": "Referred_Organisation__c",
     "cas_ReferredPrimaryCaseWorker": "Referred_Primary_Case_Worker__c",
     "cas_ReasonForCaseClosure": "Reason_for_Case_Closure__c",
+}
+LOOKUPS = {  # Case lookup field -> the object it points to
+    "Referring_Organisation__c": "Account",
+    "Referred_Organisation__c": "Account",
+    "Referring_Primary_Case_Worker__c": "Contact",
+    "Referred_Primary_Case_Worker__c": "Contact",
 }
 EVENT_FIELDS = {"hte_Type": "Type__c", "hte_Country": "Country__c", "hte_Date": "Date__c", "hte_City": "City__c", "hte_State": "State__c", "hte_Street": "Street__c", "hte_PostalCode": "Postal_Code__c", "hte_Description": "Description__c"}
 SUPPORT_FIELDS = {"spl_Type": "Type__c", "spl_PlannedEndDate": "Planned_End_Date__c", "spl_ActualEndDate": "Actual_End_Date__c", "spl_Objectives": "Objectives__c", "spl_ActionPlan": "Action_Plan__c"}
@@ -281,6 +301,8 @@ class Org:
             for obj, new in fresh.items():
                 old = self.records[obj]
                 for rec_id, (values, created, stamp, deleted) in new.items():
+                    if obj == "Contact":  # the standard compound Name, as Salesforce derives it
+                        values = {**values, "Name": " ".join(str(v) for v in (values.get("FirstName"), values.get("LastName")) if v) or None}
                     before = old.get(rec_id)
                     record = {"Id": rec_id, **values, "IsDeleted": deleted, "CreatedDate": created}
                     if before is not None and _content(before) == _content(record):
@@ -359,6 +381,14 @@ class Org:
                 "Potential_Liability__c": None,
             }
         )
+        for api, parent in LOOKUPS.items():  # the typed name becomes a related record; the Case holds its Id
+            name = values.get(api)
+            if name:
+                parent_id = self.record_id(parent, ("lookup", str(name)))
+                person = {**{a: None for a in VICTIM_FIELDS.values()}, "Mobile_Phone__c": None, "LastName": str(name)}  # Name = the name as typed
+                parent_values = {"Name": str(name)} if parent == "Account" else person
+                yield parent, parent_id, parent_values, created, created, False
+                values[api] = parent_id
         yield "Case", case_id, values, created, stamp, deleted
 
         for i, perp in enumerate(getattr(case, "perpetrators", None) or []):

@@ -348,14 +348,21 @@ class SalesforceSource(Source):
         return layout
 
     def fields(self) -> list[FieldInfo]:
-        """Every readable field of the package's objects, named as raw records carry them."""
-        self.discover()
-        out = []
+        """Every readable field of the package's objects, named as raw records carry them (the
+        conventional name of a field found under another, `Contact` and the child lists, and each
+        lookup as `X__r.Name`), so `check` compares the mapping with what records will hold."""
+        layout = self.discover()
+        out = [FieldInfo("Contact", "Contact", "object"), FieldInfo("Owner", "Case Owner", "object"), FieldInfo("Owner.Name", "Case Owner Name", "string")]
+        out += [FieldInfo(key, rel, "list") for rel, _, key in CHILD_ROLES.values()]
         for role, describe in self.describes.items():
             prefix = "" if role == "case" else {"contact": "Contact."}.get(role, f"{CHILD_ROLES.get(role, ('', '', role))[2]}[].")
+            names = layout.conventional_names(role)
             for f in describe.get("fields", []):
                 choices = tuple(p["value"] for p in f.get("picklistValues") or [] if p.get("active", True))
-                out.append(FieldInfo(prefix + f["name"], f.get("label"), f.get("type"), choices))
+                out.append(FieldInfo(prefix + names.get(f["name"].lower(), f["name"]), f.get("label"), f.get("type"), choices))
+        for want in FIELDS["case"]:
+            if want.lookup and layout.actual("case", want.name):
+                out += [FieldInfo(want.relationship, want.labels[0], "object"), FieldInfo(f"{want.relationship}.Name", want.labels[0], "string")]
         return out
 
     def check(self) -> list[Problem]:
@@ -526,22 +533,22 @@ class SalesforceSource(Source):
             spool.close()
 
     def _nest_csv(self, layout: Layout, row: dict[str, str]) -> dict[str, Any]:
-        """A Bulk CSV row (`Contact.Gender__c` columns, strings) as the REST JSON shape."""
+        """A Bulk CSV row (`Contact.Gender__c`, `Referring_Organisation__r.Name` columns, strings) as the REST JSON shape."""
         case_types = layout.types.get("case", {})
         contact_types = layout.types.get("contact", {})
         out: dict[str, Any] = {}
-        contact: dict[str, Any] = {}
-        owner: dict[str, Any] = {}
+        related: dict[str, dict[str, Any]] = {}
         for key, value in row.items():
-            if key.startswith("Contact."):
-                name = key[len("Contact.") :]
-                contact[name] = typed_value(contact_types.get(name, "string"), value)
-            elif key.startswith("Owner."):
-                owner[key[len("Owner.") :]] = value or None
-            else:
+            relationship, dot, name = key.partition(".")
+            if not dot:
                 out[key] = typed_value(case_types.get(key, "string"), value)
-        out["Contact"] = contact if out.get(layout.actual("case", "ContactId") or "ContactId") else None
-        out["Owner"] = owner if any(v is not None for v in owner.values()) else None
+            elif relationship == "Contact":
+                related.setdefault("Contact", {})[name] = typed_value(contact_types.get(name, "string"), value)
+            else:  # Owner.Name, a lookup's X__r.Name: an empty cell is a null relationship
+                related.setdefault(relationship, {})[name] = value or None
+        for relationship, values in related.items():
+            out[relationship] = values if any(v is not None for v in values.values()) else None
+        out["Contact"] = related.get("Contact") if out.get(layout.actual("case", "ContactId") or "ContactId") else None
         return out
 
     def _from_bulk_page(self, layout: Layout, page: list[dict[str, Any]], store: ChildStore) -> list[RawRecord]:
@@ -558,6 +565,7 @@ class SalesforceSource(Source):
         fields = self._rename(layout, "case", rec)
         for relationship in layout.relationships.values():
             fields.pop(relationship, None)  # an empty child subquery answers null under its name
+        fields.update(self._lookup_names(layout, rec, fields))
         contact = _get_ci(rec, "Contact")
         fields["Contact"] = self._rename(layout, "contact", contact) if isinstance(contact, dict) else None
         owner = _get_ci(rec, "Owner")
@@ -570,6 +578,30 @@ class SalesforceSource(Source):
             fields[key] = [self._child(layout, role, row) for row in rows]
         self._check_victims(case_id, fields)
         return RawRecord(case_id, fields, updated)
+
+    def _lookup_names(self, layout: Layout, rec: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+        """Each lookup as `{"Name": ...}` under its conventional relationship name, never its Id.
+
+        A lookup field holds the related record's Id, which means nothing outside the org; the
+        query selects `X__r.Name` through the relationship. An org that made the field plain text
+        has the name itself in it. Either way the raw `X__c` is dropped from the record.
+        """
+        out: dict[str, Any] = {}
+        for want in FIELDS["case"]:
+            if not want.lookup:
+                continue
+            fields.pop(want.name, None)
+            actual = layout.actual("case", want.name)
+            if actual is None:
+                continue
+            relationship = layout.lookups.get(want.name)
+            if relationship is not None:
+                related = _get_ci(rec, relationship)
+                name = _get_ci(related, "Name") if isinstance(related, dict) else None
+            else:
+                name = _get_ci(rec, actual)
+            out[want.relationship] = {"Name": name} if name not in (None, "") else None
+        return out
 
     def _subquery_rows(self, result: Any) -> list[dict[str, Any]]:
         if not isinstance(result, dict):

@@ -44,10 +44,16 @@ class Want(NamedTuple):
     labels: tuple[str, ...]
     required: bool = False
     htcds: str | None = None
+    lookup: bool = False  # the standard's "Lookup [to ...]": read the related record's Name, never its Id
+
+    @property
+    def relationship(self) -> str:
+        """The conventional relationship name of a lookup (`Referring_Organisation__r`), the raw key of its `{"Name"}`."""
+        return self.name[:-3] + "__r" if self.name.endswith("__c") else self.name.removesuffix("Id")
 
 
-def _w(name: str, labels: str | tuple[str, ...], htcds: str | None = None, *, required: bool = False) -> Want:
-    return Want(name, (labels,) if isinstance(labels, str) else labels, required, htcds)
+def _w(name: str, labels: str | tuple[str, ...], htcds: str | None = None, *, required: bool = False, lookup: bool = False) -> Want:
+    return Want(name, (labels,) if isinstance(labels, str) else labels, required, htcds, lookup)
 
 
 # role -> the fields wanted. Labels: the published package's (shared/reference/htcds/
@@ -71,7 +77,7 @@ FIELDS: dict[str, list[Want]] = {
         ),
         _w("Relationship_to_Trafficker__c", "Relationship to Trafficker", "vic_RelationshipToTrafficker"),
         _w("Method_of_Recruitment__c", "Method of Recruitment", "vic_MethodOfRecruitment"),
-        _w("Location_of_Recruitment__c", "Location of Recruitment", "vic_LocationOfRecruitment"),
+        _w("Location_of_Recruitment__c", "Location of Recruitment", "vic_LocationOfRecruitment", lookup=True),
         _w("Methods_of_Control__c", "Methods of Control", "vic_MethodsOfControl"),
         _w("Type_of_Exploitation__c", "Type of Exploitation", "vic_TypeOfExploitation"),
         _w("Type_of_Sex_Exploitation__c", "Type of Sex Exploitation", "vic_TypeOfSexExploitation"),
@@ -79,13 +85,13 @@ FIELDS: dict[str, list[Want]] = {
         _w("Incoming_Referral_Date__c", "Incoming Referral Date", "cas_IncomingReferralDate"),
         _w("Reason_for_Incoming_Referral__c", "Reason for Incoming Referral", "cas_ReasonForIncomingReferral"),
         _w("Incoming_Referral_Details__c", "Incoming Referral Details", "cas_IncomingReferralDetails"),
-        _w("Referring_Organisation__c", ("Referring Organisation", "Referring Organization"), "cas_ReferringOrganisation"),
-        _w("Referring_Primary_Case_Worker__c", "Referring Primary Case Worker", "cas_ReferringPrimaryCaseWorker"),
+        _w("Referring_Organisation__c", ("Referring Organisation", "Referring Organization"), "cas_ReferringOrganisation", lookup=True),
+        _w("Referring_Primary_Case_Worker__c", "Referring Primary Case Worker", "cas_ReferringPrimaryCaseWorker", lookup=True),
         _w("Outgoing_Referral_Date__c", "Outgoing Referral Date", "cas_OutgoingReferralDate"),
         _w("Reason_for_Outgoing_Referral__c", "Reason for Outgoing Referral", "cas_ReasonForOutgoingReferral"),
         _w("Outgoing_Referral_Details__c", "Outgoing Referral Details", "cas_OutgoingReferralDetails"),
-        _w("Referred_Organisation__c", ("Referred Organisation", "Referred Organization"), "cas_ReferredOrganisation"),
-        _w("Referred_Primary_Case_Worker__c", "Referred Primary Case Worker", "cas_ReferredPrimaryCaseWorker"),
+        _w("Referred_Organisation__c", ("Referred Organisation", "Referred Organization"), "cas_ReferredOrganisation", lookup=True),
+        _w("Referred_Primary_Case_Worker__c", "Referred Primary Case Worker", "cas_ReferredPrimaryCaseWorker", lookup=True),
         _w("Reason_for_Case_Closure__c", "Reason for Case Closure", "cas_ReasonForCaseClosure"),
         _w("Vulnerabilities__c", "Vulnerabilities", "vic_Vulnerabilities"),
         _w("Recruitment_Websites_and_Apps__c", "Recruitment Websites and Apps", "vic_RecruitmentWebsitesAndApps"),
@@ -172,6 +178,7 @@ class Layout:
     missing: dict[str, list[str]] = field(default_factory=dict)
     found_how: dict[str, dict[str, str]] = field(default_factory=dict)
     types: dict[str, dict[str, str]] = field(default_factory=dict)
+    lookups: dict[str, str] = field(default_factory=dict)  # Case lookup (conventional) -> the org's relationship name
 
     @classmethod
     def conventional(cls) -> "Layout":
@@ -215,6 +222,8 @@ class Layout:
                 self.fields[role][want.name] = found["name"]
                 self.found_how[role][want.name] = how
                 taken.add(found["name"].lower())
+                if role == "case" and want.lookup and found.get("type") == "reference" and found.get("relationshipName"):
+                    self.lookups[want.name] = found["relationshipName"]
         if role == "case":
             self.resolve_relationships(describe)
 
@@ -253,7 +262,10 @@ class Layout:
                 if not want.htcds:
                     continue
                 actual = self.actual(role, want.name)
-                where = f"{obj}.{actual} ({self.found_how.get(role, {}).get(want.name, '?')})" if actual else "not found: stays unknown"
+                how = self.found_how.get(role, {}).get(want.name, "?")
+                if actual and role == "case" and want.name in self.lookups:
+                    actual, how = f"{actual} -> {self.lookups[want.name]}.Name", f"{how}; a lookup: its record's Name"
+                where = f"{obj}.{actual} ({how})" if actual else "not found: stays unknown"
                 lines.append(f"{want.htcds} <- {where}")
         return lines
 
@@ -337,7 +349,8 @@ def _where(*conditions: str) -> str:
 
 
 def case_fields(layout: Layout, with_owner: bool = True) -> list[str]:
-    fields = layout.select("case") + layout.select("contact", "Contact.")
+    """The Case's fields, its victim's, the owner's name and each lookup's related Name (`X__r.Name`)."""
+    fields = layout.select("case") + [f"{relationship}.Name" for relationship in layout.lookups.values()] + layout.select("contact", "Contact.")
     if with_owner:
         fields.append(OWNER_NAME)
     return fields

@@ -104,6 +104,22 @@ def test_bulk_results_without_order_by_are_pk_chunked_not_in_stamp_order(sandbox
     assert sandbox.counts["bulk_order_by"] == 1  # ORDER BY disables PK chunking on Salesforce
 
 
+def test_lookup_relationship_fields_have_the_documented_rest_and_bulk_shapes(sandbox):
+    """REST nests the parent as {"attributes", "Name"} or null (SOQL guide, "Understanding Query
+    Results"); Bulk CSV has one column per selected path, empty for a null relationship."""
+    sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.token(), session=sandbox.session())
+    soql = "SELECT Id, Referring_Organisation__c, Referring_Organisation__r.Name, Referred_Organisation__r.Name FROM Case"
+    records = sf.query_all(soql)["records"]
+    linked = next(r for r in records if r["Referring_Organisation__c"])
+    assert linked["Referring_Organisation__r"]["attributes"]["type"] == "Account" and linked["Referring_Organisation__r"]["Name"]
+    assert any(r["Referred_Organisation__r"] is None for r in records)
+    rows = [r for chunk in sf.bulk2.Case.query(soql, wait=0) for r in csv.DictReader(io.StringIO(chunk))]
+    assert set(rows[0]) == {"Id", "Referring_Organisation__c", "Referring_Organisation__r.Name", "Referred_Organisation__r.Name"}
+    by_id = {r["Id"]: r for r in rows}
+    assert by_id[linked["Id"]]["Referring_Organisation__r.Name"] == linked["Referring_Organisation__r"]["Name"]
+    assert any(r["Referred_Organisation__r.Name"] == "" for r in rows)
+
+
 def test_sandbox_answers_documented_error_body_for_unknown_field(sandbox):
     sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.token(), session=sandbox.session())
     with pytest.raises(Exception) as info:

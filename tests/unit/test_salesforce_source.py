@@ -357,3 +357,34 @@ def test_fields_lists_the_orgs_readable_fields_under_raw_names(key_file):
     names = {f.name: f for f in source(key_file).fields()}
     assert "Contact.Gender__c" in names and "perpetrators[].Role_in_Process__c" in names
     assert "Feminine" in names["Contact.Gender__c"].choices
+
+
+@responses.activate
+def test_lookups_are_read_as_the_related_records_name_never_the_id(key_file):
+    token_ok(responses)
+    describes(responses)
+    limits(responses)
+    acme = {"attributes": {"type": "Account", "url": "/services/data/v59.0/sobjects/Account/001A"}, "Name": "Acme Shelter"}
+    row = case_row(1, Referring_Organisation__c="001A", Referring_Organisation__r=acme, Referred_Organisation__c=None, Referred_Organisation__r=None)
+    responses.get(f"{DATA}/queryAll/", json={"totalSize": 1, "done": True, "records": [row]})
+    src = source(key_file, api="rest")
+    (page, _) = list(src.pages(None))
+    fields = page.records[0].fields
+    assert fields["Referring_Organisation__r"] == {"Name": "Acme Shelter"} and fields["Referred_Organisation__r"] is None
+    assert "Referring_Organisation__c" not in fields  # the Id never reaches the mapping
+    query = parse_qs(responses.calls[len(OBJECTS) + 2].request.url.split("?", 1)[1])["q"][0]
+    assert "Referring_Organisation__r.Name" in query and "Referred_Primary_Case_Worker__r.Name" in query
+    from connector.mapping import load_mapping
+
+    case, _ = load_mapping("salesforce_htcds").map_record("sf", page.records[0])
+    assert case.fields["cas_ReferringOrganisation"] == "Acme Shelter"
+
+
+def test_a_bulk_csv_lookup_column_nests_like_the_rest_answer(key_file):
+    src = source(key_file)
+    layout = Layout.conventional()
+    layout.lookups["Referring_Organisation__c"] = "Referring_Organisation__r"
+    row = {"Id": "500A", "ContactId": "", "Referring_Organisation__c": "001A", "Referring_Organisation__r.Name": "Acme Shelter", "Owner.Name": ""}
+    nested = src._nest_csv(layout, row)
+    assert nested["Referring_Organisation__r"] == {"Name": "Acme Shelter"} and nested["Owner"] is None and nested["Contact"] is None
+    assert src._lookup_names(layout, nested, {})["Referring_Organisation__r"] == {"Name": "Acme Shelter"}
