@@ -9,7 +9,9 @@ It serves generated cases as the HTCDS package's records (see `salesforce_org.py
   `issued_at`, `signature`) or `{"error", "error_description"}`;
 - `GET .../sobjects/{Object}/describe`, `.../limits`, `.../query` and `.../queryAll` (SOQL subset of
   `salesforce_soql.py`; batches of `page_size` records, child rows counting toward the batch as in
-  the real API, `nextRecordsUrl` locators, `Sforce-Query-Options: batchSize=`);
+  the real API, `nextRecordsUrl` locators, `Sforce-Query-Options: batchSize=`; under queryAll,
+  child subqueries return deleted children too unless they filter on IsDeleted; lookups as nested
+  `{"attributes", "Name"}` or null, as "Understanding Query Results" in the SOQL guide shows);
 - Bulk API 2.0 query jobs: `POST .../jobs/query`, `GET .../jobs/query/{id}` (UploadComplete ->
   InProgress -> JobComplete), `GET .../jobs/query/{id}/results` (CSV, `Sforce-Locator`,
   `Sforce-NumberOfRecords`, `maxRecords`). Without ORDER BY a job is PK-chunked: its rows are
@@ -122,6 +124,7 @@ class _Cursor:
     obj: str
     query: Query
     ids: list[str]
+    include_deleted: bool = False
     position: int = 0
 
 
@@ -317,8 +320,9 @@ def _attributes(obj: str, rec_id: str | None) -> dict[str, str]:
     return {"type": obj, "url": f"/services/data/v{API_VERSION}/sobjects/{obj}/{rec_id}"}
 
 
-def _render_record(org: Org, obj: str, record: dict[str, Any], query: Query) -> tuple[dict[str, Any], int]:
-    """One record as the REST API returns it, and how many child rows it carries (for batching)."""
+def _render_record(org: Org, obj: str, record: dict[str, Any], query: Query, include_deleted: bool = False) -> tuple[dict[str, Any], int]:
+    """One record as the REST API returns it, and how many child rows it carries (for batching).
+    Under queryAll (`include_deleted`) child subqueries return deleted children too."""
     out: dict[str, Any] = {"attributes": _attributes(obj, record["Id"])}
     for path in query.fields:
         parts = path.split(".")
@@ -356,7 +360,7 @@ def _render_record(org: Org, obj: str, record: dict[str, Any], query: Query) -> 
                 node[org.external(current_obj, name)] = _json_value(current.get(name) if current else None)
     extra = 0
     for sub in query.subqueries:
-        child_obj, rows = org.children(obj, record["Id"], sub)
+        child_obj, rows = org.children(obj, record["Id"], sub, include_deleted)
         extra += len(rows)
         rendered = [_render_record(org, child_obj, row, sub)[0] for row in rows]
         out[_relationship_name(sub.obj, obj)] = {"totalSize": len(rows), "done": True, "records": rendered} if rows else None
@@ -613,7 +617,7 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                 ids = state.org.run(query, include_deleted)
             if query.count:
                 return self._json(200, {"totalSize": len(ids), "done": True, "records": []}, headers)
-            cursor = _Cursor(query.obj, query, ids)
+            cursor = _Cursor(query.obj, query, ids, include_deleted)
             self._page(cursor, "queryAll" if include_deleted else "query", headers)
 
         def _query_more(self, endpoint: str, locator: str, headers: dict[str, str]) -> None:
@@ -637,7 +641,7 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                     position += 1
                     if record is None:
                         continue
-                    rendered, children = _render_record(org, obj, record, cursor.query)
+                    rendered, children = _render_record(org, obj, record, cursor.query, cursor.include_deleted)
                     if records and used + 1 + children > limit:
                         position -= 1
                         break

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from connector.sandbox.salesforce_soql import Query, SoqlError, compare
 
 API_VERSION = "59.0"
-ID_PREFIX = {"Account": "001", "Case": "500", "Contact": "003", "Event": "00U", "User": "005", "Connected_Person_or_Organisation__c": "a01", "Support_Plan__c": "a02"}
+ID_PREFIX = {"Account": "001", "Case": "500", "Contact": "003", "Event": "00U", "Task": "00T", "User": "005", "Connected_Person_or_Organisation__c": "a01", "Support_Plan__c": "a02"}
 SYSTEM_FIELDS = [
     ("Id", "id", "Record ID"),
     ("IsDeleted", "boolean", "Deleted"),
@@ -116,6 +116,21 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Description__c", "textarea", "Description"),
         ("Event_Geolocation__c", "location", "Event Geolocation"),
     ],
+    "Task": [
+        ("Subject", "string", "Subject"),
+        ("WhatId", "reference", "Related To ID"),
+        ("ActivityDate", "date", "Due Date Only"),
+        ("Status", "picklist", "Status"),
+        ("Type__c", "picklist", "Type"),
+        ("Country__c", "picklist", "Country"),
+        ("City__c", "string", "City"),
+        ("State__c", "string", "State"),
+        ("Street__c", "string", "Street"),
+        ("Postal_Code__c", "string", "Postal Code"),
+        ("Date__c", "date", "Date"),
+        ("Description__c", "textarea", "Description"),
+        ("Event_Geolocation__c", "location", "Event Geolocation"),
+    ],
     "Support_Plan__c": [
         ("Name", "string", "Support Plan Name"),
         ("Case__c", "reference", "Case"),
@@ -153,12 +168,14 @@ PARENTS: dict[str, dict[str, tuple[str, str]]] = {
     "Connected_Person_or_Organisation__c": {"Case__r": ("Case", "Case__c"), "Connected_Contact__r": ("Contact", "Connected_Contact__c")},
     "Support_Plan__c": {"Case__r": ("Case", "Case__c")},
     "Event": {"What": ("Case", "WhatId")},
+    "Task": {"What": ("Case", "WhatId")},
 }
 # parent object -> {child relationship name: (child object, reference field)}
 CHILDREN: dict[str, dict[str, tuple[str, str]]] = {
     "Case": {
         "Connected_Persons_or_Organisations__r": ("Connected_Person_or_Organisation__c", "Case__c"),
         "Events": ("Event", "WhatId"),
+        "Tasks": ("Task", "WhatId"),
         "Support_Plans__r": ("Support_Plan__c", "Case__c"),
     },
     "Contact": {"Cases": ("Case", "ContactId")},
@@ -399,6 +416,18 @@ class Org:
             row = {api: value(name, perp.get(name), _kind("Connected_Person_or_Organisation__c", api)) for name, api in PERPETRATOR_FIELDS.items()}
             row.update({"Name": f"CP-{cid}-{i + 1}", "Case__c": case_id, "Connected_Contact__c": person_id, "Connected_Organistion__c": None})
             yield "Connected_Person_or_Organisation__c", self.record_id("Connected_Person_or_Organisation__c", (cid, i)), row, created, stamp, deleted
+        # Historic events: the package's fields are on Activity, so some organisations log them as
+        # Tasks; this org does so for every other case. And rows deleted by the case worker stay in
+        # the recycle bin (IsDeleted), where queryAll still finds them, child subqueries included.
+        activity = "Task" if sum(map(ord, cid)) % 2 == 0 else "Event"
+        if sum(map(ord, cid)) % 4 in (1, 2) and not deleted:
+            row = {"Name": f"CP-{cid}-deleted", "Case__c": case_id, "Connected_Contact__c": None, "Connected_Organistion__c": None}
+            row.update({"Type__c": "IntimatePartner", "Role_in_Process__c": "Kidnapper;RecruiterOrIntermediary"})
+            yield "Connected_Person_or_Organisation__c", self.record_id("Connected_Person_or_Organisation__c", (cid, "deleted")), row, created, stamp, True
+            row = {api: None for api in EVENT_FIELDS.values()}
+            row.update({"Type__c": "Exploitation", "Country__c": "IS", "Date__c": created.date(), "Subject": "Entered by mistake", "WhatId": case_id})
+            row.update({"ActivityDate": created.date(), "Status": "Completed"} if activity == "Task" else {"ActivityDateTime": created, "DurationInMinutes": 0})
+            yield activity, self.record_id(activity, (cid, "deleted")), row, created, stamp, True
         exploitation_seen = False
         for i, event in enumerate(getattr(case, "events", None) or []):
             row = {api: value(name, event.get(name), _kind("Event", api)) for name, api in EVENT_FIELDS.items()}
@@ -407,15 +436,13 @@ class Org:
                 exploitation_seen = True
                 row["Country__c"] = value("vic_LocationOfExploitation", event.get("hte_Country"), "picklist")
             when = row.get("Date__c")
-            row.update(
-                {
-                    "Subject": "Trafficking event",
-                    "WhatId": case_id,
-                    "ActivityDateTime": datetime(when.year, when.month, when.day, 12, tzinfo=timezone.utc) if isinstance(when, date) else created,
-                    "DurationInMinutes": 0,
-                }
-            )
-            yield "Event", self.record_id("Event", (cid, i)), row, created, stamp, deleted
+            row.update({"Subject": "Trafficking event", "WhatId": case_id})
+            if activity == "Task":
+                row.update({"ActivityDate": when if isinstance(when, date) else created.date(), "Status": "Completed"})
+            else:
+                at = datetime(when.year, when.month, when.day, 12, tzinfo=timezone.utc) if isinstance(when, date) else created
+                row.update({"ActivityDateTime": at, "DurationInMinutes": 0})
+            yield activity, self.record_id(activity, (cid, i)), row, created, stamp, deleted
         for i, plan in enumerate(getattr(case, "support_plans", None) or []):
             row = {api: value(name, plan.get(name), _kind("Support_Plan__c", api)) for name, api in SUPPORT_FIELDS.items()}
             row.update({"Name": f"SP-{cid}-{i + 1}", "Case__c": case_id})
@@ -570,14 +597,19 @@ class Org:
             return value in cache[cache_key]
         raise SoqlError(f"unsupported condition {kind}")
 
-    def children(self, parent_obj: str, parent_id: str, sub: Query) -> tuple[str, list[dict[str, Any]]]:
-        """Rows of a child-relationship subquery for one parent (non-deleted, filtered, ordered)."""
+    def children(self, parent_obj: str, parent_id: str, sub: Query, include_deleted: bool = False) -> tuple[str, list[dict[str, Any]]]:
+        """Rows of a child-relationship subquery for one parent (filtered, ordered).
+
+        Under queryAll the deleted children come too: the REST QueryAll resource "returns records
+        that are deleted because of a merge or delete" for the whole query, so a subquery that
+        should not see them says `WHERE IsDeleted = false`.
+        """
         rel = _find(CHILDREN.get(parent_obj, {}), sub.obj)
         if rel is None:
             raise SoqlError(f"\nDidn't understand relationship '{sub.obj}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name.", "INVALID_TYPE")
         child, ref = CHILDREN[parent_obj][rel]
         rows = [self.records[child][i] for i in self._children.get((child, ref), {}).get(parent_id, [])]
-        rows = [r for r in rows if not r["IsDeleted"] and self.matches(child, r, sub.where)]
+        rows = [r for r in rows if (include_deleted or not r["IsDeleted"]) and self.matches(child, r, sub.where)]
         for name, descending, _ in reversed(sub.order):
             rows.sort(key=lambda r: _sort_key(self.resolve(child, r, name)), reverse=descending)
         return child, rows[: sub.limit] if sub.limit is not None else rows

@@ -13,7 +13,7 @@
 
 One raw record per Case (record id = Case Id): the Case's fields, `Contact` (the victim, nested),
 `Owner` (`{"Name"}`), and the lists `perpetrators` (Connected Person or Organisation rows),
-`events` (Event rows: type, country, city, date) and `support_plans`. Field names are the
+`events` (Event and Task rows: type, country, city, date; deleted rows left out) and `support_plans`. Field names are the
 package's conventional API names whatever the org calls them (`field_names` + describe).
 
 Incremental by `SystemModstamp` (or `LastModifiedDate`), ordered by it then Id, with a lookback; the
@@ -100,8 +100,8 @@ class SalesforceOptions(SourceOptions):
     jwt_audience: str | None = None
     ca_file: Path | None = Field(None, description="extra CA bundle to trust (a proxy's or the sandbox's certificate)")
     api_version: str = "59.0"
-    objects: dict[str, str] = Field(default_factory=dict, description="role -> object API name: case, contact, connected, event, support_plan")
-    relationships: dict[str, str] = Field(default_factory=dict, description="child role -> relationship name on Case: connected, event, support_plan")
+    objects: dict[str, str] = Field(default_factory=dict, description="role -> object API name: case, contact, connected, event, task, support_plan")
+    relationships: dict[str, str] = Field(default_factory=dict, description="child role -> relationship name on Case: connected, event, task, support_plan")
     field_names: dict[str, str] = Field(default_factory=dict, description="`Object.ConventionalName: OrgApiName`, e.g. `Contact.Gender__c: Sex__c`")
     cursor_field: Literal["SystemModstamp", "LastModifiedDate"] = "SystemModstamp"
     lookback_seconds: int = Field(300, ge=0, description="re-read this much before the cursor: changes committed late are not missed")
@@ -119,7 +119,7 @@ class SalesforceOptions(SourceOptions):
     @field_validator("objects", "relationships")
     @classmethod
     def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
-        known = {"case", "contact", "connected", "event", "support_plan"}
+        known = {"case", "contact", "connected", "event", "task", "support_plan"}
         unknown = set(value) - known
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -503,7 +503,7 @@ class SalesforceSource(Source):
         for role, (_, ref, _) in CHILD_ROLES.items():
             actual_ref = layout.actual(role, ref) or ref
             for chunk in _chunks(case_ids, ID_CHUNK):
-                for batch in self._rest_batches(children_by_case_query(layout, role, chunk), f"{layout.objects[role]}: rows of changed cases", include_deleted=False):
+                for batch in self._rest_batches(children_by_case_query(layout, role, chunk), f"{layout.objects[role]}: rows of changed cases", include_deleted=True):
                     for rec in batch:
                         out.setdefault(_get_ci(rec, actual_ref), {}).setdefault(role, []).append(rec)
         return out
@@ -515,7 +515,8 @@ class SalesforceSource(Source):
             for role, (_, ref, _) in CHILD_ROLES.items():
                 actual_ref = layout.actual(role, ref) or ref
                 types = layout.types.get(role, {})
-                rows = bulk_rows(self.api, layout.objects[role], children_in_window_query(layout, role, window), operation="query", max_records=self.opts.bulk_max_records)
+                # queryAll: archived activities (old Events and Tasks) are only returned by it; the query drops deleted rows
+                rows = bulk_rows(self.api, layout.objects[role], children_in_window_query(layout, role, window), operation="queryAll", max_records=self.opts.bulk_max_records)
                 store.add_all(role, ((row[actual_ref], {k: typed_value(types.get(k, "string"), v) for k, v in row.items()}) for row in rows))
             store.index()
             # No ORDER BY (it disables PK chunking): rows arrive in chunk order and are put in
@@ -570,12 +571,12 @@ class SalesforceSource(Source):
         fields["Contact"] = self._rename(layout, "contact", contact) if isinstance(contact, dict) else None
         owner = _get_ci(rec, "Owner")
         fields["Owner"] = {"Name": _get_ci(owner, "Name")} if isinstance(owner, dict) else None
-        for role, (_, _, key) in CHILD_ROLES.items():
+        for role, (_, _, key) in CHILD_ROLES.items():  # Events then Tasks under `events`
             if subqueries:
                 rows = self._subquery_rows(_get_ci(rec, layout.relationships[role]))
             else:
                 rows = (children or {}).get(role, [])
-            fields[key] = [self._child(layout, role, row) for row in rows]
+            fields.setdefault(key, []).extend(self._child(layout, role, row) for row in rows if _get_ci(row, "IsDeleted") not in (True, "true"))
         self._check_victims(case_id, fields)
         return RawRecord(case_id, fields, updated)
 

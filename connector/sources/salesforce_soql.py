@@ -25,12 +25,14 @@ OBJECTS = {
     "contact": "Contact",
     "connected": "Connected_Person_or_Organisation__c",
     "event": "Event",
+    "task": "Task",
     "support_plan": "Support_Plan__c",
 }
 # child role -> (conventional child relationship name on Case, reference field to the Case, raw key)
 CHILD_ROLES = {
     "connected": ("Connected_Persons_or_Organisations__r", "Case__c", "perpetrators"),
     "event": ("Events", "WhatId", "events"),
+    "task": ("Tasks", "WhatId", "events"),  # the package's fields are on Activity: events logged as Tasks too
     "support_plan": ("Support_Plans__r", "Case__c", "support_plans"),
 }
 class Want(NamedTuple):
@@ -128,6 +130,15 @@ FIELDS: dict[str, list[Want]] = {
         _w("Connected_Organistion__c", ("Connected Organistion", "Connected Organisation", "Connected Organization")),
     ],
     "event": [
+        _w("Id", "Activity ID", required=True),
+        _w("WhatId", "Related To ID", required=True),
+        _w("Type__c", "Type", "hte_Type"),
+        _w("Country__c", "Country", "hte_Country"),
+        _w("City__c", "City", "hte_City"),
+        _w("Date__c", "Date", "hte_Date"),
+        _w("State__c", "State", "hte_State"),
+    ],
+    "task": [
         _w("Id", "Activity ID", required=True),
         _w("WhatId", "Related To ID", required=True),
         _w("Type__c", "Type", "hte_Type"),
@@ -357,7 +368,9 @@ def case_fields(layout: Layout, with_owner: bool = True) -> list[str]:
 
 
 def child_subquery(layout: Layout, role: str) -> str:
-    return f"(SELECT {', '.join(layout.select(role))} FROM {layout.relationships[role]} ORDER BY Id)"
+    """A child relationship's live rows: the case query runs under queryAll, which returns deleted
+    rows for the whole query, subqueries included, so the subquery filters them itself."""
+    return f"(SELECT {', '.join(layout.select(role))} FROM {layout.relationships[role]} WHERE IsDeleted = false ORDER BY Id)"
 
 
 def case_query(layout: Layout, window: Window, *, subqueries: bool, extra: str = "", ordered: bool = True) -> str:
@@ -392,14 +405,14 @@ def children_by_case_query(layout: Layout, role: str, case_ids: Iterable[str]) -
     """One child object's rows for a chunk of cases (the keyed alternative to subqueries)."""
     ref = layout.actual(role, CHILD_ROLES[role][1]) or CHILD_ROLES[role][1]
     id_list = ", ".join(soql_string(i) for i in case_ids)
-    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({id_list}) ORDER BY {ref}, Id"
+    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({id_list}) AND IsDeleted = false ORDER BY {ref}, Id"
 
 
 def children_in_window_query(layout: Layout, role: str, window: Window) -> str:
     """One child object's rows for every case of the window (Bulk: a semi-join, no subqueries, no ORDER BY)."""
     ref = layout.actual(role, CHILD_ROLES[role][1]) or CHILD_ROLES[role][1]
     inner = f"SELECT Id FROM {layout.objects['case']}{_where(window.condition())}"
-    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({inner})"
+    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({inner}) AND IsDeleted = false"
 
 
 def changed_children_query(layout: Layout, role: str, since: datetime, upper: datetime | None, cursor_field: str, strict: bool = False) -> str:

@@ -1,5 +1,7 @@
 """A job with a Salesforce source, through the real pipeline and store, against the Salesforce sandbox
-(an org laid out like the published HTCDS package, plus the fields a partner added under other names).
+(an org laid out like the published HTCDS package, plus the fields a partner added under other names,
+lookups to Account and Contact, several perpetrators per case, events logged as Events or Tasks, and
+deleted child rows in the recycle bin).
 
 The first run pulls every case, the store equals the generator's truth after mapping; a second run
 after edits, new cases and deletes pulls only those (plus the cases the lookback window re-reads),
@@ -119,6 +121,11 @@ def _assert_store_equals_truth(pipeline: Pipeline, handle: SandboxHandle, cases:
 def test_job_pulls_everything_then_only_edits_new_and_deletes(tmp_path: Path, pages_seen: list[Page], api: str) -> None:
     cases = gen.generate_cases(SIZES[api], seed=41)
     with start_sandbox(cases, page_size=25) as handle:
+        org = handle.org
+        assert any(len(c.perpetrators) > 1 for c in cases)  # several Connected Person rows per case
+        live_cases = {r["Id"] for r in org.records["Case"].values() if not r["IsDeleted"]}
+        for obj in ("Connected_Person_or_Organisation__c", "Event", "Task"):  # deleted children of live cases
+            assert any(r["IsDeleted"] and (r.get("Case__c") or r.get("WhatId")) in live_cases for r in org.records[obj].values()), obj
         job = _job(tmp_path, handle, api=api)
         checker = Pipeline(load_config(job))
         problems = checker.check()

@@ -120,6 +120,32 @@ def test_lookup_relationship_fields_have_the_documented_rest_and_bulk_shapes(san
     assert any(r["Referred_Organisation__r.Name"] == "" for r in rows)
 
 
+def test_query_all_subqueries_return_deleted_children_unless_filtered(sandbox):
+    sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.token(), session=sandbox.session())
+    soql = "SELECT Id, (SELECT Id, IsDeleted FROM Connected_Persons_or_Organisations__r{}) FROM Case"
+
+    def children(records):
+        return [c for r in records for c in ((r["Connected_Persons_or_Organisations__r"] or {}).get("records") or [])]
+
+    with_deleted = children(sf.query_all(soql.format(""), include_deleted=True)["records"])
+    assert any(c["IsDeleted"] for c in with_deleted)  # queryAll: the recycle bin too, subqueries included
+    assert not any(c["IsDeleted"] for c in children(sf.query_all(soql.format(""))["records"]))
+    assert not any(c["IsDeleted"] for c in children(sf.query_all(soql.format(" WHERE IsDeleted = false"), include_deleted=True)["records"]))
+
+
+def test_source_reads_events_logged_as_tasks_and_leaves_deleted_children_out(sandbox, cases):
+    pages = pull(make_source(sandbox, api="rest"))
+    org = sandbox.org
+    deleted_children = {r["Id"] for obj in ("Connected_Person_or_Organisation__c", "Event", "Task") for r in org.records[obj].values() if r["IsDeleted"]}
+    assert deleted_children and org.records["Task"]  # the org has both
+    by_number = {c.case_id: c for c in cases}
+    for record in (r for p in pages for r in p.records if not r.deleted):
+        truth = by_number[record.fields["CaseNumber"]]
+        assert len(record.fields["events"]) == len(truth.events)  # Events and Tasks, none deleted
+        assert len(record.fields["perpetrators"]) == len(truth.perpetrators)
+        assert not {row["Id"] for key in ("events", "perpetrators") for row in record.fields[key]} & deleted_children
+
+
 def test_sandbox_answers_documented_error_body_for_unknown_field(sandbox):
     sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.token(), session=sandbox.session())
     with pytest.raises(Exception) as info:

@@ -22,7 +22,7 @@ from connector.sources.salesforce_soql import Cursor, Layout, Window, case_query
 LOGIN = "https://login.salesforce.com"
 INSTANCE = "https://ngo.my.salesforce.com"
 DATA = f"{INSTANCE}/services/data/v59.0"
-OBJECTS = ["Case", "Contact", "Connected_Person_or_Organisation__c", "Event", "Support_Plan__c"]
+OBJECTS = ["Case", "Contact", "Connected_Person_or_Organisation__c", "Event", "Task", "Support_Plan__c"]
 DATE = "Wed, 01 May 2024 12:00:00 GMT"
 
 
@@ -251,19 +251,19 @@ def test_auto_mode_uses_bulk_over_the_threshold_and_follows_locators(key_file):
         return 200, {}, json.dumps({"id": next(jobs), "state": "UploadComplete", "operation": body["operation"]})
 
     responses.add_callback(responses.POST, f"{DATA}/jobs/query", callback=create)
-    for i in range(4):
+    for i in range(5):
         responses.get(f"{DATA}/jobs/query/750J{i}", json={"id": f"750J{i}", "state": "JobComplete"})
-    for i in range(3):
+    for i in range(4):
         responses.get(f"{DATA}/jobs/query/750J{i}/results", body="Id\n", headers={"Sforce-Locator": "null", "Sforce-NumberOfRecords": "0"})
     header = '"Id","CaseNumber","IsDeleted","SystemModstamp","ContactId","Contact.Gender__c","Owner.Name"\n'
     responses.get(
-        f"{DATA}/jobs/query/750J3/results",
+        f"{DATA}/jobs/query/750J4/results",
         body=header + '"500A","C1","false","2024-01-02T00:00:00.000Z","003A","Feminine","W"\n',
         headers={"Sforce-Locator": "MQ==", "Sforce-NumberOfRecords": "1"},
         match=[responses.matchers.query_param_matcher({"maxRecords": "100000"})],
     )
     responses.get(
-        f"{DATA}/jobs/query/750J3/results",
+        f"{DATA}/jobs/query/750J4/results",
         body=header + '"500B","C2","true","2024-01-03T00:00:00.000Z","","",""\n',
         headers={"Sforce-Locator": "null", "Sforce-NumberOfRecords": "1"},
         match=[responses.matchers.query_param_matcher({"maxRecords": "100000", "locator": "MQ=="})],
@@ -274,9 +274,10 @@ def test_auto_mode_uses_bulk_over_the_threshold_and_follows_locators(key_file):
     assert records[0].fields["Contact"] == {"Gender__c": "Feminine"} and records[0].fields["IsDeleted"] is False
     assert records[0].fields["SystemModstamp"] == "2024-01-02T00:00:00.000+0000"
     assert records[1].deleted
-    assert [c["operation"] for c in created] == ["query", "query", "query", "queryAll"]
-    assert "IN (SELECT Id FROM Case" in created[0]["query"]
-    assert src.stats.extra["bulk"] == 1 and src.stats.extra["bulk_jobs"] == 4
+    assert [c["operation"] for c in created] == ["queryAll"] * 5  # children too: archived activities come only from queryAll
+    assert "IN (SELECT Id FROM Case" in created[0]["query"] and "IsDeleted = false" in created[0]["query"]
+    assert not any("ORDER BY" in c["query"] for c in created)  # ORDER BY disables PK chunking
+    assert src.stats.extra["bulk"] == 1 and src.stats.extra["bulk_jobs"] == 5
 
 
 # -- describe-driven checks and queries ---------------------------------------------------------------------
