@@ -425,9 +425,9 @@ class SalesforceSource(Source):
 
     # -- pulling --------------------------------------------------------------------------------------
     def pages(self, cursor: str | None) -> Iterator[Page]:
+        after = Cursor.loads(cursor, self.where)  # an unreadable cursor stops the run before any request
         layout = self.discover()
         self.api.read_limits()
-        after = Cursor.loads(cursor)
         upper = self.api.server_time
         window = Window(self.opts.cursor_field, after, timedelta(seconds=self.opts.lookback_seconds), upper)
         number = 0

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, NamedTuple
 
+from connector.sources.cursor import load_versioned, unreadable
+
 # role -> conventional object API name
 OBJECTS = {
     "case": "Case",
@@ -301,22 +303,31 @@ def parse_sf_datetime(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
+CURSOR_VERSION = 1  # `{"v": 1, "ts", "id"}`; a cursor without "v" is the same format, written before it had one
+
+
 @dataclass(frozen=True)
 class Cursor:
-    """Where the last stored page ended: the cursor field's value and the Id, as `{"ts", "id"}`."""
+    """Where the last stored page ended: the cursor field's value and the Id, as `{"v", "ts", "id"}`."""
 
     ts: datetime
     id: str = ""
 
     def dumps(self) -> str:
-        return json.dumps({"ts": soql_datetime(self.ts), "id": self.id}, sort_keys=True)
+        return json.dumps({"v": CURSOR_VERSION, "ts": soql_datetime(self.ts), "id": self.id}, sort_keys=True)
 
     @classmethod
-    def loads(cls, text: str | None) -> "Cursor | None":
+    def loads(cls, text: str | None, where: str = "source ?") -> "Cursor | None":
+        """The stored cursor, or a SourceError naming the source and how to reset it (never a crash)."""
         if not text:
             return None
-        data = json.loads(text)
-        return cls(parse_sf_datetime(data["ts"]), data.get("id", ""))
+        data = load_versioned(text, where, (CURSOR_VERSION,))
+        if not isinstance(data.get("ts"), str) or not isinstance(data.get("id", ""), str):
+            raise unreadable(where, 'no "ts" timestamp')
+        try:
+            return cls(parse_sf_datetime(data["ts"]), data.get("id", ""))
+        except ValueError:
+            raise unreadable(where, f"timestamp {data['ts'][:40]!r} is not a Salesforce datetime") from None
 
 
 @dataclass(frozen=True)

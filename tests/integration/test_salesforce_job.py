@@ -13,6 +13,7 @@ fails the run with exit code 3 and the cursor at the last committed page, and th
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -255,4 +256,26 @@ def test_bulk_rows_arrive_out_of_cursor_order_and_a_crash_mid_way_loses_nothing(
         resumed, pipeline = _sync(job)
         assert (resumed.sources[0].status, resumed.sources[0].error) == ("ok", None)
         _assert_store_equals_truth(pipeline, handle, cases)
+        pipeline.close()
+
+
+def test_an_unreadable_stored_cursor_fails_the_sync_naming_the_way_out_and_reset_cursor_recovers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from connector.cli import main
+
+    cases = gen.generate_cases(30, seed=46)
+    with start_sandbox(cases, page_size=25) as handle:
+        job = _job(tmp_path, handle, api="rest")
+        assert main(["sync", str(job)]) in (0, 1)
+        with sqlite3.connect(tmp_path / "state" / "cases.sqlite") as db:  # what a hand edit or a downgrade leaves behind
+            db.execute("UPDATE cursors SET value = ? WHERE source = ?", ('{"when": "last tuesday"}', SOURCE))
+        capsys.readouterr()
+
+        assert main(["sync", str(job)]) == EXIT_SOURCE
+        assert f"--reset-cursor {SOURCE}" in capsys.readouterr().err
+        assert main(["sync", str(job), "--reset-cursor", "nope"]) == 2
+
+        assert main(["sync", str(job), "--reset-cursor", SOURCE]) in (0, 1)  # 1: the generator's messy values are rejected
+        pipeline = Pipeline(load_config(job))
+        _assert_store_equals_truth(pipeline, handle, cases)
+        assert json.loads(pipeline.store.cursor(SOURCE) or "{}")["v"] == 1
         pipeline.close()

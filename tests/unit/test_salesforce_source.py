@@ -146,9 +146,9 @@ def test_rest_pages_follow_next_records_url_and_cursor_moves_per_page(key_file):
     responses.get(f"{DATA}/queryAll/01gX-2", json={"totalSize": 3, "done": True, "records": [case_row(3, IsDeleted=True)]})
     pages = list(source(key_file, api="rest").pages(None))
     assert [len(p.records) for p in pages] == [2, 1, 0]
-    assert json.loads(pages[0].cursor) == {"ts": "2024-01-03T00:00:00Z", "id": "500000000000000002"}
+    assert json.loads(pages[0].cursor) == {"v": 1, "ts": "2024-01-03T00:00:00Z", "id": "500000000000000002"}
     assert pages[1].records[0].deleted and pages[1].records[0].fields == {}
-    assert json.loads(pages[2].cursor) == {"ts": "2024-05-01T12:00:00Z", "id": ""}  # the org's clock at the start
+    assert json.loads(pages[2].cursor) == {"v": 1, "ts": "2024-05-01T12:00:00Z", "id": ""}  # the org's clock at the start
     first = pages[0].records[0].fields
     assert first["Contact"] == {"Gender__c": "Feminine"} and first["Owner"] == {"Name": "Case Worker"}
     assert first["perpetrators"][0]["Role_in_Process__c"] == "RecruiterOrIntermediary;Transporter"
@@ -389,3 +389,22 @@ def test_a_bulk_csv_lookup_column_nests_like_the_rest_answer(key_file):
     nested = src._nest_csv(layout, row)
     assert nested["Referring_Organisation__r"] == {"Name": "Acme Shelter"} and nested["Owner"] is None and nested["Contact"] is None
     assert src._lookup_names(layout, nested, {})["Referring_Organisation__r"] == {"Name": "Acme Shelter"}
+
+
+@pytest.mark.parametrize(
+    ("stored", "why"),
+    [("not json", "not JSON"), ("{}", 'no "ts"'), ('{"v": 2, "ts": "2024-01-02T00:00:00Z", "id": ""}', "version 2"), ('{"ts": "yesterday"}', "not a Salesforce datetime"), ("[1]", "not a JSON object")],
+)
+def test_an_unreadable_cursor_is_a_source_error_that_says_how_to_reset_it(key_file, stored, why):
+    with pytest.raises(SourceError) as info:
+        list(source(key_file).pages(stored))  # no HTTP mocked: it stops before the first request
+    message = str(info.value)
+    assert message.startswith("source sf: stored cursor cannot be read") and why in message
+    assert "htcds-connector sync CONFIG --reset-cursor sf" in message and not info.value.transient
+
+
+def test_cursor_carries_its_version_and_the_unversioned_format_still_reads():
+    cursor = Cursor(datetime(2024, 1, 2, tzinfo=timezone.utc), "500X")
+    assert json.loads(cursor.dumps()) == {"v": 1, "ts": "2024-01-02T00:00:00Z", "id": "500X"}
+    assert Cursor.loads(cursor.dumps()) == cursor
+    assert Cursor.loads('{"id": "500X", "ts": "2024-01-02T00:00:00Z"}') == cursor  # written before the version
