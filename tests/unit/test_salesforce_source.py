@@ -408,3 +408,15 @@ def test_cursor_carries_its_version_and_the_unversioned_format_still_reads():
     assert json.loads(cursor.dumps()) == {"v": 1, "ts": "2024-01-02T00:00:00Z", "id": "500X"}
     assert Cursor.loads(cursor.dumps()) == cursor
     assert Cursor.loads('{"id": "500X", "ts": "2024-01-02T00:00:00Z"}') == cursor  # written before the version
+
+
+def test_case_spool_gives_bulk_rows_back_in_cursor_order_whatever_order_they_arrived_in():
+    from connector.sources.salesforce_bulk import CaseSpool
+
+    spool = CaseSpool()
+    try:
+        for stamp, case_id in [("2024-01-03T00:00:00.000000", "500B"), ("", "500Z"), ("2024-01-01T00:00:00.000000", "500C"), ("2024-01-03T00:00:00.000000", "500A")]:
+            spool.add(stamp, case_id, {"Id": case_id})
+        assert [[r["Id"] for r in page] for page in spool.pages(3)] == [["500Z", "500C", "500A"], ["500B"]]
+    finally:
+        spool.close()
