@@ -6,7 +6,10 @@ Account and User, each record with `Id`, `IsDeleted`, `CreatedDate`, `LastModifi
 `SystemModstamp`. The referring/referred organisations and primary case workers are lookups, as
 the standard defines them ("Lookup [to organisation]" -> Account, "Lookup [to person]" -> Contact):
 the Case holds the related record's Id, and a query reaches its Name through the relationship
-(`Referring_Organisation__r.Name`).
+(`Referring_Organisation__r.Name`). The package's README (UNMigration/HTCDS
+`Toolkit/Salesforce/README.md`) says as much: "Standard Case, Contact and Account objects are
+assumed to be used to describe client cases, contact details and organisations", and "Historical
+Trafficking Event fields have been added to the Activity standard object" (so Event and Task).
 Picklist API values are the HTCDS codes, multi-selects are ';'-joined, and the generator's mess is
 applied to the rendered text as a careless user would type it into an unrestricted picklist.
 
