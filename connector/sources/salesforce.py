@@ -24,7 +24,8 @@ Deleted cases come from `queryAll` (IsDeleted) and become deletes.
 
 Small pulls use REST `queryAll` with child subqueries (one call per batch of up to 2,000 rows,
 children counting toward the batch); pulls of `bulk_threshold` cases or more use Bulk API 2.0
-query jobs (one job per object, children joined through a temporary SQLite file). Every HTTP call
+query jobs (one job per object, children joined through a temporary SQLite file; no ORDER BY, which
+disables PK chunking, so the case rows are put in cursor order in that file). Every HTTP call
 is counted in `stats.requests`; the run stops cleanly before `max_api_share` of the org's daily API
 allowance is spent. Transient failures (5xx, timeouts, concurrent-request limits, HTML pages) are
 retried with exponential back-off and jitter (honouring Retry-After); an expired session is
