@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     command("check", "validate config, credentials, reachability and mappings; publishes nothing", cmd_check)
     p = command("sync", "pull new and changed records, map them and store them", cmd_sync)
     p.add_argument("--source", action="append", help="only this source id (repeatable)")
+    p.add_argument("--reset-cursor", metavar="SOURCE", action="append", default=[],
+                   help="forget SOURCE's stored cursor first, so this sync re-reads it from the start (records are kept); repeatable")
     command("release", "protect the stored cases, run the gate and publish a release", cmd_release)
     command("run", "sync, then release (what cron runs)", cmd_run)
     p = sub.add_parser("daemon", help="run the jobs on their `schedule` until SIGTERM", description="run the jobs on their `schedule` until SIGTERM",
@@ -224,10 +226,25 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with _locked(config) as pipeline, _progress(args) as hook:
+        if not _reset_cursors(pipeline, config, args.reset_cursor):
+            return EXIT_CONFIG
         pipeline.progress = hook
         report = pipeline.sync(args.source)
     _show_sync(report, args.json)
     return report.exit_code
+
+
+def _reset_cursors(pipeline: Pipeline, config: Any, sources: list[str]) -> bool:
+    """`sync --reset-cursor SOURCE`: the way out of a cursor a source cannot read (or a wanted full re-read)."""
+    known = [s.id for s in config.job.sources]
+    unknown = [s for s in sources if s not in known]
+    if unknown:
+        err.print(f"[red]error[/red] --reset-cursor: no source {', '.join(unknown)} in {config.path}; sources: {', '.join(known)}", highlight=False)
+        return False
+    for source in sources:
+        pipeline.store.reset_cursor(source)
+        err.print(f"{source}: cursor reset; this sync re-reads it from the start", highlight=False)
+    return True
 
 
 def cmd_release(args: argparse.Namespace) -> int:

@@ -9,10 +9,18 @@ It serves generated cases as the HTCDS package's records (see `salesforce_org.py
   `issued_at`, `signature`) or `{"error", "error_description"}`;
 - `GET .../sobjects/{Object}/describe`, `.../limits`, `.../query` and `.../queryAll` (SOQL subset of
   `salesforce_soql.py`; batches of `page_size` records, child rows counting toward the batch as in
-  the real API, `nextRecordsUrl` locators, `Sforce-Query-Options: batchSize=`);
+  the real API, `nextRecordsUrl` locators, `Sforce-Query-Options: batchSize=`; under queryAll,
+  child subqueries return deleted children too unless they filter on IsDeleted; lookups as nested
+  `{"attributes", "Name"}` or null, as "Understanding Query Results" in the SOQL guide shows);
 - Bulk API 2.0 query jobs: `POST .../jobs/query`, `GET .../jobs/query/{id}` (UploadComplete ->
   InProgress -> JobComplete), `GET .../jobs/query/{id}/results` (CSV, `Sforce-Locator`,
-  `Sforce-NumberOfRecords`, `maxRecords`);
+  `Sforce-NumberOfRecords`, `maxRecords`). Without ORDER BY a job is PK-chunked: its rows are
+  split into Id ranges of `bulk_chunk_size` that finish in no particular order, so results are NOT
+  in SystemModstamp (or any field's) order; ORDER BY is accepted and honoured but counted as
+  `bulk_order_by`, because Salesforce documents that "Use of ORDER BY in a Bulk 2.0 query disables
+  PKChunking for the query ... potentially results in query timeouts" (Bulk API 2.0 Developer
+  Guide, "Troubleshooting Query Timeouts"; "Understanding Bulk API 2.0 Query", SOQL
+  considerations: "Don't use ORDER BY or LIMIT, as they disable PKChunking");
 - `Sforce-Limit-Info: api-usage=used/max` on every API answer and `REQUEST_LIMIT_EXCEEDED` when
   the daily allowance is spent; error bodies `[{"message": ..., "errorCode": ...}]`;
 - injectable faults (`handle.faults.add(...)`): expired session, limit exceeded, 503, HTML body,
@@ -26,6 +34,7 @@ import csv
 import io
 import itertools
 import json
+import random
 import secrets
 import shutil
 import ssl
@@ -115,6 +124,7 @@ class _Cursor:
     obj: str
     query: Query
     ids: list[str]
+    include_deleted: bool = False
     position: int = 0
 
 
@@ -140,6 +150,7 @@ class SandboxState:
     page_size: int
     daily_limit: int
     bulk_polls: int
+    bulk_chunk_size: int = 50
     base_url: str = ""
     api_used: int = 0
     tokens: set[str] = field(default_factory=set)
@@ -243,6 +254,7 @@ def start_sandbox(
     page_size: int = 2000,
     daily_limit: int = 100_000,
     bulk_polls: int = 1,
+    bulk_chunk_size: int = 50,
     credentials: Credentials | None = None,
     renames: dict[str, str] | None = None,
     hidden: Iterable[str] = (),
@@ -254,7 +266,7 @@ def start_sandbox(
     """
     org = Org(renames=dict(renames or {}), hidden=set(hidden))
     org.set_cases(cases)
-    state = SandboxState(org=org, credentials=credentials or Credentials(), page_size=page_size, daily_limit=daily_limit, bulk_polls=bulk_polls)
+    state = SandboxState(org=org, credentials=credentials or Credentials(), page_size=page_size, daily_limit=daily_limit, bulk_polls=bulk_polls, bulk_chunk_size=bulk_chunk_size)
     workdir = Path(tempfile.mkdtemp(prefix="sf-sandbox-"))
     files = write_key_files(workdir)
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
@@ -308,8 +320,9 @@ def _attributes(obj: str, rec_id: str | None) -> dict[str, str]:
     return {"type": obj, "url": f"/services/data/v{API_VERSION}/sobjects/{obj}/{rec_id}"}
 
 
-def _render_record(org: Org, obj: str, record: dict[str, Any], query: Query) -> tuple[dict[str, Any], int]:
-    """One record as the REST API returns it, and how many child rows it carries (for batching)."""
+def _render_record(org: Org, obj: str, record: dict[str, Any], query: Query, include_deleted: bool = False) -> tuple[dict[str, Any], int]:
+    """One record as the REST API returns it, and how many child rows it carries (for batching).
+    Under queryAll (`include_deleted`) child subqueries return deleted children too."""
     out: dict[str, Any] = {"attributes": _attributes(obj, record["Id"])}
     for path in query.fields:
         parts = path.split(".")
@@ -347,7 +360,7 @@ def _render_record(org: Org, obj: str, record: dict[str, Any], query: Query) -> 
                 node[org.external(current_obj, name)] = _json_value(current.get(name) if current else None)
     extra = 0
     for sub in query.subqueries:
-        child_obj, rows = org.children(obj, record["Id"], sub)
+        child_obj, rows = org.children(obj, record["Id"], sub, include_deleted)
         extra += len(rows)
         rendered = [_render_record(org, child_obj, row, sub)[0] for row in rows]
         out[_relationship_name(sub.obj, obj)] = {"totalSize": len(rows), "done": True, "records": rendered} if rows else None
@@ -368,6 +381,15 @@ def _csv_rows(org: Org, job: _Job, ids: list[str]) -> str:
         record = org.records[job.obj][rec_id]
         writer.writerow([_csv_value(org.resolve(job.obj, record, path)) for path in job.query.fields])
     return buffer.getvalue()
+
+
+def _pk_chunked(ids: list[str], chunk_size: int, job_id: str) -> list[str]:
+    """Rows as a PK-chunked job returns them: Id ranges, each in Id order, the ranges in the order
+    their parallel sub-batches happened to finish (seeded by the job id, so a run is repeatable)."""
+    ordered = sorted(ids)
+    chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), max(1, chunk_size))]
+    random.Random(job_id).shuffle(chunks)
+    return [rec_id for chunk in chunks for rec_id in chunk]
 
 
 # -- the request handler ---------------------------------------------------------------------------
@@ -595,7 +617,7 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                 ids = state.org.run(query, include_deleted)
             if query.count:
                 return self._json(200, {"totalSize": len(ids), "done": True, "records": []}, headers)
-            cursor = _Cursor(query.obj, query, ids)
+            cursor = _Cursor(query.obj, query, ids, include_deleted)
             self._page(cursor, "queryAll" if include_deleted else "query", headers)
 
         def _query_more(self, endpoint: str, locator: str, headers: dict[str, str]) -> None:
@@ -619,7 +641,7 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                     position += 1
                     if record is None:
                         continue
-                    rendered, children = _render_record(org, obj, record, cursor.query)
+                    rendered, children = _render_record(org, obj, record, cursor.query, cursor.include_deleted)
                     if records and used + 1 + children > limit:
                         position -= 1
                         break
@@ -654,6 +676,10 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                     ids = state.org.run(query, include_deleted=operation == "queryAll")
                 obj = next(name for name in state.org.object_names() if name.lower() == query.obj.lower())
                 job_id = f"750Hc{next(state.ids):010d}AAA"
+                if query.order:
+                    state.count("bulk_order_by")  # honoured, but PK chunking is off: slow, may time out
+                else:
+                    ids = _pk_chunked(ids, state.bulk_chunk_size, job_id)
                 delimiter = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}.get(spec.get("columnDelimiter", "COMMA"), ",")
                 job = _Job(job_id, operation, obj, query, spec["query"], ids, state.org.now(), line_ending=spec.get("lineEnding", "LF"), delimiter=delimiter)
                 state.jobs[job_id] = job

@@ -1,8 +1,15 @@
 """An in-memory Salesforce org with the HTCDS unmanaged package, filled from generated cases.
 
 It holds what a real org would: Case, Contact (victims and connected persons), the custom objects
-`Connected_Person_or_Organisation__c` and `Support_Plan__c`, Event (the package's Activity fields)
-and User, each record with `Id`, `IsDeleted`, `CreatedDate`, `LastModifiedDate`, `SystemModstamp`.
+`Connected_Person_or_Organisation__c` and `Support_Plan__c`, Event (the package's Activity fields),
+Account and User, each record with `Id`, `IsDeleted`, `CreatedDate`, `LastModifiedDate`,
+`SystemModstamp`. The referring/referred organisations and primary case workers are lookups, as
+the standard defines them ("Lookup [to organisation]" -> Account, "Lookup [to person]" -> Contact):
+the Case holds the related record's Id, and a query reaches its Name through the relationship
+(`Referring_Organisation__r.Name`). The package's README (UNMigration/HTCDS
+`Toolkit/Salesforce/README.md`) says as much: "Standard Case, Contact and Account objects are
+assumed to be used to describe client cases, contact details and organisations", and "Historical
+Trafficking Event fields have been added to the Activity standard object" (so Event and Task).
 Picklist API values are the HTCDS codes, multi-selects are ';'-joined, and the generator's mess is
 applied to the rendered text as a careless user would type it into an unrestricted picklist.
 
@@ -21,7 +28,7 @@ from typing import Any, Iterable
 from connector.sandbox.salesforce_soql import Query, SoqlError, compare
 
 API_VERSION = "59.0"
-ID_PREFIX = {"Case": "500", "Contact": "003", "Event": "00U", "User": "005", "Connected_Person_or_Organisation__c": "a01", "Support_Plan__c": "a02"}
+ID_PREFIX = {"Account": "001", "Case": "500", "Contact": "003", "Event": "00U", "Task": "00T", "User": "005", "Connected_Person_or_Organisation__c": "a01", "Support_Plan__c": "a02"}
 SYSTEM_FIELDS = [
     ("Id", "id", "Record ID"),
     ("IsDeleted", "boolean", "Deleted"),
@@ -34,7 +41,9 @@ SYSTEM_FIELDS = [
 # the conventional API names; a partner org may rename them (see `Org(renames=...)`).
 OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
     "User": [("Name", "string", "Full Name")],
+    "Account": [("Name", "string", "Account Name")],
     "Contact": [
+        ("Name", "string", "Full Name"),
         ("Salutation", "picklist", "Salutation"),
         ("FirstName", "string", "First Name"),
         ("LastName", "string", "Last Name"),
@@ -78,13 +87,13 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Incoming_Referral_Date__c", "date", "Incoming Referral Date"),
         ("Reason_for_Incoming_Referral__c", "picklist", "Reason for Incoming Referral"),
         ("Incoming_Referral_Details__c", "textarea", "Incoming Referral Details"),
-        ("Referring_Organisation__c", "string", "Referring Organisation"),
-        ("Referring_Primary_Case_Worker__c", "string", "Referring Primary Case Worker"),
+        ("Referring_Organisation__c", "reference", "Referring Organisation"),
+        ("Referring_Primary_Case_Worker__c", "reference", "Referring Primary Case Worker"),
         ("Outgoing_Referral_Date__c", "date", "Outgoing Referral Date"),
         ("Reason_for_Outgoing_Referral__c", "picklist", "Reason for Outgoing Referral"),
         ("Outgoing_Referral_Details__c", "textarea", "Outgoing Referral Details"),
-        ("Referred_Organisation__c", "string", "Referred Organisation"),
-        ("Referred_Primary_Case_Worker__c", "string", "Referred Primary Case Worker"),
+        ("Referred_Organisation__c", "reference", "Referred Organisation"),
+        ("Referred_Primary_Case_Worker__c", "reference", "Referred Primary Case Worker"),
         ("Reason_for_Case_Closure__c", "textarea", "Reason for Case Closure"),
     ],
     "Connected_Person_or_Organisation__c": [
@@ -108,6 +117,22 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Postal_Code__c", "string", "Postal Code"),
         ("Date__c", "date", "Date"),
         ("Description__c", "textarea", "Description"),
+        ("Event_Geolocation__c", "location", "Event Geolocation"),
+    ],
+    "Task": [
+        ("Subject", "string", "Subject"),
+        ("WhatId", "reference", "Related To ID"),
+        ("ActivityDate", "date", "Due Date Only"),
+        ("Status", "picklist", "Status"),
+        ("Type__c", "picklist", "Type"),
+        ("Country__c", "picklist", "Country"),
+        ("City__c", "string", "City"),
+        ("State__c", "string", "State"),
+        ("Street__c", "string", "Street"),
+        ("Postal_Code__c", "string", "Postal Code"),
+        ("Date__c", "date", "Date"),
+        ("Description__c", "textarea", "Description"),
+        ("Event_Geolocation__c", "location", "Event Geolocation"),
     ],
     "Support_Plan__c": [
         ("Name", "string", "Support Plan Name"),
@@ -119,18 +144,41 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Objectives__c", "textarea", "Objectives"),
     ],
 }
+# The published package (UNMigration/HTCDS `Toolkit/Salesforce/Package contents.md`, copied in
+# shared/reference/htcds/salesforce_package_contents.md) creates no Trafficking Status, Decision
+# Making Organisation or Relationship to Trafficker field on Case; its metadata is not public, so an
+# org that tracks them has added its own. This org is laid out like that: every package field under
+# the API name its label gives (`Location of Recruitment` -> `Location_of_Recruitment__c`), and the
+# three extra fields as a partner added them, under other names, found by label (the 2.0
+# standard's spelling "Decision Making Organization") or by the HTCDS name in the help text.
+# Keys are "Object.StoredName"; `Org(package_layout=False)` serves the conventional names instead.
+PARTNER_FIELDS: dict[str, tuple[str, str, str | None]] = {  # stored name -> (API name, label, inlineHelpText)
+    "Case.Trafficking_Status__c": ("Victim_Status__c", "Victim Status", "HTCDS field vic_TraffickingStatus: the victim's status as decided"),
+    "Case.Trafficking_Status_Decision_Making_Org__c": ("Decision_Making_Organization__c", "Trafficking Status Decision Making Organization", None),
+    "Case.Relationship_to_Trafficker__c": ("Relationship_with_Trafficker__c", "Relationship with Trafficker", "How the victim knew the recruiter (HTCDS RelationshipToTrafficker)"),
+}
 # child object -> {relationship name: (parent object, reference field)}
 PARENTS: dict[str, dict[str, tuple[str, str]]] = {
-    "Case": {"Contact": ("Contact", "ContactId"), "Owner": ("User", "OwnerId")},
+    "Case": {
+        "Contact": ("Contact", "ContactId"),
+        "Owner": ("User", "OwnerId"),
+        # the standard's "Lookup [to organisation]" and "Lookup [to person]" (Account and Contact here)
+        "Referring_Organisation__r": ("Account", "Referring_Organisation__c"),
+        "Referred_Organisation__r": ("Account", "Referred_Organisation__c"),
+        "Referring_Primary_Case_Worker__r": ("Contact", "Referring_Primary_Case_Worker__c"),
+        "Referred_Primary_Case_Worker__r": ("Contact", "Referred_Primary_Case_Worker__c"),
+    },
     "Connected_Person_or_Organisation__c": {"Case__r": ("Case", "Case__c"), "Connected_Contact__r": ("Contact", "Connected_Contact__c")},
     "Support_Plan__c": {"Case__r": ("Case", "Case__c")},
     "Event": {"What": ("Case", "WhatId")},
+    "Task": {"What": ("Case", "WhatId")},
 }
 # parent object -> {child relationship name: (child object, reference field)}
 CHILDREN: dict[str, dict[str, tuple[str, str]]] = {
     "Case": {
         "Connected_Persons_or_Organisations__r": ("Connected_Person_or_Organisation__c", "Case__c"),
         "Events": ("Event", "WhatId"),
+        "Tasks": ("Task", "WhatId"),
         "Support_Plans__r": ("Support_Plan__c", "Case__c"),
     },
     "Contact": {"Cases": ("Case", "ContactId")},
@@ -184,6 +232,12 @@ CASE_FIELDS = {
     "cas_ReferredPrimaryCaseWorker": "Referred_Primary_Case_Worker__c",
     "cas_ReasonForCaseClosure": "Reason_for_Case_Closure__c",
 }
+LOOKUPS = {  # Case lookup field -> the object it points to
+    "Referring_Organisation__c": "Account",
+    "Referred_Organisation__c": "Account",
+    "Referring_Primary_Case_Worker__c": "Contact",
+    "Referred_Primary_Case_Worker__c": "Contact",
+}
 EVENT_FIELDS = {"hte_Type": "Type__c", "hte_Country": "Country__c", "hte_Date": "Date__c", "hte_City": "City__c", "hte_State": "State__c", "hte_Street": "Street__c", "hte_PostalCode": "Postal_Code__c", "hte_Description": "Description__c"}
 SUPPORT_FIELDS = {"spl_Type": "Type__c", "spl_PlannedEndDate": "Planned_End_Date__c", "spl_ActualEndDate": "Actual_End_Date__c", "spl_Objectives": "Objectives__c", "spl_ActionPlan": "Action_Plan__c"}
 PERPETRATOR_FIELDS = {"per_RoleInProcess": "Role_in_Process__c", "relation": "Type__c"}
@@ -210,6 +264,7 @@ class Org:
 
     renames: dict[str, str] = field(default_factory=dict)  # "Object.Conventional" -> partner API name
     hidden: set[str] = field(default_factory=set)  # "Object.Field" hidden by field-level security
+    package_layout: bool = True  # the published package plus a partner's own fields (PARTNER_FIELDS)
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: dict[tuple, str] = field(default_factory=dict)
@@ -220,6 +275,14 @@ class Org:
     def __post_init__(self) -> None:
         for obj in OBJECT_FIELDS:
             self.records.setdefault(obj, {})
+        self._labels: dict[str, str] = {}
+        self._help: dict[str, str] = {}
+        if self.package_layout:
+            for key, (api, label, help_text) in PARTNER_FIELDS.items():
+                self.renames.setdefault(key, api)
+                self._labels[key] = label
+                if help_text:
+                    self._help[key] = help_text
         self._external = {}  # object -> {lower external name -> canonical}
         self._to_external = {}  # object -> {canonical -> external}
         for obj, specs in OBJECT_FIELDS.items():
@@ -258,6 +321,8 @@ class Org:
             for obj, new in fresh.items():
                 old = self.records[obj]
                 for rec_id, (values, created, stamp, deleted) in new.items():
+                    if obj == "Contact":  # the standard compound Name, as Salesforce derives it
+                        values = {**values, "Name": " ".join(str(v) for v in (values.get("FirstName"), values.get("LastName")) if v) or None}
                     before = old.get(rec_id)
                     record = {"Id": rec_id, **values, "IsDeleted": deleted, "CreatedDate": created}
                     if before is not None and _content(before) == _content(record):
@@ -318,6 +383,8 @@ class Org:
             contact_id = self.record_id("Contact", ("victim", cid))
             values = {api: value(name, victim.get(name), _kind("Contact", api)) for name, api in VICTIM_FIELDS.items()}
             values["Mobile_Phone__c"] = None
+            if sum(map(ord, cid)) % 3 == 0:  # some case workers type the mobile into the package's own field
+                values["Mobile_Phone__c"], values["MobilePhone"] = values["MobilePhone"], None
             yield "Contact", contact_id, values, created, stamp, deleted
 
         case_id = self.record_id("Case", (cid,))
@@ -325,8 +392,23 @@ class Org:
         for _, api in CASE_FIELDS.items():
             values.setdefault(api, None)
         values.update(
-            {"CaseNumber": cid, "ContactId": contact_id, "OwnerId": owner_id, "Subject": "Trafficking case", "Location_of_Recruitment__c": None, "Potential_Liability__c": None}
+            {
+                "CaseNumber": cid,
+                "ContactId": contact_id,
+                "OwnerId": owner_id,
+                "Subject": "Trafficking case",
+                "Location_of_Recruitment__c": location_of_recruitment(case),
+                "Potential_Liability__c": None,
+            }
         )
+        for api, parent in LOOKUPS.items():  # the typed name becomes a related record; the Case holds its Id
+            name = values.get(api)
+            if name:
+                parent_id = self.record_id(parent, ("lookup", str(name)))
+                person = {**{a: None for a in VICTIM_FIELDS.values()}, "Mobile_Phone__c": None, "LastName": str(name)}  # Name = the name as typed
+                parent_values = {"Name": str(name)} if parent == "Account" else person
+                yield parent, parent_id, parent_values, created, created, False
+                values[api] = parent_id
         yield "Case", case_id, values, created, stamp, deleted
 
         for i, perp in enumerate(getattr(case, "perpetrators", None) or []):
@@ -337,6 +419,18 @@ class Org:
             row = {api: value(name, perp.get(name), _kind("Connected_Person_or_Organisation__c", api)) for name, api in PERPETRATOR_FIELDS.items()}
             row.update({"Name": f"CP-{cid}-{i + 1}", "Case__c": case_id, "Connected_Contact__c": person_id, "Connected_Organistion__c": None})
             yield "Connected_Person_or_Organisation__c", self.record_id("Connected_Person_or_Organisation__c", (cid, i)), row, created, stamp, deleted
+        # Historic events: the package's fields are on Activity, so some organisations log them as
+        # Tasks; this org does so for every other case. And rows deleted by the case worker stay in
+        # the recycle bin (IsDeleted), where queryAll still finds them, child subqueries included.
+        activity = "Task" if sum(map(ord, cid)) % 2 == 0 else "Event"
+        if sum(map(ord, cid)) % 4 in (1, 2) and not deleted:
+            row = {"Name": f"CP-{cid}-deleted", "Case__c": case_id, "Connected_Contact__c": None, "Connected_Organistion__c": None}
+            row.update({"Type__c": "IntimatePartner", "Role_in_Process__c": "Kidnapper;RecruiterOrIntermediary"})
+            yield "Connected_Person_or_Organisation__c", self.record_id("Connected_Person_or_Organisation__c", (cid, "deleted")), row, created, stamp, True
+            row = {api: None for api in EVENT_FIELDS.values()}
+            row.update({"Type__c": "Exploitation", "Country__c": "IS", "Date__c": created.date(), "Subject": "Entered by mistake", "WhatId": case_id})
+            row.update({"ActivityDate": created.date(), "Status": "Completed"} if activity == "Task" else {"ActivityDateTime": created, "DurationInMinutes": 0})
+            yield activity, self.record_id(activity, (cid, "deleted")), row, created, stamp, True
         exploitation_seen = False
         for i, event in enumerate(getattr(case, "events", None) or []):
             row = {api: value(name, event.get(name), _kind("Event", api)) for name, api in EVENT_FIELDS.items()}
@@ -345,15 +439,13 @@ class Org:
                 exploitation_seen = True
                 row["Country__c"] = value("vic_LocationOfExploitation", event.get("hte_Country"), "picklist")
             when = row.get("Date__c")
-            row.update(
-                {
-                    "Subject": "Trafficking event",
-                    "WhatId": case_id,
-                    "ActivityDateTime": datetime(when.year, when.month, when.day, 12, tzinfo=timezone.utc) if isinstance(when, date) else created,
-                    "DurationInMinutes": 0,
-                }
-            )
-            yield "Event", self.record_id("Event", (cid, i)), row, created, stamp, deleted
+            row.update({"Subject": "Trafficking event", "WhatId": case_id})
+            if activity == "Task":
+                row.update({"ActivityDate": when if isinstance(when, date) else created.date(), "Status": "Completed"})
+            else:
+                at = datetime(when.year, when.month, when.day, 12, tzinfo=timezone.utc) if isinstance(when, date) else created
+                row.update({"ActivityDateTime": at, "DurationInMinutes": 0})
+            yield activity, self.record_id(activity, (cid, i)), row, created, stamp, deleted
         for i, plan in enumerate(getattr(case, "support_plans", None) or []):
             row = {api: value(name, plan.get(name), _kind("Support_Plan__c", api)) for name, api in SUPPORT_FIELDS.items()}
             row.update({"Name": f"SP-{cid}-{i + 1}", "Case__c": case_id})
@@ -392,7 +484,8 @@ class Org:
                 continue
             entry: dict[str, Any] = {
                 "name": external,
-                "label": label,
+                "label": self._labels.get(f"{obj}.{name}", label),
+                "inlineHelpText": self._help.get(f"{obj}.{name}"),
                 "type": kind,
                 "custom": external.endswith("__c"),
                 "nillable": name not in ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp"),
@@ -507,14 +600,19 @@ class Org:
             return value in cache[cache_key]
         raise SoqlError(f"unsupported condition {kind}")
 
-    def children(self, parent_obj: str, parent_id: str, sub: Query) -> tuple[str, list[dict[str, Any]]]:
-        """Rows of a child-relationship subquery for one parent (non-deleted, filtered, ordered)."""
+    def children(self, parent_obj: str, parent_id: str, sub: Query, include_deleted: bool = False) -> tuple[str, list[dict[str, Any]]]:
+        """Rows of a child-relationship subquery for one parent (filtered, ordered).
+
+        Under queryAll the deleted children come too: the REST QueryAll resource "returns records
+        that are deleted because of a merge or delete" for the whole query, so a subquery that
+        should not see them says `WHERE IsDeleted = false`.
+        """
         rel = _find(CHILDREN.get(parent_obj, {}), sub.obj)
         if rel is None:
             raise SoqlError(f"\nDidn't understand relationship '{sub.obj}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name.", "INVALID_TYPE")
         child, ref = CHILDREN[parent_obj][rel]
         rows = [self.records[child][i] for i in self._children.get((child, ref), {}).get(parent_id, [])]
-        rows = [r for r in rows if not r["IsDeleted"] and self.matches(child, r, sub.where)]
+        rows = [r for r in rows if (include_deleted or not r["IsDeleted"]) and self.matches(child, r, sub.where)]
         for name, descending, _ in reversed(sub.order):
             rows.sort(key=lambda r: _sort_key(self.resolve(child, r, name)), reverse=descending)
         return child, rows[: sub.limit] if sub.limit is not None else rows
@@ -533,6 +631,14 @@ class Org:
 
     def external(self, obj: str, name: str) -> str:
         return self._to_external[obj].get(name, name)
+
+
+def location_of_recruitment(case: Any) -> str | None:
+    """What this org keeps in the package's `Location_of_Recruitment__c`: the recruitment event's city."""
+    for event in getattr(case, "events", None) or []:
+        if event.get("hte_Type") == "Recruitment":
+            return event.get("hte_City") or None
+    return None
 
 
 def _find(mapping: dict[str, Any], name: str) -> str | None:

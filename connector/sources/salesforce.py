@@ -13,7 +13,7 @@
 
 One raw record per Case (record id = Case Id): the Case's fields, `Contact` (the victim, nested),
 `Owner` (`{"Name"}`), and the lists `perpetrators` (Connected Person or Organisation rows),
-`events` (Event rows: type, country, city, date) and `support_plans`. Field names are the
+`events` (Event and Task rows: type, country, city, date; deleted rows left out) and `support_plans`. Field names are the
 package's conventional API names whatever the org calls them (`field_names` + describe).
 
 Incremental by `SystemModstamp` (or `LastModifiedDate`), ordered by it then Id, with a lookback; the
@@ -24,7 +24,8 @@ Deleted cases come from `queryAll` (IsDeleted) and become deletes.
 
 Small pulls use REST `queryAll` with child subqueries (one call per batch of up to 2,000 rows,
 children counting toward the batch); pulls of `bulk_threshold` cases or more use Bulk API 2.0
-query jobs (one job per object, children joined through a temporary SQLite file). Every HTTP call
+query jobs (one job per object, children joined through a temporary SQLite file; no ORDER BY, which
+disables PK chunking, so the case rows are put in cursor order in that file). Every HTTP call
 is counted in `stats.requests`; the run stops cleanly before `max_api_share` of the org's daily API
 allowance is spent. Transient failures (5xx, timeouts, concurrent-request limits, HTML pages) are
 retried with exponential back-off and jitter (honouring Retry-After); an expired session is
@@ -60,7 +61,7 @@ from connector.secrets import Secret
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
 from connector.sources.salesforce_auth import AuthSettings, ConnectorAdapter, Token, login_base, request_token
-from connector.sources.salesforce_bulk import ChildStore, bulk_rows, typed_value
+from connector.sources.salesforce_bulk import CaseSpool, ChildStore, bulk_rows, typed_value
 from connector.sources.salesforce_soql import (
     CHILD_ROLES,
     FIELDS,
@@ -100,8 +101,8 @@ class SalesforceOptions(SourceOptions):
     jwt_audience: str | None = None
     ca_file: Path | None = Field(None, description="extra CA bundle to trust (a proxy's or the sandbox's certificate)")
     api_version: str = "59.0"
-    objects: dict[str, str] = Field(default_factory=dict, description="role -> object API name: case, contact, connected, event, support_plan")
-    relationships: dict[str, str] = Field(default_factory=dict, description="child role -> relationship name on Case: connected, event, support_plan")
+    objects: dict[str, str] = Field(default_factory=dict, description="role -> object API name: case, contact, connected, event, task, support_plan")
+    relationships: dict[str, str] = Field(default_factory=dict, description="child role -> relationship name on Case: connected, event, task, support_plan")
     field_names: dict[str, str] = Field(default_factory=dict, description="`Object.ConventionalName: OrgApiName`, e.g. `Contact.Gender__c: Sex__c`")
     cursor_field: Literal["SystemModstamp", "LastModifiedDate"] = "SystemModstamp"
     lookback_seconds: int = Field(300, ge=0, description="re-read this much before the cursor: changes committed late are not missed")
@@ -119,7 +120,7 @@ class SalesforceOptions(SourceOptions):
     @field_validator("objects", "relationships")
     @classmethod
     def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
-        known = {"case", "contact", "connected", "event", "support_plan"}
+        known = {"case", "contact", "connected", "event", "task", "support_plan"}
         unknown = set(value) - known
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -341,20 +342,28 @@ class SalesforceSource(Source):
             describe = self.api.call(f"{obj}: describe", lambda: getattr(self.api.sf, obj).describe())
             self.describes[role] = describe
             layout.resolve(role, describe, self.opts.field_names)
-            for conventional, actual in layout.found_by_label.get(role, []):
-                log.info("%s: %s.%s found by its label as %s", self.where, obj, conventional, actual)
+            for conventional, how in layout.found_how.get(role, {}).items():
+                if how in ("label", "help text"):
+                    log.info("%s: %s.%s found by its %s as %s", self.where, obj, conventional, how, layout.actual(role, conventional))
         self.layout = layout
         return layout
 
     def fields(self) -> list[FieldInfo]:
-        """Every readable field of the package's objects, named as raw records carry them."""
-        self.discover()
-        out = []
+        """Every readable field of the package's objects, named as raw records carry them (the
+        conventional name of a field found under another, `Contact` and the child lists, and each
+        lookup as `X__r.Name`), so `check` compares the mapping with what records will hold."""
+        layout = self.discover()
+        out = [FieldInfo("Contact", "Contact", "object"), FieldInfo("Owner", "Case Owner", "object"), FieldInfo("Owner.Name", "Case Owner Name", "string")]
+        out += [FieldInfo(key, rel, "list") for rel, _, key in CHILD_ROLES.values()]
         for role, describe in self.describes.items():
             prefix = "" if role == "case" else {"contact": "Contact."}.get(role, f"{CHILD_ROLES.get(role, ('', '', role))[2]}[].")
+            names = layout.conventional_names(role)
             for f in describe.get("fields", []):
                 choices = tuple(p["value"] for p in f.get("picklistValues") or [] if p.get("active", True))
-                out.append(FieldInfo(prefix + f["name"], f.get("label"), f.get("type"), choices))
+                out.append(FieldInfo(prefix + names.get(f["name"].lower(), f["name"]), f.get("label"), f.get("type"), choices))
+        for want in FIELDS["case"]:
+            if want.lookup and layout.actual("case", want.name):
+                out += [FieldInfo(want.relationship, want.labels[0], "object"), FieldInfo(f"{want.relationship}.Name", want.labels[0], "string")]
         return out
 
     def check(self) -> list[Problem]:
@@ -369,16 +378,25 @@ class SalesforceSource(Source):
             problems.append(
                 Problem(
                     f"{self.where}: {obj}.{name}",
-                    "field not found or not readable by the integration user",
+                    f"{obj}.{name}: field not found or not readable by the integration user",
                     hint=f"grant field-level read access, or name the org's field in options.field_names ({obj}.{name}: <ApiName>)",
                 )
             )
         for role, names in layout.missing.items():
-            required = {n for n, _, r in FIELDS[role] if r}
+            wants = {w.name: w for w in FIELDS[role]}
             for name in names:
-                if name not in required:
-                    problems.append(Problem(f"{self.where}: {layout.objects[role]}.{name}", "optional field not found; it will be empty", severity="warning"))
-        if problems:
+                if not wants[name].required:
+                    what = f"{wants[name].htcds} will stay unknown" if wants[name].htcds else "it will be empty"
+                    problems.append(
+                        Problem(
+                            f"{self.where}: {layout.objects[role]}.{name}",
+                            f"{layout.objects[role]}.{name}: not found by API name, label or HTCDS name in its help text; {what}",
+                            severity="warning",
+                            hint=f"if the org has it under another name, set options.field_names ({layout.objects[role]}.{name}: <ApiName>)",
+                        )
+                    )
+        problems.append(Problem(f"{self.where}: field map", "field map (HTCDS field <- org field), please confirm:\n  " + "\n  ".join(layout.field_map()), severity="info"))
+        if any(p.severity == "error" for p in problems):
             return problems
         try:
             orphans = self.api.call("count contacts without a case", lambda: self.api.sf.query(orphan_contacts_query(layout)))["totalSize"]
@@ -408,9 +426,9 @@ class SalesforceSource(Source):
 
     # -- pulling --------------------------------------------------------------------------------------
     def pages(self, cursor: str | None) -> Iterator[Page]:
+        after = Cursor.loads(cursor, self.where)  # an unreadable cursor stops the run before any request
         layout = self.discover()
         self.api.read_limits()
-        after = Cursor.loads(cursor)
         upper = self.api.server_time
         window = Window(self.opts.cursor_field, after, timedelta(seconds=self.opts.lookback_seconds), upper)
         number = 0
@@ -486,49 +504,53 @@ class SalesforceSource(Source):
         for role, (_, ref, _) in CHILD_ROLES.items():
             actual_ref = layout.actual(role, ref) or ref
             for chunk in _chunks(case_ids, ID_CHUNK):
-                for batch in self._rest_batches(children_by_case_query(layout, role, chunk), f"{layout.objects[role]}: rows of changed cases", include_deleted=False):
+                for batch in self._rest_batches(children_by_case_query(layout, role, chunk), f"{layout.objects[role]}: rows of changed cases", include_deleted=True):
                     for rec in batch:
                         out.setdefault(_get_ci(rec, actual_ref), {}).setdefault(role, []).append(rec)
         return out
 
     def _bulk_pages(self, layout: Layout, window: Window) -> Iterator[list[RawRecord]]:
         store = ChildStore()
+        spool = CaseSpool()
         try:
             for role, (_, ref, _) in CHILD_ROLES.items():
                 actual_ref = layout.actual(role, ref) or ref
                 types = layout.types.get(role, {})
-                rows = bulk_rows(self.api, layout.objects[role], children_in_window_query(layout, role, window), operation="query", max_records=self.opts.bulk_max_records)
+                # queryAll: archived activities (old Events and Tasks) are only returned by it; the query drops deleted rows
+                rows = bulk_rows(self.api, layout.objects[role], children_in_window_query(layout, role, window), operation="queryAll", max_records=self.opts.bulk_max_records)
                 store.add_all(role, ((row[actual_ref], {k: typed_value(types.get(k, "string"), v) for k, v in row.items()}) for row in rows))
             store.index()
-            soql = case_query(layout, window, subqueries=False)
-            page: list[dict[str, Any]] = []
+            # No ORDER BY (it disables PK chunking): rows arrive in chunk order and are put in
+            # cursor order here, so that each page's cursor covers every row before it.
+            soql = case_query(layout, window, subqueries=False, ordered=False)
+            stamp_field = layout.actual("case", self.opts.cursor_field) or self.opts.cursor_field
             for row in bulk_rows(self.api, layout.objects["case"], soql, operation="queryAll", max_records=self.opts.bulk_max_records):
-                page.append(self._nest_csv(layout, row))
-                if len(page) >= self.opts.batch_size:
-                    yield self._from_bulk_page(layout, page, store)
-                    page = []
-            if page:
+                nested = self._nest_csv(layout, row)
+                stamp = _get_ci(nested, stamp_field)
+                spool.add(parse_sf_datetime(stamp).strftime("%Y-%m-%dT%H:%M:%S.%f") if stamp else "", nested["Id"], nested)
+            for page in spool.pages(self.opts.batch_size):
                 yield self._from_bulk_page(layout, page, store)
         finally:
             store.close()
+            spool.close()
 
     def _nest_csv(self, layout: Layout, row: dict[str, str]) -> dict[str, Any]:
-        """A Bulk CSV row (`Contact.Gender__c` columns, strings) as the REST JSON shape."""
+        """A Bulk CSV row (`Contact.Gender__c`, `Referring_Organisation__r.Name` columns, strings) as the REST JSON shape."""
         case_types = layout.types.get("case", {})
         contact_types = layout.types.get("contact", {})
         out: dict[str, Any] = {}
-        contact: dict[str, Any] = {}
-        owner: dict[str, Any] = {}
+        related: dict[str, dict[str, Any]] = {}
         for key, value in row.items():
-            if key.startswith("Contact."):
-                name = key[len("Contact.") :]
-                contact[name] = typed_value(contact_types.get(name, "string"), value)
-            elif key.startswith("Owner."):
-                owner[key[len("Owner.") :]] = value or None
-            else:
+            relationship, dot, name = key.partition(".")
+            if not dot:
                 out[key] = typed_value(case_types.get(key, "string"), value)
-        out["Contact"] = contact if out.get(layout.actual("case", "ContactId") or "ContactId") else None
-        out["Owner"] = owner if any(v is not None for v in owner.values()) else None
+            elif relationship == "Contact":
+                related.setdefault("Contact", {})[name] = typed_value(contact_types.get(name, "string"), value)
+            else:  # Owner.Name, a lookup's X__r.Name: an empty cell is a null relationship
+                related.setdefault(relationship, {})[name] = value or None
+        for relationship, values in related.items():
+            out[relationship] = values if any(v is not None for v in values.values()) else None
+        out["Contact"] = related.get("Contact") if out.get(layout.actual("case", "ContactId") or "ContactId") else None
         return out
 
     def _from_bulk_page(self, layout: Layout, page: list[dict[str, Any]], store: ChildStore) -> list[RawRecord]:
@@ -545,18 +567,43 @@ class SalesforceSource(Source):
         fields = self._rename(layout, "case", rec)
         for relationship in layout.relationships.values():
             fields.pop(relationship, None)  # an empty child subquery answers null under its name
+        fields.update(self._lookup_names(layout, rec, fields))
         contact = _get_ci(rec, "Contact")
         fields["Contact"] = self._rename(layout, "contact", contact) if isinstance(contact, dict) else None
         owner = _get_ci(rec, "Owner")
         fields["Owner"] = {"Name": _get_ci(owner, "Name")} if isinstance(owner, dict) else None
-        for role, (_, _, key) in CHILD_ROLES.items():
+        for role, (_, _, key) in CHILD_ROLES.items():  # Events then Tasks under `events`
             if subqueries:
                 rows = self._subquery_rows(_get_ci(rec, layout.relationships[role]))
             else:
                 rows = (children or {}).get(role, [])
-            fields[key] = [self._child(layout, role, row) for row in rows]
+            fields.setdefault(key, []).extend(self._child(layout, role, row) for row in rows if _get_ci(row, "IsDeleted") not in (True, "true"))
         self._check_victims(case_id, fields)
         return RawRecord(case_id, fields, updated)
+
+    def _lookup_names(self, layout: Layout, rec: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+        """Each lookup as `{"Name": ...}` under its conventional relationship name, never its Id.
+
+        A lookup field holds the related record's Id, which means nothing outside the org; the
+        query selects `X__r.Name` through the relationship. An org that made the field plain text
+        has the name itself in it. Either way the raw `X__c` is dropped from the record.
+        """
+        out: dict[str, Any] = {}
+        for want in FIELDS["case"]:
+            if not want.lookup:
+                continue
+            fields.pop(want.name, None)
+            actual = layout.actual("case", want.name)
+            if actual is None:
+                continue
+            relationship = layout.lookups.get(want.name)
+            if relationship is not None:
+                related = _get_ci(rec, relationship)
+                name = _get_ci(related, "Name") if isinstance(related, dict) else None
+            else:
+                name = _get_ci(rec, actual)
+            out[want.relationship] = {"Name": name} if name not in (None, "") else None
+        return out
 
     def _subquery_rows(self, result: Any) -> list[dict[str, Any]]:
         if not isinstance(result, dict):

@@ -7,6 +7,12 @@ Jobs are created and polled through simple-salesforce's Bulk 2.0 client; result 
 stream (csv over the socket, `Sforce-Locator` to the next page) so memory does not grow with the
 page size or the record count. Child rows of a large pull go to a temporary SQLite file keyed by
 Case Id (`ChildStore`), so joining them to the case stream needs neither a sort nor the heap.
+
+Bulk queries carry no ORDER BY: Salesforce documents that it disables PK chunking and risks query
+timeouts on exactly the large pulls Bulk is for, and without it rows arrive in chunk order, not in
+cursor order. So the case rows of a pull are spooled to the same kind of file (`CaseSpool`) and
+read back ordered by (cursor field, Id): each page's cursor is then a true high-water mark, below
+which every row of the window is committed, and a crash mid-way loses nothing.
 """
 
 from __future__ import annotations
@@ -65,15 +71,13 @@ class ChildStore:
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="sf-children-")
         self._db = sqlite3.connect(Path(self._dir.name) / "children.sqlite")
-        self._db.execute("CREATE TABLE child (role TEXT, case_id TEXT, seq INTEGER, row TEXT)")
-        self._seq = 0
+        self._db.execute("CREATE TABLE child (role TEXT, case_id TEXT, child_id TEXT, row TEXT)")
 
     def add_all(self, role: str, rows: Iterator[tuple[str, dict[str, Any]]]) -> int:
         count = 0
-        batch: list[tuple[str, str, int, str]] = []
+        batch: list[tuple[str, str, str, str]] = []
         for case_id, row in rows:
-            self._seq += 1
-            batch.append((role, case_id, self._seq, json.dumps(row)))
+            batch.append((role, case_id, str(row.get("Id") or ""), json.dumps(row)))
             count += 1
             if len(batch) >= 5000:
                 self._db.executemany("INSERT INTO child VALUES (?, ?, ?, ?)", batch)
@@ -84,17 +88,64 @@ class ChildStore:
         return count
 
     def index(self) -> None:
-        self._db.execute("CREATE INDEX IF NOT EXISTS child_case ON child (case_id, role, seq)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS child_case ON child (case_id, role, child_id)")
 
     def for_cases(self, case_ids: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """{case id: {role: [rows in Id order]}} for a page of cases."""
+        """{case id: {role: [rows in Id order]}} for a page of cases (the order REST subqueries ask for)."""
         out: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for start in range(0, len(case_ids), 500):
             chunk = case_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for role, case_id, row in self._db.execute(f"SELECT role, case_id, row FROM child WHERE case_id IN ({marks}) ORDER BY seq", chunk):
+            for role, case_id, row in self._db.execute(f"SELECT role, case_id, row FROM child WHERE case_id IN ({marks}) ORDER BY case_id, role, child_id", chunk):
                 out.setdefault(case_id, {}).setdefault(role, []).append(json.loads(row))
         return out
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+
+class CaseSpool:
+    """Case rows of one Bulk pull in a temporary SQLite file, read back in cursor order.
+
+        spool.add(stamp, case_id, row)        # in whatever order the Bulk chunks arrive
+        for page in spool.pages(200): ...     # lists of rows, ordered by (stamp, Id)
+
+    `stamp` is the cursor field as an aware UTC datetime (None sorts first: a row without a stamp
+    cannot be placed after any cursor, so it is delivered before every cursor move).
+    """
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="sf-cases-")
+        self._db = sqlite3.connect(Path(self._dir.name) / "cases.sqlite")
+        self._db.execute("CREATE TABLE spool (stamp TEXT, id TEXT, row TEXT)")
+        self._batch: list[tuple[str, str, str]] = []
+        self.count = 0
+
+    def add(self, stamp: str, case_id: str, row: dict[str, Any]) -> None:
+        """`stamp`: the cursor field as sortable UTC text (`YYYY-MM-DDTHH:MM:SS`), "" when absent."""
+        self._batch.append((stamp, case_id, json.dumps(row)))
+        self.count += 1
+        if len(self._batch) >= 5000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._db.executemany("INSERT INTO spool VALUES (?, ?, ?)", self._batch)
+            self._batch.clear()
+
+    def pages(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        self._flush()
+        self._db.commit()
+        self._db.execute("CREATE INDEX IF NOT EXISTS spool_order ON spool (stamp, id)")
+        page: list[dict[str, Any]] = []
+        for (row,) in self._db.execute("SELECT row FROM spool ORDER BY stamp, id"):
+            page.append(json.loads(row))
+            if len(page) >= size:
+                yield page
+                page = []
+        if page:
+            yield page
 
     def close(self) -> None:
         self._db.close()

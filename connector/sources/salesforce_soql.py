@@ -14,9 +14,12 @@ Each query is built by one function a test can call on its own:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
+
+from connector.sources.cursor import load_versioned, unreadable
 
 # role -> conventional object API name
 OBJECTS = {
@@ -24,98 +27,152 @@ OBJECTS = {
     "contact": "Contact",
     "connected": "Connected_Person_or_Organisation__c",
     "event": "Event",
+    "task": "Task",
     "support_plan": "Support_Plan__c",
 }
 # child role -> (conventional child relationship name on Case, reference field to the Case, raw key)
 CHILD_ROLES = {
     "connected": ("Connected_Persons_or_Organisations__r", "Case__c", "perpetrators"),
     "event": ("Events", "WhatId", "events"),
+    "task": ("Tasks", "WhatId", "events"),  # the package's fields are on Activity: events logged as Tasks too
     "support_plan": ("Support_Plans__r", "Case__c", "support_plans"),
 }
-# role -> [(conventional API name, package label, required by the mapping)]
-FIELDS: dict[str, list[tuple[str, str, bool]]] = {
+class Want(NamedTuple):
+    """A field the source reads: its conventional API name, the labels it has had, and its HTCDS name.
+
+    `required` only for the fields the source cannot work without (Ids, stamps, the references that
+    join a case's records): everything else is reported as a warning and stays unknown when absent.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    required: bool = False
+    htcds: str | None = None
+    lookup: bool = False  # the standard's "Lookup [to ...]": read the related record's Name, never its Id
+
+    @property
+    def relationship(self) -> str:
+        """The conventional relationship name of a lookup (`Referring_Organisation__r`), the raw key of its `{"Name"}`."""
+        return self.name[:-3] + "__r" if self.name.endswith("__c") else self.name.removesuffix("Id")
+
+
+def _w(name: str, labels: str | tuple[str, ...], htcds: str | None = None, *, required: bool = False, lookup: bool = False) -> Want:
+    return Want(name, (labels,) if isinstance(labels, str) else labels, required, htcds, lookup)
+
+
+# role -> the fields wanted. Labels: the published package's (shared/reference/htcds/
+# salesforce_package_contents.md) and the HTCDS 2.0 standard's, which spells "Organization".
+FIELDS: dict[str, list[Want]] = {
     "case": [
-        ("Id", "Case ID", True),
-        ("CaseNumber", "Case Number", True),
-        ("IsDeleted", "Deleted", True),
-        ("CreatedDate", "Created Date", True),
-        ("LastModifiedDate", "Last Modified Date", True),
-        ("SystemModstamp", "System Modstamp", True),
-        ("ContactId", "Contact ID", True),
-        ("Status", "Status", True),
-        ("Agreement_to_Manage_Personal_Data__c", "Agreement to Manage Personal Data", True),
-        ("Trafficking_Status__c", "Trafficking Status", True),
-        ("Trafficking_Status_Decision_Making_Org__c", "Trafficking Status Decision Making Organisation", True),
-        ("Relationship_to_Trafficker__c", "Relationship to Trafficker", True),
-        ("Method_of_Recruitment__c", "Method of Recruitment", True),
-        ("Methods_of_Control__c", "Methods of Control", True),
-        ("Type_of_Exploitation__c", "Type of Exploitation", True),
-        ("Type_of_Sex_Exploitation__c", "Type of Sex Exploitation", True),
-        ("Forced_Labour_Industry__c", "Forced Labour Industry", True),
-        ("Incoming_Referral_Date__c", "Incoming Referral Date", True),
-        ("Reason_for_Incoming_Referral__c", "Reason for Incoming Referral", True),
-        ("Incoming_Referral_Details__c", "Incoming Referral Details", True),
-        ("Referring_Organisation__c", "Referring Organisation", True),
-        ("Referring_Primary_Case_Worker__c", "Referring Primary Case Worker", True),
-        ("Outgoing_Referral_Date__c", "Outgoing Referral Date", True),
-        ("Reason_for_Outgoing_Referral__c", "Reason for Outgoing Referral", True),
-        ("Outgoing_Referral_Details__c", "Outgoing Referral Details", True),
-        ("Referred_Organisation__c", "Referred Organisation", True),
-        ("Referred_Primary_Case_Worker__c", "Referred Primary Case Worker", True),
-        ("Reason_for_Case_Closure__c", "Reason for Case Closure", True),
-        ("Vulnerabilities__c", "Vulnerabilities", False),
-        ("Recruitment_Websites_and_Apps__c", "Recruitment Websites and Apps", False),
-        ("Exploitation_Websites_and_Apps__c", "Exploitation Websites and Apps", False),
+        _w("Id", "Case ID", required=True),
+        _w("CaseNumber", "Case Number"),
+        _w("IsDeleted", "Deleted", required=True),
+        _w("CreatedDate", "Created Date", "ext_RegistrationDate", required=True),
+        _w("LastModifiedDate", "Last Modified Date", required=True),
+        _w("SystemModstamp", "System Modstamp", required=True),
+        _w("ContactId", "Contact ID", required=True),
+        _w("Status", "Status", "cas_Status"),
+        _w("Agreement_to_Manage_Personal_Data__c", "Agreement to Manage Personal Data", "con_Consent"),
+        _w("Trafficking_Status__c", "Trafficking Status", "vic_TraffickingStatus"),
+        _w(
+            "Trafficking_Status_Decision_Making_Org__c",
+            ("Trafficking Status Decision Making Organisation", "Trafficking Status Decision Making Organization", "Trafficking Status Decision Making Org"),
+            "vic_TraffickingStatusDecisionMakingOrg",
+        ),
+        _w("Relationship_to_Trafficker__c", "Relationship to Trafficker", "vic_RelationshipToTrafficker"),
+        _w("Method_of_Recruitment__c", "Method of Recruitment", "vic_MethodOfRecruitment"),
+        _w("Location_of_Recruitment__c", "Location of Recruitment", "vic_LocationOfRecruitment", lookup=True),
+        _w("Methods_of_Control__c", "Methods of Control", "vic_MethodsOfControl"),
+        _w("Type_of_Exploitation__c", "Type of Exploitation", "vic_TypeOfExploitation"),
+        _w("Type_of_Sex_Exploitation__c", "Type of Sex Exploitation", "vic_TypeOfSexExploitation"),
+        _w("Forced_Labour_Industry__c", ("Forced Labour Industry", "Forced Labor Industry"), "vic_ForcedLabourIndustry"),
+        _w("Incoming_Referral_Date__c", "Incoming Referral Date", "cas_IncomingReferralDate"),
+        _w("Reason_for_Incoming_Referral__c", "Reason for Incoming Referral", "cas_ReasonForIncomingReferral"),
+        _w("Incoming_Referral_Details__c", "Incoming Referral Details", "cas_IncomingReferralDetails"),
+        _w("Referring_Organisation__c", ("Referring Organisation", "Referring Organization"), "cas_ReferringOrganisation", lookup=True),
+        _w("Referring_Primary_Case_Worker__c", "Referring Primary Case Worker", "cas_ReferringPrimaryCaseWorker", lookup=True),
+        _w("Outgoing_Referral_Date__c", "Outgoing Referral Date", "cas_OutgoingReferralDate"),
+        _w("Reason_for_Outgoing_Referral__c", "Reason for Outgoing Referral", "cas_ReasonForOutgoingReferral"),
+        _w("Outgoing_Referral_Details__c", "Outgoing Referral Details", "cas_OutgoingReferralDetails"),
+        _w("Referred_Organisation__c", ("Referred Organisation", "Referred Organization"), "cas_ReferredOrganisation", lookup=True),
+        _w("Referred_Primary_Case_Worker__c", "Referred Primary Case Worker", "cas_ReferredPrimaryCaseWorker", lookup=True),
+        _w("Reason_for_Case_Closure__c", "Reason for Case Closure", "cas_ReasonForCaseClosure"),
+        _w("Vulnerabilities__c", "Vulnerabilities", "vic_Vulnerabilities"),
+        _w("Recruitment_Websites_and_Apps__c", "Recruitment Websites and Apps", "vic_RecruitmentWebsitesAndApps"),
+        _w("Exploitation_Websites_and_Apps__c", "Exploitation Websites and Apps", "vic_ExploitationWebsitesAndApps"),
     ],
     "contact": [
-        ("Id", "Contact ID", True),
-        ("SystemModstamp", "System Modstamp", True),
-        ("Salutation", "Salutation", True),
-        ("FirstName", "First Name", True),
-        ("LastName", "Last Name", True),
-        ("Title", "Title", True),
-        ("Birthdate", "Birthdate", True),
-        ("Email", "Email", True),
-        ("MobilePhone", "Mobile Phone", True),
-        ("HomePhone", "Home Phone", True),
-        ("MailingStreet", "Mailing Street", True),
-        ("MailingCity", "Mailing City", True),
-        ("MailingState", "Mailing State/Province", True),
-        ("MailingPostalCode", "Mailing Zip/Postal Code", True),
-        ("MailingCountry", "Mailing Country", True),
-        ("Gender__c", "Gender", True),
-        ("Nationality__c", "Nationality", True),
-        ("Identity_Number__c", "Identity Number", True),
-        ("Deceased__c", "Deceased", False),
+        _w("Id", "Contact ID", required=True),
+        _w("SystemModstamp", "System Modstamp", required=True),
+        _w("Salutation", "Salutation", "prs_Salutation"),
+        _w("FirstName", "First Name", "prs_FirstName"),
+        _w("LastName", "Last Name", "prs_SecondName"),
+        _w("Title", "Title", "prs_Title"),
+        _w("Birthdate", "Birthdate", "prs_Birthdate"),
+        _w("Email", "Email", "prs_Email"),
+        _w("MobilePhone", "Mobile Phone", "prs_MobilePhone"),
+        _w("Mobile_Phone__c", "Mobile Phone", "prs_MobilePhone"),  # the package's own: a direct identifier too
+        _w("HomePhone", "Home Phone", "prs_HomePhone"),
+        _w("MailingStreet", "Mailing Street", "prs_MailingStreet"),
+        _w("MailingCity", "Mailing City", "prs_MailingCity"),
+        _w("MailingState", "Mailing State/Province", "prs_MailingState"),
+        _w("MailingPostalCode", "Mailing Zip/Postal Code", "prs_MailingPostalCode"),
+        _w("MailingCountry", "Mailing Country", "prs_MailingCountry"),
+        _w("Gender__c", "Gender", "prs_Gender"),
+        _w("Nationality__c", "Nationality", "prs_Citizenship"),
+        _w("Identity_Number__c", "Identity Number", "prs_IdentityNumber"),
+        _w("Deceased__c", "Deceased"),
     ],
     "connected": [
-        ("Id", "Record ID", True),
-        ("Case__c", "Case", True),
-        ("Type__c", "Type", True),
-        ("Role_in_Process__c", "Role in Process", True),
-        ("Connected_Contact__c", "Connected Contact", False),
-        ("Connected_Organistion__c", "Connected Organistion", False),
+        _w("Id", "Record ID", required=True),
+        _w("Case__c", "Case", required=True),
+        _w("Type__c", "Type", "ext_RecruiterRelation"),
+        _w("Role_in_Process__c", "Role in Process", "ext_PerpetratorRoles"),
+        _w("Connected_Contact__c", "Connected Contact"),
+        _w("Connected_Organistion__c", ("Connected Organistion", "Connected Organisation", "Connected Organization")),
     ],
     "event": [
-        ("Id", "Activity ID", True),
-        ("WhatId", "Related To ID", True),
-        ("Type__c", "Type", True),
-        ("Country__c", "Country", True),
-        ("City__c", "City", True),
-        ("Date__c", "Date", True),
-        ("State__c", "State", False),
+        _w("Id", "Activity ID", required=True),
+        _w("WhatId", "Related To ID", required=True),
+        _w("Type__c", "Type", "hte_Type"),
+        _w("Country__c", "Country", "hte_Country"),
+        _w("City__c", "City", "hte_City"),
+        _w("Date__c", "Date", "hte_Date"),
+        _w("State__c", "State", "hte_State"),
+    ],
+    "task": [
+        _w("Id", "Activity ID", required=True),
+        _w("WhatId", "Related To ID", required=True),
+        _w("Type__c", "Type", "hte_Type"),
+        _w("Country__c", "Country", "hte_Country"),
+        _w("City__c", "City", "hte_City"),
+        _w("Date__c", "Date", "hte_Date"),
+        _w("State__c", "State", "hte_State"),
     ],
     "support_plan": [
-        ("Id", "Record ID", True),
-        ("Case__c", "Case", True),
-        ("Type__c", "Type", True),
-        ("Planned_End_Date__c", "Planned End Date", True),
-        ("Actual_End_Date__c", "Actual End Date", False),
-        ("Objectives__c", "Objectives", False),
+        _w("Id", "Record ID", required=True),
+        _w("Case__c", "Case", required=True),
+        _w("Type__c", "Type", "spl_Type"),
+        _w("Planned_End_Date__c", "Planned End Date", "spl_PlannedEndDate"),
+        _w("Actual_End_Date__c", "Actual End Date", "spl_ActualEndDate"),
+        _w("Objectives__c", "Objectives", "spl_Objectives"),
     ],
 }
 OWNER_NAME = "Owner.Name"  # the case owner's name, through the standard Owner relationship
 VICTIM_TYPE = "victim"  # a connected person row of this Type__c is a further victim
+
+
+def _fold(text: str) -> str:
+    """Label comparison key: case, spaces and punctuation do not matter."""
+    return re.sub(r"[^0-9a-z]+", "", text.casefold())
+
+
+def _names_htcds(text: str | None, htcds: str) -> bool:
+    """Whether a help text or description names the HTCDS field, with or without its prefix."""
+    if not text:
+        return False
+    bare = htcds.split("_", 1)[1] if "_" in htcds else htcds
+    return re.search(rf"(?<![A-Za-z0-9_])(?:{re.escape(htcds)}|{re.escape(bare)})(?![A-Za-z0-9_])", text, re.IGNORECASE) is not None
 
 
 @dataclass
@@ -123,7 +180,8 @@ class Layout:
     """The org's actual object, relationship and field names for each conventional one.
 
     `fields[role]` maps conventional name -> actual API name (only fields the org has and the user
-    can read); `missing[role]` lists conventional names found nowhere; `types[role]` holds the
+    can read); `missing[role]` lists conventional names found nowhere; `found_how[role]` says how
+    each was found (`API name`, `label`, `help text`, `field_names`); `types[role]` holds the
     describe type of each actual field (to read Bulk CSV strings back into JSON types).
     """
 
@@ -131,40 +189,54 @@ class Layout:
     relationships: dict[str, str] = field(default_factory=lambda: {role: spec[0] for role, spec in CHILD_ROLES.items()})
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     missing: dict[str, list[str]] = field(default_factory=dict)
-    found_by_label: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    found_how: dict[str, dict[str, str]] = field(default_factory=dict)
     types: dict[str, dict[str, str]] = field(default_factory=dict)
+    lookups: dict[str, str] = field(default_factory=dict)  # Case lookup (conventional) -> the org's relationship name
 
     @classmethod
     def conventional(cls) -> "Layout":
         layout = cls()
-        for role, specs in FIELDS.items():
-            layout.fields[role] = {name: name for name, _, _ in specs}
+        for role, wants in FIELDS.items():
+            layout.fields[role] = {w.name: w.name for w in wants}
             layout.types[role] = {}
         return layout
 
     def resolve(self, role: str, describe: dict[str, Any], overrides: dict[str, str]) -> None:
-        """Match the wanted fields of `role` against its describe result (readable fields only)."""
-        by_name = {f["name"].lower(): f for f in describe.get("fields", [])}
-        by_label: dict[str, list[dict[str, Any]]] = {}
-        for f in describe.get("fields", []):
-            by_label.setdefault(str(f.get("label", "")).lower(), []).append(f)
+        """Match the wanted fields of `role` against its describe result (readable fields only).
+
+        The package's metadata is not public and partners add their own fields, so a wanted field
+        is found by (1) the API name `field_names` gives, else the conventional one, (2) one of its
+        labels, (3) its HTCDS name in the field's help text or description. A label or help text
+        that matches several fields finds none: the partner names it in `field_names`.
+        """
+        described = describe.get("fields", [])
+        by_name = {f["name"].lower(): f for f in described}
         obj = self.objects[role]
         self.fields[role] = {}
         self.missing[role] = []
-        self.found_by_label[role] = []
-        self.types[role] = {f["name"]: f.get("type", "string") for f in describe.get("fields", [])}
-        for name, label, _ in FIELDS[role]:
-            wanted = overrides.get(f"{obj}.{name}") or overrides.get(f"{OBJECTS[role]}.{name}") or name
-            found = by_name.get(wanted.lower())
-            if found is None and wanted == name:
-                candidates = [f for f in by_label.get(label.lower(), []) if f.get("custom") == name.endswith("__c")]
-                if len(candidates) == 1:
-                    found = candidates[0]
-                    self.found_by_label[role].append((name, found["name"]))
+        self.found_how[role] = {}
+        self.types[role] = {f["name"]: f.get("type", "string") for f in described}
+        taken = {w.name.lower() for w in FIELDS[role]} | {v.lower() for v in overrides.values()}
+        for want in FIELDS[role]:
+            override = overrides.get(f"{obj}.{want.name}") or overrides.get(f"{OBJECTS[role]}.{want.name}")
+            found, how = by_name.get((override or want.name).lower()), ("field_names" if override else "API name")
+            if found is None and not override:
+                labels = {_fold(label) for label in want.labels}
+                candidates = [f for f in described if _fold(str(f.get("label", ""))) in labels and bool(f.get("custom")) == want.name.endswith("__c") and f["name"].lower() not in taken]
+                found, how = (candidates[0], "label") if len(candidates) == 1 else (None, how)
+            if found is None and not override and want.htcds:
+                candidates = [
+                    f for f in described if f["name"].lower() not in taken and (_names_htcds(f.get("inlineHelpText"), want.htcds) or _names_htcds(f.get("description"), want.htcds))
+                ]
+                found, how = (candidates[0], "help text") if len(candidates) == 1 else (None, how)
             if found is None:
-                self.missing[role].append(name)
+                self.missing[role].append(want.name)
             else:
-                self.fields[role][name] = found["name"]
+                self.fields[role][want.name] = found["name"]
+                self.found_how[role][want.name] = how
+                taken.add(found["name"].lower())
+                if role == "case" and want.lookup and found.get("type") == "reference" and found.get("relationshipName"):
+                    self.lookups[want.name] = found["relationshipName"]
         if role == "case":
             self.resolve_relationships(describe)
 
@@ -191,8 +263,24 @@ class Layout:
         return {actual.lower(): name for name, actual in self.fields[role].items()}
 
     def required_missing(self) -> list[tuple[str, str]]:
-        wanted = {role: {name for name, _, required in specs if required} for role, specs in FIELDS.items()}
+        wanted = {role: {w.name for w in wants if w.required} for role, wants in FIELDS.items()}
         return [(self.objects[role], name) for role, names in self.missing.items() for name in names if name in wanted[role]]
+
+    def field_map(self) -> list[str]:
+        """One line per wanted field with an HTCDS name: `HTCDS name <- Object.ApiName (how found)`."""
+        lines = []
+        for role, wants in FIELDS.items():
+            obj = self.objects[role]
+            for want in wants:
+                if not want.htcds:
+                    continue
+                actual = self.actual(role, want.name)
+                how = self.found_how.get(role, {}).get(want.name, "?")
+                if actual and role == "case" and want.name in self.lookups:
+                    actual, how = f"{actual} -> {self.lookups[want.name]}.Name", f"{how}; a lookup: its record's Name"
+                where = f"{obj}.{actual} ({how})" if actual else "not found: stays unknown"
+                lines.append(f"{want.htcds} <- {where}")
+        return lines
 
 
 # -- literals and cursors ----------------------------------------------------------------------------
@@ -215,22 +303,31 @@ def parse_sf_datetime(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
+CURSOR_VERSION = 1  # `{"v": 1, "ts", "id"}`; a cursor without "v" is the same format, written before it had one
+
+
 @dataclass(frozen=True)
 class Cursor:
-    """Where the last stored page ended: the cursor field's value and the Id, as `{"ts", "id"}`."""
+    """Where the last stored page ended: the cursor field's value and the Id, as `{"v", "ts", "id"}`."""
 
     ts: datetime
     id: str = ""
 
     def dumps(self) -> str:
-        return json.dumps({"ts": soql_datetime(self.ts), "id": self.id}, sort_keys=True)
+        return json.dumps({"v": CURSOR_VERSION, "ts": soql_datetime(self.ts), "id": self.id}, sort_keys=True)
 
     @classmethod
-    def loads(cls, text: str | None) -> "Cursor | None":
+    def loads(cls, text: str | None, where: str = "source ?") -> "Cursor | None":
+        """The stored cursor, or a SourceError naming the source and how to reset it (never a crash)."""
         if not text:
             return None
-        data = json.loads(text)
-        return cls(parse_sf_datetime(data["ts"]), data.get("id", ""))
+        data = load_versioned(text, where, (CURSOR_VERSION,))
+        if not isinstance(data.get("ts"), str) or not isinstance(data.get("id", ""), str):
+            raise unreadable(where, 'no "ts" timestamp')
+        try:
+            return cls(parse_sf_datetime(data["ts"]), data.get("id", ""))
+        except ValueError:
+            raise unreadable(where, f"timestamp {data['ts'][:40]!r} is not a Salesforce datetime") from None
 
 
 @dataclass(frozen=True)
@@ -274,22 +371,31 @@ def _where(*conditions: str) -> str:
 
 
 def case_fields(layout: Layout, with_owner: bool = True) -> list[str]:
-    fields = layout.select("case") + layout.select("contact", "Contact.")
+    """The Case's fields, its victim's, the owner's name and each lookup's related Name (`X__r.Name`)."""
+    fields = layout.select("case") + [f"{relationship}.Name" for relationship in layout.lookups.values()] + layout.select("contact", "Contact.")
     if with_owner:
         fields.append(OWNER_NAME)
     return fields
 
 
 def child_subquery(layout: Layout, role: str) -> str:
-    return f"(SELECT {', '.join(layout.select(role))} FROM {layout.relationships[role]} ORDER BY Id)"
+    """A child relationship's live rows: the case query runs under queryAll, which returns deleted
+    rows for the whole query, subqueries included, so the subquery filters them itself."""
+    return f"(SELECT {', '.join(layout.select(role))} FROM {layout.relationships[role]} WHERE IsDeleted = false ORDER BY Id)"
 
 
-def case_query(layout: Layout, window: Window, *, subqueries: bool, extra: str = "") -> str:
-    """The main incremental query: cases in the window, ordered by cursor field then Id."""
+def case_query(layout: Layout, window: Window, *, subqueries: bool, extra: str = "", ordered: bool = True) -> str:
+    """The main incremental query: cases in the window, ordered by cursor field then Id.
+
+    `ordered=False` for Bulk API 2.0: Salesforce documents that ORDER BY disables PK chunking for a
+    Bulk 2.0 query and risks query timeouts ("Troubleshooting Query Timeouts", Bulk API 2.0 guide),
+    so the source orders those rows itself (`salesforce_bulk.CaseSpool`).
+    """
     fields = case_fields(layout)
     if subqueries:
         fields += [child_subquery(layout, role) for role in CHILD_ROLES]
-    return f"SELECT {', '.join(fields)} FROM {layout.objects['case']}{_where(window.condition(), extra)} ORDER BY {window.cursor_field}, Id"
+    order = f" ORDER BY {window.cursor_field}, Id" if ordered else ""
+    return f"SELECT {', '.join(fields)} FROM {layout.objects['case']}{_where(window.condition(), extra)}{order}"
 
 
 def count_query(layout: Layout, window: Window) -> str:
@@ -310,14 +416,14 @@ def children_by_case_query(layout: Layout, role: str, case_ids: Iterable[str]) -
     """One child object's rows for a chunk of cases (the keyed alternative to subqueries)."""
     ref = layout.actual(role, CHILD_ROLES[role][1]) or CHILD_ROLES[role][1]
     id_list = ", ".join(soql_string(i) for i in case_ids)
-    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({id_list}) ORDER BY {ref}, Id"
+    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({id_list}) AND IsDeleted = false ORDER BY {ref}, Id"
 
 
 def children_in_window_query(layout: Layout, role: str, window: Window) -> str:
-    """One child object's rows for every case of the window (Bulk: a semi-join, no subqueries)."""
+    """One child object's rows for every case of the window (Bulk: a semi-join, no subqueries, no ORDER BY)."""
     ref = layout.actual(role, CHILD_ROLES[role][1]) or CHILD_ROLES[role][1]
     inner = f"SELECT Id FROM {layout.objects['case']}{_where(window.condition())}"
-    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({inner}) ORDER BY Id"
+    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({inner}) AND IsDeleted = false"
 
 
 def changed_children_query(layout: Layout, role: str, since: datetime, upper: datetime | None, cursor_field: str, strict: bool = False) -> str:

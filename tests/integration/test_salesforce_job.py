@@ -1,4 +1,7 @@
-"""A job with a Salesforce source, through the real pipeline and store, against the Salesforce sandbox.
+"""A job with a Salesforce source, through the real pipeline and store, against the Salesforce sandbox
+(an org laid out like the published HTCDS package, plus the fields a partner added under other names,
+lookups to Account and Contact, several perpetrators per case, events logged as Events or Tasks, and
+deleted child rows in the recycle bin).
 
 The first run pulls every case, the store equals the generator's truth after mapping; a second run
 after edits, new cases and deletes pulls only those (plus the cases the lookback window re-reads),
@@ -10,6 +13,7 @@ fails the run with exit code 3 and the cursor at the last committed page, and th
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +27,8 @@ from connector.pipeline import EXIT_SOURCE, Pipeline, SyncReport
 from connector.records import Page
 from connector.sandbox import generate as gen
 from connector.sandbox.salesforce import SandboxHandle, start_sandbox
+from connector.sandbox.salesforce_org import location_of_recruitment
+from connector.sources.base import SourceError
 from connector.sources.salesforce import SalesforceSource
 from connector.sources.salesforce_soql import Cursor
 
@@ -107,7 +113,7 @@ def _assert_store_equals_truth(pipeline: Pipeline, handle: SandboxHandle, cases:
     live = [c for c in cases if not c.deleted]
     assert set(stored) == {_case_id(handle, c) for c in live}
     for case in live:
-        expected = gen.expected_fields(case)
+        expected = {**gen.expected_fields(case), "vic_LocationOfRecruitment": location_of_recruitment(case)}  # kept by the package
         row = stored[_case_id(handle, case)]
         assert {t: row.get(t) for t in targets} == {t: expected.get(t) for t in targets}, case.case_id
 
@@ -116,7 +122,17 @@ def _assert_store_equals_truth(pipeline: Pipeline, handle: SandboxHandle, cases:
 def test_job_pulls_everything_then_only_edits_new_and_deletes(tmp_path: Path, pages_seen: list[Page], api: str) -> None:
     cases = gen.generate_cases(SIZES[api], seed=41)
     with start_sandbox(cases, page_size=25) as handle:
+        org = handle.org
+        assert any(len(c.perpetrators) > 1 for c in cases)  # several Connected Person rows per case
+        live_cases = {r["Id"] for r in org.records["Case"].values() if not r["IsDeleted"]}
+        for obj in ("Connected_Person_or_Organisation__c", "Event", "Task"):  # deleted children of live cases
+            assert any(r["IsDeleted"] and (r.get("Case__c") or r.get("WhatId")) in live_cases for r in org.records[obj].values()), obj
         job = _job(tmp_path, handle, api=api)
+        checker = Pipeline(load_config(job))
+        problems = checker.check()
+        checker.close()
+        assert [p for p in problems if p.severity == "error"] == []  # the org is laid out like the published package
+        assert any("vic_TraffickingStatus <- Case.Victim_Status__c (help text)" in p.message for p in problems if p.severity == "info")
 
         first, pipeline = _sync(job)
         (report,) = first.sources
@@ -210,4 +226,56 @@ def test_persistent_503_fails_with_exit_3_and_the_next_run_resumes_from_the_last
         assert live_ids & stored == {i for i in stored if _stamp(by_id[i]) >= cursor.ts - LOOKBACK}  # only the lookback re-reads
         assert report.inserted == len(cases) - len(stored)
         _assert_store_equals_truth(pipeline, handle, cases)
+        pipeline.close()
+
+
+def test_bulk_rows_arrive_out_of_cursor_order_and_a_crash_mid_way_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bulk 2.0 results come in PK-chunk order, not SystemModstamp order (the connector sends no
+    ORDER BY); a run that dies after two committed pages must leave a cursor that the next run can
+    resume from without skipping any of the rows it had not yet stored."""
+    cases = gen.generate_cases(SIZES["bulk"], seed=45)
+    with start_sandbox(cases, page_size=25, bulk_chunk_size=40) as handle:
+        job = _job(tmp_path, handle, api="bulk")
+        original = SalesforceSource.pages
+
+        def crash_after_two_pages(self: SalesforceSource, cursor: str | None) -> Iterator[Page]:
+            for page in original(self, cursor):
+                if page.number > 2:
+                    raise SourceError(self.where, "simulated crash after two committed pages")
+                yield page
+
+        monkeypatch.setattr(SalesforceSource, "pages", crash_after_two_pages)
+        crashed, pipeline = _sync(job)
+        assert crashed.sources[0].status == "failed" and crashed.sources[0].pages == 2
+        stored = set(pipeline.store.snapshot([SOURCE])["record_id"])
+        assert 0 < len(stored) < len(cases)
+        pipeline.close()
+        assert handle.counts.get("bulk_order_by", 0) == 0  # no Bulk query disabled PK chunking
+
+        monkeypatch.setattr(SalesforceSource, "pages", original)
+        resumed, pipeline = _sync(job)
+        assert (resumed.sources[0].status, resumed.sources[0].error) == ("ok", None)
+        _assert_store_equals_truth(pipeline, handle, cases)
+        pipeline.close()
+
+
+def test_an_unreadable_stored_cursor_fails_the_sync_naming_the_way_out_and_reset_cursor_recovers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from connector.cli import main
+
+    cases = gen.generate_cases(30, seed=46)
+    with start_sandbox(cases, page_size=25) as handle:
+        job = _job(tmp_path, handle, api="rest")
+        assert main(["sync", str(job)]) in (0, 1)
+        with sqlite3.connect(tmp_path / "state" / "cases.sqlite") as db:  # what a hand edit or a downgrade leaves behind
+            db.execute("UPDATE cursors SET value = ? WHERE source = ?", ('{"when": "last tuesday"}', SOURCE))
+        capsys.readouterr()
+
+        assert main(["sync", str(job)]) == EXIT_SOURCE
+        assert f"--reset-cursor {SOURCE}" in capsys.readouterr().err
+        assert main(["sync", str(job), "--reset-cursor", "nope"]) == 2
+
+        assert main(["sync", str(job), "--reset-cursor", SOURCE]) in (0, 1)  # 1: the generator's messy values are rejected
+        pipeline = Pipeline(load_config(job))
+        _assert_store_equals_truth(pipeline, handle, cases)
+        assert json.loads(pipeline.store.cursor(SOURCE) or "{}")["v"] == 1
         pipeline.close()

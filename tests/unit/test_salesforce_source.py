@@ -22,7 +22,7 @@ from connector.sources.salesforce_soql import Cursor, Layout, Window, case_query
 LOGIN = "https://login.salesforce.com"
 INSTANCE = "https://ngo.my.salesforce.com"
 DATA = f"{INSTANCE}/services/data/v59.0"
-OBJECTS = ["Case", "Contact", "Connected_Person_or_Organisation__c", "Event", "Support_Plan__c"]
+OBJECTS = ["Case", "Contact", "Connected_Person_or_Organisation__c", "Event", "Task", "Support_Plan__c"]
 DATE = "Wed, 01 May 2024 12:00:00 GMT"
 
 
@@ -146,9 +146,9 @@ def test_rest_pages_follow_next_records_url_and_cursor_moves_per_page(key_file):
     responses.get(f"{DATA}/queryAll/01gX-2", json={"totalSize": 3, "done": True, "records": [case_row(3, IsDeleted=True)]})
     pages = list(source(key_file, api="rest").pages(None))
     assert [len(p.records) for p in pages] == [2, 1, 0]
-    assert json.loads(pages[0].cursor) == {"ts": "2024-01-03T00:00:00Z", "id": "500000000000000002"}
+    assert json.loads(pages[0].cursor) == {"v": 1, "ts": "2024-01-03T00:00:00Z", "id": "500000000000000002"}
     assert pages[1].records[0].deleted and pages[1].records[0].fields == {}
-    assert json.loads(pages[2].cursor) == {"ts": "2024-05-01T12:00:00Z", "id": ""}  # the org's clock at the start
+    assert json.loads(pages[2].cursor) == {"v": 1, "ts": "2024-05-01T12:00:00Z", "id": ""}  # the org's clock at the start
     first = pages[0].records[0].fields
     assert first["Contact"] == {"Gender__c": "Feminine"} and first["Owner"] == {"Name": "Case Worker"}
     assert first["perpetrators"][0]["Role_in_Process__c"] == "RecruiterOrIntermediary;Transporter"
@@ -251,19 +251,19 @@ def test_auto_mode_uses_bulk_over_the_threshold_and_follows_locators(key_file):
         return 200, {}, json.dumps({"id": next(jobs), "state": "UploadComplete", "operation": body["operation"]})
 
     responses.add_callback(responses.POST, f"{DATA}/jobs/query", callback=create)
-    for i in range(4):
+    for i in range(5):
         responses.get(f"{DATA}/jobs/query/750J{i}", json={"id": f"750J{i}", "state": "JobComplete"})
-    for i in range(3):
+    for i in range(4):
         responses.get(f"{DATA}/jobs/query/750J{i}/results", body="Id\n", headers={"Sforce-Locator": "null", "Sforce-NumberOfRecords": "0"})
     header = '"Id","CaseNumber","IsDeleted","SystemModstamp","ContactId","Contact.Gender__c","Owner.Name"\n'
     responses.get(
-        f"{DATA}/jobs/query/750J3/results",
+        f"{DATA}/jobs/query/750J4/results",
         body=header + '"500A","C1","false","2024-01-02T00:00:00.000Z","003A","Feminine","W"\n',
         headers={"Sforce-Locator": "MQ==", "Sforce-NumberOfRecords": "1"},
         match=[responses.matchers.query_param_matcher({"maxRecords": "100000"})],
     )
     responses.get(
-        f"{DATA}/jobs/query/750J3/results",
+        f"{DATA}/jobs/query/750J4/results",
         body=header + '"500B","C2","true","2024-01-03T00:00:00.000Z","","",""\n',
         headers={"Sforce-Locator": "null", "Sforce-NumberOfRecords": "1"},
         match=[responses.matchers.query_param_matcher({"maxRecords": "100000", "locator": "MQ=="})],
@@ -274,25 +274,56 @@ def test_auto_mode_uses_bulk_over_the_threshold_and_follows_locators(key_file):
     assert records[0].fields["Contact"] == {"Gender__c": "Feminine"} and records[0].fields["IsDeleted"] is False
     assert records[0].fields["SystemModstamp"] == "2024-01-02T00:00:00.000+0000"
     assert records[1].deleted
-    assert [c["operation"] for c in created] == ["query", "query", "query", "queryAll"]
-    assert "IN (SELECT Id FROM Case" in created[0]["query"]
-    assert src.stats.extra["bulk"] == 1 and src.stats.extra["bulk_jobs"] == 4
+    assert [c["operation"] for c in created] == ["queryAll"] * 5  # children too: archived activities come only from queryAll
+    assert "IN (SELECT Id FROM Case" in created[0]["query"] and "IsDeleted = false" in created[0]["query"]
+    assert not any("ORDER BY" in c["query"] for c in created)  # ORDER BY disables PK chunking
+    assert src.stats.extra["bulk"] == 1 and src.stats.extra["bulk_jobs"] == 5
 
 
 # -- describe-driven checks and queries ---------------------------------------------------------------------
 
 
-@responses.activate
-def test_check_reports_each_missing_field_by_object_and_finds_renamed_ones_by_label(key_file):
+def _check(key_file, org: Org, **options: Any) -> tuple[SalesforceSource, list]:
     token_ok(responses)
-    describes(responses, Org(renames={"Contact.Gender__c": "Sex_Custom__c"}, hidden={"Case.Methods_of_Control__c", "Event.Country__c"}))
+    describes(responses, org)
     limits(responses)
     responses.get(f"{DATA}/query/", json={"totalSize": 0, "done": True, "records": []})
-    src = source(key_file)
-    problems = src.check()
-    assert sorted(p.where for p in problems if p.severity == "error") == ["source sf: Case.Methods_of_Control__c", "source sf: Event.Country__c"]
-    assert all("field_names" in (p.hint or "") for p in problems)
+    src = source(key_file, **options)
+    return src, src.check()
+
+
+@responses.activate
+def test_check_passes_on_an_org_laid_out_like_the_published_package_and_prints_the_field_map(key_file):
+    """The package has no Trafficking Status, Decision Making Organisation or Relationship to
+    Trafficker field: this org added its own under other names (see sandbox PARTNER_FIELDS)."""
+    src, problems = _check(key_file, Org())
+    assert [p for p in problems if p.severity == "error"] == []
+    (field_map,) = [p for p in problems if p.severity == "info"]
+    lines = set(field_map.message.splitlines()[1:])
+    assert "  vic_TraffickingStatus <- Case.Victim_Status__c (help text)" in lines  # "HTCDS field vic_TraffickingStatus: ..."
+    assert "  vic_TraffickingStatusDecisionMakingOrg <- Case.Decision_Making_Organization__c (label)" in lines  # the 2.0 spelling
+    assert "  vic_RelationshipToTrafficker <- Case.Relationship_with_Trafficker__c (help text)" in lines  # "(HTCDS RelationshipToTrafficker)"
+    assert "  vic_LocationOfRecruitment <- Case.Location_of_Recruitment__c (API name)" in lines
+    assert {"  prs_MobilePhone <- Contact.MobilePhone (API name)", "  prs_MobilePhone <- Contact.Mobile_Phone__c (API name)"} <= lines
+    assert src.layout.actual("case", "Trafficking_Status__c") == "Victim_Status__c"
+
+
+@responses.activate
+def test_check_warns_but_passes_when_a_non_package_field_is_absent_and_fails_only_on_core_fields(key_file):
+    org = Org(renames={"Contact.Gender__c": "Sex_Custom__c"}, hidden={"Case.Relationship_to_Trafficker__c", "Case.Methods_of_Control__c", "Event.WhatId"})
+    src, problems = _check(key_file, org)
+    assert [p.where for p in problems if p.severity == "error"] == ["source sf: Event.WhatId"]  # joins events to cases: core
+    warnings = {p.where: p for p in problems if p.severity == "warning"}
+    assert "vic_RelationshipToTrafficker will stay unknown" in warnings["source sf: Case.Relationship_to_Trafficker__c"].message
+    assert "field_names" in (warnings["source sf: Case.Methods_of_Control__c"].hint or "")
     assert src.layout.actual("contact", "Gender__c") == "Sex_Custom__c"  # found by its label "Gender"
+
+
+def test_a_label_or_help_text_matching_two_fields_finds_neither():
+    layout = Layout.conventional()
+    describe = {"fields": [{"name": n, "label": "Trafficking Status", "custom": True, "inlineHelpText": None} for n in ("A__c", "B__c")]}
+    layout.resolve("case", describe, {})
+    assert "Trafficking_Status__c" in layout.missing["case"]
 
 
 def test_incremental_condition_is_strict_on_ts_then_id_without_lookback():
@@ -327,3 +358,65 @@ def test_fields_lists_the_orgs_readable_fields_under_raw_names(key_file):
     names = {f.name: f for f in source(key_file).fields()}
     assert "Contact.Gender__c" in names and "perpetrators[].Role_in_Process__c" in names
     assert "Feminine" in names["Contact.Gender__c"].choices
+
+
+@responses.activate
+def test_lookups_are_read_as_the_related_records_name_never_the_id(key_file):
+    token_ok(responses)
+    describes(responses)
+    limits(responses)
+    acme = {"attributes": {"type": "Account", "url": "/services/data/v59.0/sobjects/Account/001A"}, "Name": "Acme Shelter"}
+    row = case_row(1, Referring_Organisation__c="001A", Referring_Organisation__r=acme, Referred_Organisation__c=None, Referred_Organisation__r=None)
+    responses.get(f"{DATA}/queryAll/", json={"totalSize": 1, "done": True, "records": [row]})
+    src = source(key_file, api="rest")
+    (page, _) = list(src.pages(None))
+    fields = page.records[0].fields
+    assert fields["Referring_Organisation__r"] == {"Name": "Acme Shelter"} and fields["Referred_Organisation__r"] is None
+    assert "Referring_Organisation__c" not in fields  # the Id never reaches the mapping
+    query = parse_qs(responses.calls[len(OBJECTS) + 2].request.url.split("?", 1)[1])["q"][0]
+    assert "Referring_Organisation__r.Name" in query and "Referred_Primary_Case_Worker__r.Name" in query
+    from connector.mapping import load_mapping
+
+    case, _ = load_mapping("salesforce_htcds").map_record("sf", page.records[0])
+    assert case.fields["cas_ReferringOrganisation"] == "Acme Shelter"
+
+
+def test_a_bulk_csv_lookup_column_nests_like_the_rest_answer(key_file):
+    src = source(key_file)
+    layout = Layout.conventional()
+    layout.lookups["Referring_Organisation__c"] = "Referring_Organisation__r"
+    row = {"Id": "500A", "ContactId": "", "Referring_Organisation__c": "001A", "Referring_Organisation__r.Name": "Acme Shelter", "Owner.Name": ""}
+    nested = src._nest_csv(layout, row)
+    assert nested["Referring_Organisation__r"] == {"Name": "Acme Shelter"} and nested["Owner"] is None and nested["Contact"] is None
+    assert src._lookup_names(layout, nested, {})["Referring_Organisation__r"] == {"Name": "Acme Shelter"}
+
+
+@pytest.mark.parametrize(
+    ("stored", "why"),
+    [("not json", "not JSON"), ("{}", 'no "ts"'), ('{"v": 2, "ts": "2024-01-02T00:00:00Z", "id": ""}', "version 2"), ('{"ts": "yesterday"}', "not a Salesforce datetime"), ("[1]", "not a JSON object")],
+)
+def test_an_unreadable_cursor_is_a_source_error_that_says_how_to_reset_it(key_file, stored, why):
+    with pytest.raises(SourceError) as info:
+        list(source(key_file).pages(stored))  # no HTTP mocked: it stops before the first request
+    message = str(info.value)
+    assert message.startswith("source sf: stored cursor cannot be read") and why in message
+    assert "htcds-connector sync CONFIG --reset-cursor sf" in message and not info.value.transient
+
+
+def test_cursor_carries_its_version_and_the_unversioned_format_still_reads():
+    cursor = Cursor(datetime(2024, 1, 2, tzinfo=timezone.utc), "500X")
+    assert json.loads(cursor.dumps()) == {"v": 1, "ts": "2024-01-02T00:00:00Z", "id": "500X"}
+    assert Cursor.loads(cursor.dumps()) == cursor
+    assert Cursor.loads('{"id": "500X", "ts": "2024-01-02T00:00:00Z"}') == cursor  # written before the version
+
+
+def test_case_spool_gives_bulk_rows_back_in_cursor_order_whatever_order_they_arrived_in():
+    from connector.sources.salesforce_bulk import CaseSpool
+
+    spool = CaseSpool()
+    try:
+        for stamp, case_id in [("2024-01-03T00:00:00.000000", "500B"), ("", "500Z"), ("2024-01-01T00:00:00.000000", "500C"), ("2024-01-03T00:00:00.000000", "500A")]:
+            spool.add(stamp, case_id, {"Id": case_id})
+        assert [[r["Id"] for r in page] for page in spool.pages(3)] == [["500Z", "500C", "500A"], ["500B"]]
+    finally:
+        spool.close()
