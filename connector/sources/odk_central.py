@@ -263,13 +263,15 @@ class OdkCentralSource(Source):
         expand = self.opts.repeats == "expand" and name != "deleted"
         stamp = field_path.split("/", 1)[1]
 
-        def fetch(skip: int) -> list[Any]:
+        def fetch(skip: int) -> tuple[list[Any], bool]:
             params = incremental_query(field_path, mark, top=top, skip=skip, expand=expand, ids_only=name == "deleted")
             body = self.client.get_json(self._path(URLS.submissions), params=params, what=f"form {self.opts.form_id} submissions ({name})")
             rows = body.get("value") if isinstance(body, dict) else None
             if not isinstance(rows, list):
                 raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
-            return rows
+            # Central adds a next link while rows remain (lib/util/odata.js `nextUrlFor`); it is not
+            # followed (its `$skiptoken` cannot go with `$orderby`), only read as "more".
+            return rows, bool(body.get("@odata.nextLink"))
 
         def locate(row: Any) -> tuple[Any, str] | None:
             if not isinstance(row, dict) or "__id" not in row:
@@ -291,7 +293,7 @@ class OdkCentralSource(Source):
                     delivered[record_id] = updated
             return True
 
-        for rows in keyset_pass(fetch, page_size=top, mark=mark, locate=locate, keep=keep, where=self.where):
+        for rows in keyset_pass(fetch, mark=mark, locate=locate, keep=keep, where=self.where):
             yield [self._record(row) for row in rows]
 
     def _record(self, row: dict[str, Any]) -> RawRecord:

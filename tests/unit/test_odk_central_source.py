@@ -39,8 +39,12 @@ def row(iid: str, submitted: str, *, updated: str | None = None, deleted: str | 
     }
 
 
-def feed(*rows: dict) -> dict:
-    return {"@odata.context": f"{BASE}/v1/projects/3/forms/cases.svc/$metadata#Submissions", "value": list(rows)}
+def feed(*rows: dict, more: bool = False) -> dict:
+    """An OData page; `more`: Central adds its next link (with a `$skiptoken`) while rows remain."""
+    body: dict = {"@odata.context": f"{BASE}/v1/projects/3/forms/cases.svc/$metadata#Submissions", "value": list(rows)}
+    if more:
+        body["@odata.nextLink"] = f"{SVC}?%24top=2&%24skiptoken=01eyJpbnN0YW5jZUlkIjoieCJ9"
+    return body
 
 
 def login(rsps: responses.RequestsMock, *tokens: str) -> None:
@@ -69,9 +73,9 @@ def test_incremental_query_filters_each_pass_on_its_own_timestamp() -> None:
 @responses.activate
 def test_first_run_pages_by_submission_date_and_cursor_skips_rows_already_read(monkeypatch: pytest.MonkeyPatch) -> None:
     login(responses, "tok-1")
-    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", prs_Gender="Feminine"), row("b", "2024-01-02T00:00:00.000Z")))
-    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z", updated="2024-02-01T00:00:00.000Z")))
-    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z")))
+    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", prs_Gender="Feminine"), row("b", "2024-01-02T00:00:00.000Z"), more=True))
+    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z", updated="2024-02-01T00:00:00.000Z"), more=True))
+    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z"), more=True))
     responses.get(SVC, json=feed())  # $skip=2 past the rows already read
     source = make_source(monkeypatch)
     pages = list(source.pages(None))
@@ -95,7 +99,7 @@ def test_later_run_turns_edits_rejections_and_deletions_into_records_and_deletes
     login(responses, "tok")
     cursor = json.dumps({"submitted": {"at": "2024-01-02T00:00:00.000Z", "ids": ["b"]}, "updated": {"at": "2024-01-05T00:00:00.000Z", "ids": []}, "deleted": {"at": "2024-01-05T00:00:00.000Z", "ids": []}})
     responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z")))  # nothing new
-    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", updated="2024-01-06T00:00:00.000Z", prs_Gender="Masculine"), row("x", "2024-01-01T00:00:00.000Z", updated="2024-01-07T00:00:00.000Z", review="rejected")))
+    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", updated="2024-01-06T00:00:00.000Z", prs_Gender="Masculine"), row("x", "2024-01-01T00:00:00.000Z", updated="2024-01-07T00:00:00.000Z", review="rejected"), more=True))
     responses.get(SVC, json=feed())
     responses.get(SVC, json=feed(row("d", "2023-12-01T00:00:00.000Z", deleted="2024-01-08T00:00:00.000Z")))
     pages = list(make_source(monkeypatch).pages(cursor))
