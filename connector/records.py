@@ -24,6 +24,10 @@ class RawRecord:
     fields: dict[str, Any]
     updated_at: datetime | None = None
     deleted: bool = False
+    # (field, reason) when the source has the record but cannot read its content (an encrypted
+    # submission the server did not decrypt): it is stored as a tombstone with a named rejection,
+    # never as an empty live case.
+    unreadable: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from connector.secrets import Secret, SecretMissing
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
 from connector.sources.cursor import load_versioned, unreadable
+from connector.sources.form_server import form_fields
 from connector.sources.http import HttpClient
 from connector.sources.keyset import Mark, keyset_pass
 from connector.sources.xlsform import FlattenStats, FormDefinition, apply_renames, check_mapping_against_form, flatten_answers, form_from_kobo_content
@@ -184,8 +185,7 @@ class KoboSource(Source):
         return self._form
 
     def fields(self) -> list[FieldInfo]:
-        renames = self.opts.rename
-        return [FieldInfo(renames.get(f.name, f.name), f.label, f.type, f.choices) for f in self.form().field_infos()]
+        return form_fields(self.form(), self.opts.rename)
 
     def check(self) -> list[Problem]:
         try:

@@ -4,7 +4,9 @@
     for page in source.pages(cursor): ...
 
 Auth: a web user's session (`POST /v1/sessions` with email and a password secret reference; the
-session is renewed once when it expires mid-run) or a bearer token (an app user's or API token).
+session is renewed once when it expires mid-run) or a bearer token. The account needs the Project
+Viewer role (`submission.read`): an app user's token reads the form but gets 403 on the feed, which
+`check` finds by reading one row (`$top=1`).
 
 Incremental pulls use three keyset passes over `Submissions`, each ordered by its own timestamp,
 so that every page's cursor covers exactly what was read (a crash loses nothing, a re-run skips
@@ -17,23 +19,38 @@ nothing):
    filter names `deletedAt`), `$select=__id,__system`: they become deletes.
 
 Each pass pages with `$top` and a fresh `$filter` from the last timestamp seen (`ge` plus the ids
-already seen at exactly that timestamp), rather than by the server's `@odata.nextLink`: with
-`$orderby` Central pages by `$skip`, which skips a row whenever an edit moves one out of the
-window mid-run. The cursor is `{"submitted": {"at", "ids"}, "updated": ..., "deleted": ...}`.
-On the first run (no cursor) passes 2 and 3 start at the newest timestamp pass 1 saw: anything
-edited or deleted later carries a later timestamp.
+already seen at exactly that timestamp), and a `$skip` only past rows already read at that
+timestamp. Central's own `@odata.nextLink` is read only as "more rows match": it always carries a
+`$skiptoken`, which Central refuses together with `$orderby` (501.1, central-backend
+`lib/util/db.js`). On the first run (no cursor) passes 2 and 3 start at the newest timestamp pass 1
+saw: anything edited or deleted later carries a later timestamp.
+
+Restores: Central's restore clears `deletedAt` and leaves `updatedAt` alone, so no pass sees a
+restored submission. After the passes the source lists the trash (`deletedAt ne null`,
+`$select=__id`, paged by `$skiptoken`); an id that was in the trash at the last run, or deleted in
+this one, and is not any more was restored or purged: it is read on its own (`Submissions('id')`;
+404 means purged) and a restored one is delivered again. The cursor keeps the trash's ids.
+
+Older servers (`check` prints the version from `/version.txt`): before v2024.3 the filter on
+`deletedAt` answers 501, and the deleted and restore passes are skipped with a warning (deletions
+are then not seen); before v2024.1 `$orderby` answers 501, and each pass reads its window newest
+first by following the `$skiptoken` next links (stable under new submissions), moving its mark
+only once the pass has read to the end. The minimum is v2023.4 (the first with `$skiptoken`).
 
 Repeats: `repeats: expand` (default) asks for `$expand=*` (one request per page); `repeats: tables`
 reads each submission's repeat rows from their own OData table (`Submissions('id')/rep`, joined
-back by `__Submissions-id`; a row whose parent is not that submission is dropped and counted).
-Review states in `skip_review_states` (default: rejected) become deletes, so a submission
-rejected after it was stored leaves the store.
+back by the parent key `__Submissions-id`, `__Submissions-rep-id` for a nested repeat; a row whose
+parent is not the row it is joined to is dropped and counted; the parent keys never reach the
+fields). Review states in `skip_review_states` (default: rejected) become deletes. An encrypted
+submission Central did not decrypt (`__system/status` `notDecrypted` or `missingEncryptedFormData`)
+becomes a tombstone with a named rejection, not an empty case.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,7 +63,9 @@ from connector.records import Page, Problem, RawRecord
 from connector.secrets import Secret, SecretMissing
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
-from connector.sources.http import HttpClient
+from connector.sources.cursor import load_versioned, unreadable
+from connector.sources.form_server import form_fields
+from connector.sources.http import HttpClient, SourceHttpError
 from connector.sources.keyset import Mark as KeysetMark
 from connector.sources.keyset import keyset_pass
 from connector.sources.xlsform import (
@@ -61,6 +80,10 @@ from connector.sources.xlsform import (
 
 log = logging.getLogger(__name__)
 SKIP_KEYS = frozenset({"__id", "__system", "meta", "__Submissions-id"})
+PARENT_KEY = re.compile(r"^__Submissions(-.+)?-id$")  # `__Submissions-id`, `__Submissions-rep-id`, ...
+ENCRYPTED = ("notDecrypted", "missingEncryptedFormData")
+CURSOR_VERSION = 2
+MINIMUM_VERSION = (2023, 4)
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,8 @@ class URLs:
     fields: str = "v1/projects/{project_id}/forms/{form_id}/fields"
     service: str = "v1/projects/{project_id}/forms/{form_id}.svc"
     submissions: str = "v1/projects/{project_id}/forms/{form_id}.svc/Submissions"
+    submission: str = "v1/projects/{project_id}/forms/{form_id}.svc/Submissions('{instance_id}')"
+    version: str = "version.txt"  # served by Central's nginx, no auth (getodk/central files/prebuild/write-version.sh)
 
 
 URLS = URLs()
@@ -110,14 +135,17 @@ class Mark(KeysetMark):
 PASSES = (("submitted", "__system/submissionDate"), ("updated", "__system/updatedAt"), ("deleted", "__system/deletedAt"))
 
 
-def incremental_query(field_path: str, mark: Mark, *, top: int, skip: int = 0, expand: bool = False, ids_only: bool = False) -> dict[str, str]:
+def incremental_query(
+    field_path: str, mark: Mark, *, top: int, skip: int = 0, expand: bool = False, ids_only: bool = False, ordered: bool = True
+) -> dict[str, str]:
     """OData parameters for one keyset request of a pass (a test can call this on its own)."""
     params: dict[str, str] = {}
     if mark.at is not None:
         params["$filter"] = f"{field_path} ge {mark.at}"
     elif field_path != "__system/submissionDate":
         params["$filter"] = f"{field_path} ne null"
-    params["$orderby"] = f"{field_path} asc"
+    if ordered:
+        params["$orderby"] = f"{field_path} asc"
     params["$top"] = str(top)
     if skip:
         params["$skip"] = str(skip)
@@ -126,6 +154,12 @@ def incremental_query(field_path: str, mark: Mark, *, top: int, skip: int = 0, e
     if ids_only:
         params["$select"] = "__id,__system"
     return params
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """Central's release from `/version.txt` (`versions:` then `<sha> (v2024.3.1)`), or None."""
+    match = re.search(r"\(v(\d{4})\.(\d+)\.(\d+)[^)]*\)", text or "")
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
 
 
 def _instant(text: str) -> datetime:
@@ -220,42 +254,108 @@ class OdkCentralSource(Source):
         return self._form
 
     def fields(self) -> list[FieldInfo]:
-        renames = self.opts.rename
-        return [FieldInfo(renames.get(f.name, f.name), f.label, f.type, f.choices) for f in self.form().field_infos()]
+        return form_fields(self.form(), self.opts.rename)
+
+    def server_version(self) -> tuple[int, int, int] | None:
+        """The Central release from `/version.txt`; None where the server does not serve it."""
+        try:
+            text = self.client.request("GET", URLS.version, what="server version (/version.txt)", auth=False).text
+        except SourceError:
+            return None
+        return parse_version(text)
 
     def check(self) -> list[Problem]:
+        problems: list[Problem] = []
+        version = self.server_version()
+        if version is None:
+            problems.append(Problem(self.where, "server version unknown (no /version.txt)", "warning", hint="the connector needs ODK Central v2023.4 or later"))
+        else:
+            shown = "v{}.{}.{}".format(*version)
+            if version[:2] < MINIMUM_VERSION:
+                problems.append(Problem(self.where, f"ODK Central {shown} is older than v2023.4, the oldest this connector can page without losing records", hint="upgrade Central"))
+            else:
+                problems.append(Problem(self.where, f"ODK Central {shown}", "info"))
+            if version[:2] < (2024, 3):
+                problems.append(Problem(self.where, f"ODK Central {shown} cannot filter on deletedAt (v2024.3): deleted and restored submissions are not seen", "warning", hint="upgrade Central to v2024.3 or later"))
+            if version[:2] < (2024, 1):
+                problems.append(Problem(self.where, f"ODK Central {shown} cannot order the feed ($orderby, v2024.1): each run reads its window newest first", "warning"))
         try:
             self.client.get_json(self._path(URLS.form), what=f"form {self.opts.form_id}")
             form = self.form(refresh=True)
         except SourceAuthError as exc:
-            return [Problem(self.where, str(exc).split(": ", 1)[-1], hint="check the email/password or token reference and the user's role on the project")]
+            return [*problems, Problem(self.where, str(exc).split(": ", 1)[-1], hint="check the email/password or token reference and the user's role on the project")]
         except SourceError as exc:
-            return [Problem(self.where, str(exc).split(": ", 1)[-1], hint="check `url`, `project_id` and `form_id`")]
-        return check_mapping_against_form(form, self.config.mapping, where=self.where, renames=self.opts.rename, base_dir=getattr(self.job, "base_dir", None))
+            return [*problems, Problem(self.where, str(exc).split(": ", 1)[-1], hint="check `url`, `project_id` and `form_id`")]
+        try:
+            # One row of the feed: an app user's token reads the form but not the submissions.
+            self.client.get_json(self._path(URLS.submissions), params={"$top": "1"}, what=f"form {self.opts.form_id} submissions")
+        except SourceAuthError as exc:
+            problems.append(
+                Problem(
+                    self.where,
+                    f"the account can read the form but not its submissions ({str(exc).split(': ', 1)[-1].split(';')[0]})",
+                    hint=f"an app user's token cannot read submissions: create a web user with the Project Viewer role on project {self.opts.project_id} and use its email and password",
+                )
+            )
+        except SourceError as exc:
+            problems.append(Problem(self.where, str(exc).split(": ", 1)[-1], hint="the submissions feed could not be read"))
+        return problems + check_mapping_against_form(form, self.config.mapping, where=self.where, renames=self.opts.rename, base_dir=getattr(self.job, "base_dir", None))
 
     # -- records --------------------------------------------------------------------------------------
 
     def pages(self, cursor: str | None) -> Iterator[Page]:
-        marks = _load_cursor(cursor, self.where)
+        state = _load_cursor(cursor, self.where)
+        marks: dict[str, Mark] = state["marks"]
+        trash: set[str] = state["trash"]
         first_run = cursor is None
         # On the first run pass 1 reads everything; what it saw of updatedAt (and the newest of all
         # timestamps, for deletions) is where passes 2 and 3 start: a later change has a later time.
         seen = {"updatedAt": Mark(), "newest": Mark()}
         # Ids pass 1 delivered in this run, with their updatedAt: pass 2 need not deliver them again.
         self._delivered: dict[str, str | None] | None = None if first_run else {}
+        self._ordered = True
+        deleted_now: set[str] = set()
+        deletes_supported = True
         number = 0
+
+        def dump() -> str:
+            return _dump_cursor(marks, trash)
+
         for name, field_path in PASSES:
             if first_run and name != "submitted":
                 start = seen["updatedAt"] if name == "updated" else Mark(seen["newest"].at, set())
                 if start.at is not None:
                     marks[name] = start
                 continue
-            for records in self._pass(name, field_path, marks, seen):
+            try:
+                for records in self._pass(name, field_path, marks, seen):
+                    if name == "deleted":
+                        deleted_now.update(r.record_id for r in records)
+                    number += 1
+                    yield Page(records, dump(), number)
+            except SourceHttpError as exc:
+                if exc.status != 501 or name != "deleted":
+                    raise
+                deletes_supported = False
+                self.stats.extra["deleted_pass_skipped"] = 1
+                log.warning("%s: the server cannot filter on deletedAt (ODK Central before v2024.3): deleted and restored submissions are not seen", self.where)
+        if deletes_supported:
+            try:
+                records, trash_now = self._restored(trash | deleted_now)
+            except SourceHttpError as exc:
+                if exc.status != 501:
+                    raise
+                deletes_supported = False
+                self.stats.extra["deleted_pass_skipped"] = 1
+                log.warning("%s: the server cannot filter on deletedAt (ODK Central before v2024.3): deleted and restored submissions are not seen", self.where)
+            else:
+                trash.clear()
+                trash.update(trash_now)
                 number += 1
-                yield Page(records, _dump_cursor(marks), number)
-        if first_run and number:
+                yield Page(records, dump(), number)
+        if not deletes_supported and first_run and number:
             number += 1
-            yield Page([], _dump_cursor(marks), number)
+            yield Page([], dump(), number)
 
     def _pass(self, name: str, field_path: str, marks: dict[str, Mark], seen: dict[str, Mark]) -> Iterator[list[RawRecord]]:
         mark = marks[name]
@@ -293,8 +393,74 @@ class OdkCentralSource(Source):
                     delivered[record_id] = updated
             return True
 
-        for rows in keyset_pass(fetch, mark=mark, locate=locate, keep=keep, where=self.where):
-            yield [self._record(row) for row in rows]
+        if self._ordered:
+            try:
+                for rows in keyset_pass(fetch, mark=mark, locate=locate, keep=keep, where=self.where):
+                    yield [self._record(row) for row in rows]
+                return
+            except SourceHttpError as exc:
+                if exc.status != 501 or "orderby" not in str(exc).lower():
+                    raise
+                self._ordered = False
+                self.stats.extra["unordered"] = 1
+                log.warning("%s: the server cannot order the feed (ODK Central before v2024.1); reading each pass newest first", self.where)
+        yield from self._unordered_pass(name, field_path, marks, locate, keep, expand)
+
+    def _unordered_pass(self, name: str, field_path: str, marks: dict[str, Mark], locate: Any, keep: Any, expand: bool) -> Iterator[list[RawRecord]]:
+        """A pass without `$orderby` (servers before v2024.1): Central's default order, newest first,
+        paged by the `$skiptoken` next links, which later inserts do not shift. The mark moves only
+        after the last page (an empty page carries it): a crash mid-pass re-reads the window."""
+        old = marks[name]
+        new = Mark(old.at, set(old.ids))
+        params: dict[str, str] | None = incremental_query(field_path, old, top=self.opts.page_size, expand=expand, ids_only=name == "deleted", ordered=False)
+        url: str | None = self._path(URLS.submissions)
+        while url:
+            body = self.client.get_json(url, params=params, what=f"form {self.opts.form_id} submissions ({name}, unordered)")
+            rows = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
+            kept = []
+            for row in rows:
+                located = locate(row)
+                if located is None or old.seen(*located):
+                    continue
+                new.advance(*located)
+                if keep(row, *located):
+                    kept.append(row)
+            if kept:
+                yield [self._record(row) for row in kept]
+            url, params = body.get("@odata.nextLink"), None
+            if url and "skiptoken" not in url:
+                raise SourceError(self.where, "the server pages without $skiptoken (ODK Central before v2023.4): upgrade Central; reading on could lose records")
+        marks[name] = new
+        yield []
+
+    def _restored(self, candidates: set[str]) -> tuple[list[RawRecord], set[str]]:
+        """The submissions restored since they were deleted, and the ids now in the trash (module docstring)."""
+        trash: set[str] = set()
+        params: dict[str, str] | None = {"$filter": "__system/deletedAt ne null", "$select": "__id", "$top": str(self.opts.page_size)}
+        url: str | None = self._path(URLS.submissions)
+        while url:
+            body = self.client.get_json(url, params=params, what=f"form {self.opts.form_id} trash")
+            rows = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
+            trash.update(str(r["__id"]) for r in rows if isinstance(r, dict) and "__id" in r)
+            url, params = body.get("@odata.nextLink"), None
+        records = []
+        for instance_id in sorted(candidates - trash):
+            path = URLS.submission.format(project_id=self.opts.project_id, form_id=quote(self.opts.form_id, safe=""), instance_id=quote(instance_id, safe=":"))
+            try:
+                body = self.client.get_json(path, params={"$expand": "*"} if self.opts.repeats == "expand" else None, what=f"form {self.opts.form_id} record {instance_id}")
+            except SourceHttpError as exc:
+                if exc.status == 404:
+                    continue  # purged from the trash: it stays deleted
+                raise
+            rows = body.get("value") if isinstance(body, dict) else None
+            if isinstance(rows, list) and rows:
+                records.append(self._record(rows[0]))
+                self.stats.extra["restored"] = self.stats.extra.get("restored", 0) + 1
+        return records, trash
 
     def _record(self, row: dict[str, Any]) -> RawRecord:
         system = row.get("__system") or {}
@@ -303,6 +469,9 @@ class OdkCentralSource(Source):
         updated_at = _instant(changed) if changed else None
         if system.get("deletedAt") or system.get("reviewState") in self.opts.skip_review_states:
             return RawRecord(record_id, {}, updated_at, deleted=True)
+        if system.get("status") in ENCRYPTED:
+            reason = f"encrypted submission that ODK Central did not decrypt ({system['status']}): the OData feed has none of its answers; decrypt and export it in Central, or use a form without encryption"
+            return RawRecord(record_id, {}, updated_at, unreadable=("__system/status", reason))
         if self.opts.repeats == "tables":
             row = self._join_repeats(record_id, row)
         fields = flatten_answers(row, skip=SKIP_KEYS, stats=self.flatten_stats)
@@ -319,47 +488,53 @@ class OdkCentralSource(Source):
         )
         return RawRecord(record_id, fields, updated_at)
 
-    def _join_repeats(self, record_id: str, node: dict[str, Any]) -> dict[str, Any]:
-        """Replace each `rep@odata.navigationLink` by the rows of that repeat's table, checked against the parent id."""
+    def _join_repeats(self, record_id: str, node: dict[str, Any], parent_id: str | None = None) -> dict[str, Any]:
+        """Replace each `rep@odata.navigationLink` by the rows of that repeat's table, checked against their parent."""
+        parent_id = record_id if parent_id is None else parent_id
         out: dict[str, Any] = {}
         for key, value in node.items():
             if key.endswith("@odata.navigationLink") and isinstance(value, str):
-                out[key[: -len("@odata.navigationLink")]] = self._repeat_rows(record_id, value)
+                out[key[: -len("@odata.navigationLink")]] = self._repeat_rows(record_id, value, parent_id)
             elif isinstance(value, dict):
-                out[key] = self._join_repeats(record_id, value)
-            else:
+                out[key] = self._join_repeats(record_id, value, parent_id)
+            elif not PARENT_KEY.match(key):
                 out[key] = value
         return out
 
-    def _repeat_rows(self, record_id: str, link: str) -> list[dict[str, Any]]:
+    def _repeat_rows(self, record_id: str, link: str, parent_id: str) -> list[dict[str, Any]]:
         url: str | None = f"{self._path(URLS.service)}/{link}"
         rows: list[dict[str, Any]] = []
         while url:
             body = self.client.get_json(url, what=f"form {self.opts.form_id} record {record_id} repeat {link.rsplit('/', 1)[-1]}")
             for row in body.get("value", []) if isinstance(body, dict) else []:
-                parent = row.get("__Submissions-id")
-                if parent is not None and parent != record_id:
-                    # A repeat row whose parent is another submission (or none): never join it to this one.
+                parents = [row[k] for k in row if PARENT_KEY.match(k)]
+                if any(parent != parent_id for parent in parents):
+                    # A repeat row whose parent is another submission or repeat row: never join it here.
                     self.stats.extra["orphan_repeat_rows"] = self.stats.extra.get("orphan_repeat_rows", 0) + 1
-                    log.warning("%s: record %s: repeat row %s has parent %s; dropped", self.where, record_id, row.get("__id"), parent)
+                    log.warning("%s: record %s: repeat row %s has parent %s; dropped", self.where, record_id, row.get("__id"), parents[0])
                     continue
-                rows.append(self._join_repeats(record_id, row))
+                rows.append(self._join_repeats(record_id, row, str(row.get("__id")) if row.get("__id") is not None else parent_id))
             url = body.get("@odata.nextLink") if isinstance(body, dict) else None
         return rows
 
 
-def _load_cursor(cursor: str | None, where: str) -> dict[str, Mark]:
+def _load_cursor(cursor: str | None, where: str) -> dict[str, Any]:
+    """Read a stored cursor (version 1 had no trash list: restores are seen from the next run on)."""
     marks = {name: Mark() for name, _ in PASSES}
     if cursor is None:
-        return marks
+        return {"marks": marks, "trash": set()}
+    data = load_versioned(cursor, where, (1, CURSOR_VERSION))
     try:
-        data = json.loads(cursor)
-    except ValueError:
-        raise SourceError(where, "stored cursor is not JSON; reset the source's cursor to pull everything again") from None
-    for name, _ in PASSES:
-        marks[name] = Mark.from_json(data.get(name))
-    return marks
+        for name, _ in PASSES:
+            item = data.get(name)
+            if item is not None and not isinstance(item, dict):
+                raise TypeError(name)
+            marks[name] = Mark.from_json(item)
+        trash = {str(i) for i in data.get("trash") or ()}
+    except (TypeError, ValueError) as exc:
+        raise unreadable(where, f"{type(exc).__name__} in its content") from None
+    return {"marks": marks, "trash": trash}
 
 
-def _dump_cursor(marks: dict[str, Mark]) -> str:
-    return json.dumps({"v": 1, **{name: mark.to_json() for name, mark in marks.items()}}, separators=(",", ":"))
+def _dump_cursor(marks: dict[str, Mark], trash: set[str]) -> str:
+    return json.dumps({"v": CURSOR_VERSION, **{name: mark.to_json() for name, mark in marks.items()}, "trash": sorted(trash)}, separators=(",", ":"))

@@ -162,7 +162,8 @@ def test_check_compares_the_asset_content_with_the_mapping(monkeypatch: pytest.M
     assert any("prs_Gender" in p.message and p.severity == "error" and "v9" in p.where for p in problems)
     renamed = make_source(monkeypatch, rename={"prs_Sex": "prs_Gender"})
     assert not any("prs_Gender" in p.message and p.severity == "error" for p in renamed.check())
-    assert [f.name for f in renamed.fields()] == ["prs_Gender"]
+    assert [f.name for f in renamed.fields() if f.type != "metadata"] == ["prs_Gender"]
+    assert "_submission_time" in {f.name for f in renamed.fields()}  # `check` must not say it stays unknown
 
 
 @responses.activate

@@ -107,8 +107,8 @@ def test_later_run_turns_edits_rejections_and_deletions_into_records_and_deletes
     assert records["a"].fields["prs_Gender"] == "Masculine" and not records["a"].deleted
     assert records["x"].deleted and records["x"].fields == {}
     assert records["d"].deleted
-    deleted_call = [c for c in responses.calls if c.request.method == "GET"][-1]
-    assert params_of(deleted_call)["$filter"] == "__system/deletedAt ge 2024-01-05T00:00:00.000Z"
+    filters = [params_of(c).get("$filter") for c in responses.calls if c.request.method == "GET"]
+    assert filters[-2:] == ["__system/deletedAt ge 2024-01-05T00:00:00.000Z", "__system/deletedAt ne null"]  # deleted pass, then the trash
     assert json.loads(pages[-1].cursor)["deleted"]["at"] == "2024-01-08T00:00:00.000Z"
 
 
@@ -130,7 +130,7 @@ def test_expired_session_logs_in_again_once_and_the_run_goes_on(monkeypatch: pyt
     records = [r for p in make_source(monkeypatch).pages(None) for r in p.records]
     assert [r.record_id for r in records] == ["a"]
     gets = [c for c in responses.calls if c.request.method == "GET"]
-    assert [c.request.headers["Authorization"] for c in gets] == ["Bearer old", "Bearer new"]
+    assert [c.request.headers["Authorization"] for c in gets] == ["Bearer old", "Bearer new", "Bearer new"]  # the last: the trash
 
 
 @responses.activate
@@ -165,7 +165,7 @@ def test_429_is_retried_after_the_server_s_retry_after(monkeypatch: pytest.Monke
     source = make_source(monkeypatch)
     waits: list[float] = []
     source.client.sleep = waits.append
-    assert list(source.pages(None)) == []
+    assert [r for p in source.pages(None) for r in p.records] == []
     assert waits == [7.0]
 
 
@@ -205,6 +205,52 @@ def test_repeat_tables_are_joined_by_parent_id_and_orphan_rows_dropped(monkeypat
     records = [r for p in source.pages(None) for r in p.records]
     assert records[0].fields["perpetrators"] == [{"per_Role_in_Process": "Exploiter"}]
     assert source.stats.extra["orphan_repeat_rows"] == 1
+
+
+@responses.activate
+def test_nested_repeat_rows_are_checked_against_their_parent_row_and_lose_every_parent_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    login(responses, "tok")
+    svc = f"{BASE}/v1/projects/3/forms/cases.svc"
+    submission = row("a", "2024-01-01T00:00:00.000Z", **{"perpetrators@odata.navigationLink": "Submissions('a')/perpetrators"})
+    responses.get(SVC, json=feed(submission))
+    responses.get(
+        f"{svc}/Submissions('a')/perpetrators",
+        json={"value": [{"__id": "p1", "__Submissions-id": "a", "per_Role_in_Process": "Exploiter", "aliases@odata.navigationLink": "Submissions('a')/perpetrators('p1')/aliases"}]},
+    )
+    responses.get(
+        f"{svc}/Submissions('a')/perpetrators('p1')/aliases",
+        json={"value": [{"__id": "n1", "__Submissions-perpetrators-id": "p1", "alias": "Big J"}, {"__id": "n2", "__Submissions-perpetrators-id": "p9", "alias": "Not his"}]},
+    )
+    source = make_source(monkeypatch, repeats="tables")
+    records = [r for p in source.pages(None) for r in p.records]
+    assert records[0].fields["perpetrators"] == [{"per_Role_in_Process": "Exploiter", "aliases": [{"alias": "Big J"}]}]
+    assert source.stats.extra["orphan_repeat_rows"] == 1
+
+
+@responses.activate
+def test_a_restore_check_reads_the_trash_and_refetches_what_left_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    login(responses, "tok")
+    cursor = json.dumps({"v": 2, "submitted": {"at": "2024-01-02T00:00:00.000Z", "ids": ["b"]}, "updated": {"at": "2024-01-05T00:00:00.000Z", "ids": []},
+                         "deleted": {"at": "2024-01-05T00:00:00.000Z", "ids": []}, "trash": ["r", "p", "t"]})
+    for _ in range(3):
+        responses.get(SVC, json=feed())  # new, updated, deleted: nothing (a restore moves no timestamp)
+    responses.get(SVC, json=feed({"__id": "t"}, more=True))  # the trash, first page
+    responses.get(SVC, json=feed({"__id": "u"}))
+    responses.get(f"{SVC}('r')", json=feed(row("r", "2023-01-01T00:00:00.000Z", prs_Gender="Feminine")))  # restored
+    responses.get(f"{SVC}('p')", json={"code": 404.1, "message": "Could not find the resource you were looking for."}, status=404)  # purged
+    pages = list(make_source(monkeypatch).pages(cursor))
+    records = {r.record_id: r for p in pages for r in p.records}
+    assert list(records) == ["r"] and records["r"].fields["prs_Gender"] == "Feminine" and not records["r"].deleted
+    trash_calls = [params_of(c) for c in responses.calls if c.request.method == "GET" and c.request.url.startswith(SVC + "?")][3:]
+    assert trash_calls[0] == {"$filter": "__system/deletedAt ne null", "$select": "__id", "$top": "2"} and "$skiptoken" in trash_calls[1]
+    assert json.loads(pages[-1].cursor)["trash"] == ["t", "u"]
+
+
+@pytest.mark.parametrize("stored", ["not json", "[]", '{"v": 7}', '{"v": 2, "submitted": "x"}'])
+def test_an_unreadable_cursor_is_a_source_error_that_says_how_to_reset(monkeypatch: pytest.MonkeyPatch, stored: str) -> None:
+    with pytest.raises(SourceError) as err:
+        list(make_source(monkeypatch).pages(stored))
+    assert "source odk" in str(err.value) and "cursors" in str(err.value)
 
 
 FORM_XML = """<?xml version="1.0"?><h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa">
