@@ -40,22 +40,20 @@ import json
 import logging
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import Field
 
 from connector.records import Page, Problem, RawRecord
 from connector.secrets import Secret, SecretMissing
 from connector.sources import register
-from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
+from connector.sources.base import SourceAuthError, SourceError
 from connector.sources.cursor import load_versioned, unreadable
-from connector.sources.form_server import form_fields
-from connector.sources.http import HttpClient
+from connector.sources.form_server import FormServerOptions, FormServerSource, message_of, utc
 from connector.sources.keyset import Mark, keyset_pass
-from connector.sources.xlsform import FlattenStats, FormDefinition, apply_renames, check_mapping_against_form, flatten_answers, form_from_kobo_content
+from connector.sources.kobo_api import KpiApi
+from connector.sources.xlsform import FormDefinition, apply_renames, flatten_answers, form_from_kobo_content
 
 log = logging.getLogger(__name__)
 MAX_LIMIT = 30000  # what the option allows; kpi itself cuts every `limit` to 1000 unless reconfigured
@@ -65,18 +63,7 @@ CURSOR_VERSION = 2
 SKIP_PREFIXES = ("_", "formhub/", "meta/")
 
 
-@dataclass(frozen=True)
-class URLs:
-    """Every kpi endpoint this module touches, relative to the server root."""
-
-    asset: str = "api/v2/assets/{uid}/"
-    data: str = "api/v2/assets/{uid}/data/"
-
-
-URLS = URLs()
-
-
-class KoboOptions(SourceOptions):
+class KoboOptions(FormServerOptions):
     url: str = Field(description="kpi server, e.g. https://kf.kobotoolbox.org or https://eu.kobotoolbox.org")
     asset_uid: str = Field(min_length=1, description="the form's asset uid (in its URL: /#/forms/<uid>/)")
     token: Secret = Field(description="API token reference: `token_env: KOBO_TOKEN` or `token_file: PATH`")
@@ -84,10 +71,6 @@ class KoboOptions(SourceOptions):
     skip_validation_statuses: list[str] = Field(default_factory=lambda: ["validation_status_not_approved"])
     reconcile_every_runs: int = Field(24, ge=1, description="list all ids to find deletions every N runs ...")
     reconcile_every_hours: float = Field(24.0, gt=0, description="... or when this many hours have passed")
-    rename: dict[str, str] = Field(default_factory=dict, description="the form's names -> the names the mapping expects")
-    timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0, le=20)
-    verify_tls: bool = True
 
 
 PASSES = (("submitted", "_submission_time"), ("validated", "_validation_status.timestamp"))
@@ -132,33 +115,30 @@ def decode_ids(text: str) -> set[int]:
 
 
 @register
-class KoboSource(Source):
+class KoboSource(FormServerSource):
     type_name = "kobo"
     Options = KoboOptions
     full_snapshot = False
+    auth_hint = "check the API token reference (Account settings > Security) and that the user can view submissions"
+    where_hint = "check `url` and `asset_uid`"
 
     def __init__(self, config: Any, job: Any):
         super().__init__(config, job)
-        self.opts: KoboOptions = self.options  # type: ignore[assignment]
-        self.where = f"source {self.id} (kobo {self.opts.asset_uid})"
-        self._client: HttpClient | None = None
-        self._form: FormDefinition | None = None
-        self.flatten_stats = FlattenStats()
+        self._api: KpiApi | None = None
         self.now = lambda: datetime.now(timezone.utc)
 
     @property
-    def client(self) -> HttpClient:
-        if self._client is None:
-            self._client = HttpClient(
-                self.where,
-                self.opts.url,
-                stats=self.stats,
-                auth_headers=self._auth_headers,
-                timeout=self.opts.timeout,
-                max_retries=self.opts.max_retries,
-                verify=self.opts.verify_tls,
-            )
-        return self._client
+    def opts(self) -> KoboOptions:
+        return self.options  # type: ignore[return-value]
+
+    @property
+    def api(self) -> KpiApi:
+        if self._api is None:
+            self._api = KpiApi(self.client, asset_uid=self.opts.asset_uid)
+        return self._api
+
+    def _where(self) -> str:
+        return f"source {self.id} (kobo {self.opts.asset_uid})"
 
     def _auth_headers(self) -> dict[str, str]:
         try:
@@ -166,35 +146,23 @@ class KoboSource(Source):
         except SecretMissing as exc:
             raise SourceAuthError(self.where, f"token: {exc}") from None
 
-    def _path(self, template: str) -> str:
-        return template.format(uid=quote(self.opts.asset_uid, safe=""))
+    # -- form and check -------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+    def _read_form(self) -> FormDefinition:
+        asset = self.api.asset()
+        content = asset.get("content")
+        if not isinstance(content, dict) or "survey" not in content:
+            raise SourceError(self.where, f"asset {self.opts.asset_uid} has no form content (is it a deployed survey?)")
+        return form_from_kobo_content(content, form_id=self.opts.asset_uid, version=asset.get("deployed_version_id") or asset.get("version_id"))
 
-    # -- form -----------------------------------------------------------------------------------------
-
-    def form(self, refresh: bool = False) -> FormDefinition:
-        if self._form is None or refresh:
-            asset = self.client.get_json(self._path(URLS.asset), params={"format": "json"}, what=f"asset {self.opts.asset_uid}")
-            content = asset.get("content") if isinstance(asset, dict) else None
-            if not isinstance(content, dict) or "survey" not in content:
-                raise SourceError(self.where, f"asset {self.opts.asset_uid} has no form content (is it a deployed survey?)")
-            self._form = form_from_kobo_content(content, form_id=self.opts.asset_uid, version=asset.get("deployed_version_id") or asset.get("version_id"))
-        return self._form
-
-    def fields(self) -> list[FieldInfo]:
-        return form_fields(self.form(), self.opts.rename)
-
-    def check(self) -> list[Problem]:
+    def _check_access(self) -> list[Problem]:
         try:
-            form = self.form(refresh=True)
+            self.api.data({"limit": 1, "fields": json.dumps(["_id"])}, what="data (one row)")
         except SourceAuthError as exc:
-            return [Problem(self.where, str(exc).split(": ", 1)[-1], hint="check the API token reference (Account settings > Security) and that the user can view submissions")]
+            return [Problem(self.where, f"the token can read the form but not its submissions ({message_of(exc).split(';')[0]})", hint="the token's user needs the 'View submissions' permission on this form")]
         except SourceError as exc:
-            return [Problem(self.where, str(exc).split(": ", 1)[-1], hint="check `url` and `asset_uid`")]
-        return check_mapping_against_form(form, self.config.mapping, where=self.where, renames=self.opts.rename, base_dir=getattr(self.job, "base_dir", None))
+            return [Problem(self.where, message_of(exc), hint="the submissions could not be read")]
+        return []
 
     # -- records --------------------------------------------------------------------------------------
 
@@ -253,11 +221,8 @@ class KoboSource(Source):
 
     def _data(self, params: dict[str, Any], what: str) -> tuple[list[dict[str, Any]], bool]:
         """One request to the data endpoint: its rows and whether kpi's `next` says more match."""
-        body = self.client.get_json(self._path(URLS.data), params={"format": "json", **params}, what=f"asset {self.opts.asset_uid} {what}")
-        rows = body.get("results") if isinstance(body, dict) else None
-        if not isinstance(rows, list) or "next" not in body:
-            raise SourceError(self.where, f"asset {self.opts.asset_uid} {what}: the data API answered without `results` and `next`")
-        return [r for r in rows if isinstance(r, dict)], body["next"] is not None
+        page = self.api.data(params, what=what)
+        return page.rows, page.more
 
     def _pass(self, field_path: str, mark: Mark, seen: dict[str, Mark]) -> Iterator[list[dict[str, Any]]]:
         sort = json.dumps({field_path: 1, "_id": 1})
@@ -361,9 +326,7 @@ def _kobo_iso(value: Any) -> str | None:
     return text if text.endswith("Z") or "+" in text[10:] else text + "Z"
 
 
-def _utc(text: str) -> datetime:
-    value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+_utc = utc
 
 
 def _fingerprint(instance_id: Any) -> str:

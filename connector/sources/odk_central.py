@@ -51,32 +51,22 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
-from urllib.parse import quote
 
 from pydantic import Field, model_validator
 
 from connector.records import Page, Problem, RawRecord
 from connector.secrets import Secret, SecretMissing
 from connector.sources import register
-from connector.sources.base import FieldInfo, Source, SourceAuthError, SourceError, SourceOptions
+from connector.sources.base import SourceAuthError, SourceError
 from connector.sources.cursor import load_versioned, unreadable
-from connector.sources.form_server import form_fields
-from connector.sources.http import HttpClient, SourceHttpError
+from connector.sources.form_server import FormServerOptions, FormServerSource, message_of, utc
+from connector.sources.http import SourceHttpError
 from connector.sources.keyset import Mark as KeysetMark
 from connector.sources.keyset import keyset_pass
-from connector.sources.xlsform import (
-    FlattenStats,
-    FormDefinition,
-    apply_renames,
-    check_mapping_against_form,
-    flatten_answers,
-    form_from_odk_fields,
-    form_from_xform,
-)
+from connector.sources.odk_central_api import CentralApi
+from connector.sources.xlsform import FormDefinition, apply_renames, flatten_answers, form_from_odk_fields, form_from_xform
 
 log = logging.getLogger(__name__)
 SKIP_KEYS = frozenset({"__id", "__system", "meta", "__Submissions-id"})
@@ -86,24 +76,7 @@ CURSOR_VERSION = 2
 MINIMUM_VERSION = (2023, 4)
 
 
-@dataclass(frozen=True)
-class URLs:
-    """Every Central endpoint this module touches, relative to the server root."""
-
-    sessions: str = "v1/sessions"
-    form: str = "v1/projects/{project_id}/forms/{form_id}"
-    form_xml: str = "v1/projects/{project_id}/forms/{form_id}.xml"
-    fields: str = "v1/projects/{project_id}/forms/{form_id}/fields"
-    service: str = "v1/projects/{project_id}/forms/{form_id}.svc"
-    submissions: str = "v1/projects/{project_id}/forms/{form_id}.svc/Submissions"
-    submission: str = "v1/projects/{project_id}/forms/{form_id}.svc/Submissions('{instance_id}')"
-    version: str = "version.txt"  # served by Central's nginx, no auth (getodk/central files/prebuild/write-version.sh)
-
-
-URLS = URLs()
-
-
-class OdkCentralOptions(SourceOptions):
+class OdkCentralOptions(FormServerOptions):
     url: str = Field(description="Central server, e.g. https://central.example.org")
     project_id: int = Field(ge=1)
     form_id: str = Field(min_length=1, description="the form's xmlFormId")
@@ -113,10 +86,6 @@ class OdkCentralOptions(SourceOptions):
     page_size: int = Field(1000, ge=1, le=100_000, description="rows per OData request ($top)")
     skip_review_states: list[str] = Field(default_factory=lambda: ["rejected"], description="review states treated as deleted")
     repeats: Literal["expand", "tables"] = "expand"
-    rename: dict[str, str] = Field(default_factory=dict, description="the form's names -> the names the mapping expects")
-    timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0, le=20)
-    verify_tls: bool = True
 
     @model_validator(mode="after")
     def _credentials(self) -> "OdkCentralOptions":
@@ -162,48 +131,45 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
     return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
 
 
-def _instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+_instant = utc
 
 
 @register
-class OdkCentralSource(Source):
+class OdkCentralSource(FormServerSource):
     type_name = "odk_central"
     Options = OdkCentralOptions
     full_snapshot = False
+    auth_hint = "check the email/password or token reference and the user's role on the project"
+    where_hint = "check `url`, `project_id` and `form_id`"
 
     def __init__(self, config: Any, job: Any):
         super().__init__(config, job)
-        self.opts: OdkCentralOptions = self.options  # type: ignore[assignment]
-        self.where = f"source {self.id} (odk_central {self.opts.form_id})"
         self._token: str | None = None
-        self._client: HttpClient | None = None
-        self._form: FormDefinition | None = None
-        self.flatten_stats = FlattenStats()
+        self._api: CentralApi | None = None
         self._delivered: dict[str, str | None] | None = None
+        self._ordered = True
+
+    @property
+    def opts(self) -> OdkCentralOptions:
+        return self.options  # type: ignore[return-value]
+
+    @property
+    def api(self) -> CentralApi:
+        if self._api is None:
+            self._api = CentralApi(self.client, project_id=self.opts.project_id, form_id=self.opts.form_id)
+        return self._api
 
     # -- plumbing -----------------------------------------------------------------------------------
 
-    @property
-    def client(self) -> HttpClient:
-        if self._client is None:
-            base = self.opts.url.rstrip("/")
-            base = base[: -len("/v1")] if base.endswith("/v1") else base
-            self._client = HttpClient(
-                self.where,
-                base,
-                stats=self.stats,
-                auth_headers=self._auth_headers,
-                reauthenticate=self._relogin if self.opts.token is None else None,
-                timeout=self.opts.timeout,
-                max_retries=self.opts.max_retries,
-                verify=self.opts.verify_tls,
-            )
-        return self._client
+    def _where(self) -> str:
+        return f"source {self.id} (odk_central {self.opts.form_id})"
 
-    def _path(self, template: str) -> str:
-        return template.format(project_id=self.opts.project_id, form_id=quote(self.opts.form_id, safe=""))
+    def _base_url(self) -> str:
+        base = self.opts.url.rstrip("/")
+        return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    def _reauthenticate(self) -> Callable[[], bool] | None:
+        return self._relogin if self.opts.token is None else None
 
     def _auth_headers(self) -> dict[str, str]:
         if self._token is None:
@@ -221,11 +187,10 @@ class OdkCentralSource(Source):
             password = self.opts.password.get()  # type: ignore[union-attr]
         except SecretMissing as exc:
             raise SourceAuthError(self.where, f"password: {exc}") from None
-        body = self.client.request_json("POST", URLS.sessions, what="login (POST /v1/sessions)", json_body={"email": self.opts.email, "password": password}, auth=False)
-        token = body.get("token") if isinstance(body, dict) else None
+        token = self.api.login(self.opts.email, password)
         if not token:
             raise SourceAuthError(self.where, "login answered without a session token")
-        return str(token)
+        return token
 
     def _relogin(self) -> bool:
         """A session expired mid-run: log in again once (the HTTP client then retries the request)."""
@@ -233,73 +198,57 @@ class OdkCentralSource(Source):
         self._token = self._login()
         return True
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+    # -- form and check -------------------------------------------------------------------------------
 
-    # -- form -----------------------------------------------------------------------------------------
-
-    def form(self, refresh: bool = False) -> FormDefinition:
+    def _read_form(self) -> FormDefinition:
         """The published form: labels and choices from the XForm, questions from `/fields?odata=true`."""
-        if self._form is None or refresh:
-            xml = self.client.get_text(self._path(URLS.form_xml), what=f"form {self.opts.form_id} definition (XML)")
-            try:
-                definition = form_from_xform(xml)
-            except Exception as exc:  # an HTML page or a broken document
-                raise SourceError(self.where, f"form {self.opts.form_id}: the form XML cannot be read ({type(exc).__name__}: {exc})") from None
-            fields = self.client.get_json(self._path(URLS.fields), params={"odata": "true"}, what=f"form {self.opts.form_id} fields")
-            if not isinstance(fields, list):
-                raise SourceError(self.where, f"form {self.opts.form_id}: /fields did not answer a list")
-            self._form = form_from_odk_fields(fields, definition=definition)
-        return self._form
-
-    def fields(self) -> list[FieldInfo]:
-        return form_fields(self.form(), self.opts.rename)
+        xml = self.api.form_xml()
+        try:
+            definition = form_from_xform(xml)
+        except Exception as exc:  # an HTML page or a broken document
+            raise SourceError(self.where, f"form {self.opts.form_id}: the form XML cannot be read ({type(exc).__name__}: {exc})") from None
+        return form_from_odk_fields(self.api.fields(), definition=definition)
 
     def server_version(self) -> tuple[int, int, int] | None:
         """The Central release from `/version.txt`; None where the server does not serve it."""
-        try:
-            text = self.client.request("GET", URLS.version, what="server version (/version.txt)", auth=False).text
-        except SourceError:
-            return None
-        return parse_version(text)
+        text = self.api.version_text()
+        return parse_version(text) if text is not None else None
 
-    def check(self) -> list[Problem]:
+    def _check_server(self) -> list[Problem]:
         problems: list[Problem] = []
         version = self.server_version()
         if version is None:
-            problems.append(Problem(self.where, "server version unknown (no /version.txt)", "warning", hint="the connector needs ODK Central v2023.4 or later"))
+            return [Problem(self.where, "server version unknown (no /version.txt)", "warning", hint="the connector needs ODK Central v2023.4 or later")]
+        shown = "v{}.{}.{}".format(*version)
+        if version[:2] < MINIMUM_VERSION:
+            problems.append(Problem(self.where, f"ODK Central {shown} is older than v2023.4, the oldest this connector can page without losing records", hint="upgrade Central"))
         else:
-            shown = "v{}.{}.{}".format(*version)
-            if version[:2] < MINIMUM_VERSION:
-                problems.append(Problem(self.where, f"ODK Central {shown} is older than v2023.4, the oldest this connector can page without losing records", hint="upgrade Central"))
-            else:
-                problems.append(Problem(self.where, f"ODK Central {shown}", "info"))
-            if version[:2] < (2024, 3):
-                problems.append(Problem(self.where, f"ODK Central {shown} cannot filter on deletedAt (v2024.3): deleted and restored submissions are not seen", "warning", hint="upgrade Central to v2024.3 or later"))
-            if version[:2] < (2024, 1):
-                problems.append(Problem(self.where, f"ODK Central {shown} cannot order the feed ($orderby, v2024.1): each run reads its window newest first", "warning"))
+            problems.append(Problem(self.where, f"ODK Central {shown}", "info"))
+        if version[:2] < (2024, 3):
+            problems.append(Problem(self.where, f"ODK Central {shown} cannot filter on deletedAt (v2024.3): deleted and restored submissions are not seen", "warning", hint="upgrade Central to v2024.3 or later"))
+        if version[:2] < (2024, 1):
+            problems.append(Problem(self.where, f"ODK Central {shown} cannot order the feed ($orderby, v2024.1): each run reads its window newest first", "warning"))
+        return problems
+
+    def _check_access(self) -> list[Problem]:
         try:
-            self.client.get_json(self._path(URLS.form), what=f"form {self.opts.form_id}")
-            form = self.form(refresh=True)
-        except SourceAuthError as exc:
-            return [*problems, Problem(self.where, str(exc).split(": ", 1)[-1], hint="check the email/password or token reference and the user's role on the project")]
+            self.api.form()
         except SourceError as exc:
-            return [*problems, Problem(self.where, str(exc).split(": ", 1)[-1], hint="check `url`, `project_id` and `form_id`")]
+            return [Problem(self.where, message_of(exc), hint=self.where_hint)]
         try:
             # One row of the feed: an app user's token reads the form but not the submissions.
-            self.client.get_json(self._path(URLS.submissions), params={"$top": "1"}, what=f"form {self.opts.form_id} submissions")
+            self.api.submissions({"$top": "1"})
         except SourceAuthError as exc:
-            problems.append(
+            return [
                 Problem(
                     self.where,
-                    f"the account can read the form but not its submissions ({str(exc).split(': ', 1)[-1].split(';')[0]})",
+                    f"the account can read the form but not its submissions ({message_of(exc).split(';')[0]})",
                     hint=f"an app user's token cannot read submissions: create a web user with the Project Viewer role on project {self.opts.project_id} and use its email and password",
                 )
-            )
+            ]
         except SourceError as exc:
-            problems.append(Problem(self.where, str(exc).split(": ", 1)[-1], hint="the submissions feed could not be read"))
-        return problems + check_mapping_against_form(form, self.config.mapping, where=self.where, renames=self.opts.rename, base_dir=getattr(self.job, "base_dir", None))
+            return [Problem(self.where, message_of(exc), hint="the submissions feed could not be read")]
+        return []
 
     # -- records --------------------------------------------------------------------------------------
 
@@ -312,7 +261,7 @@ class OdkCentralSource(Source):
         # timestamps, for deletions) is where passes 2 and 3 start: a later change has a later time.
         seen = {"updatedAt": Mark(), "newest": Mark()}
         # Ids pass 1 delivered in this run, with their updatedAt: pass 2 need not deliver them again.
-        self._delivered: dict[str, str | None] | None = None if first_run else {}
+        self._delivered = None if first_run else {}
         self._ordered = True
         deleted_now: set[str] = set()
         deletes_supported = True
@@ -365,13 +314,10 @@ class OdkCentralSource(Source):
 
         def fetch(skip: int) -> tuple[list[Any], bool]:
             params = incremental_query(field_path, mark, top=top, skip=skip, expand=expand, ids_only=name == "deleted")
-            body = self.client.get_json(self._path(URLS.submissions), params=params, what=f"form {self.opts.form_id} submissions ({name})")
-            rows = body.get("value") if isinstance(body, dict) else None
-            if not isinstance(rows, list):
-                raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
+            page = self.api.submissions(params, what=f"submissions ({name})")
             # Central adds a next link while rows remain (lib/util/odata.js `nextUrlFor`); it is not
             # followed (its `$skiptoken` cannot go with `$orderby`), only read as "more".
-            return rows, bool(body.get("@odata.nextLink"))
+            return page.rows, page.next_link is not None
 
         def locate(row: Any) -> tuple[Any, str] | None:
             if not isinstance(row, dict) or "__id" not in row:
@@ -412,15 +358,11 @@ class OdkCentralSource(Source):
         after the last page (an empty page carries it): a crash mid-pass re-reads the window."""
         old = marks[name]
         new = Mark(old.at, set(old.ids))
-        params: dict[str, str] | None = incremental_query(field_path, old, top=self.opts.page_size, expand=expand, ids_only=name == "deleted", ordered=False)
-        url: str | None = self._path(URLS.submissions)
-        while url:
-            body = self.client.get_json(url, params=params, what=f"form {self.opts.form_id} submissions ({name}, unordered)")
-            rows = body.get("value") if isinstance(body, dict) else None
-            if not isinstance(rows, list):
-                raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
+        what = f"submissions ({name}, unordered)"
+        page = self.api.submissions(incremental_query(field_path, old, top=self.opts.page_size, expand=expand, ids_only=name == "deleted", ordered=False), what=what)
+        while True:
             kept = []
-            for row in rows:
+            for row in page.rows:
                 located = locate(row)
                 if located is None or old.seen(*located):
                     continue
@@ -429,37 +371,30 @@ class OdkCentralSource(Source):
                     kept.append(row)
             if kept:
                 yield [self._record(row) for row in kept]
-            url, params = body.get("@odata.nextLink"), None
-            if url and "skiptoken" not in url:
+            if page.next_link is None:
+                break
+            if "skiptoken" not in page.next_link:
                 raise SourceError(self.where, "the server pages without $skiptoken (ODK Central before v2023.4): upgrade Central; reading on could lose records")
+            page = self.api.follow(page.next_link, what=what)
         marks[name] = new
         yield []
 
     def _restored(self, candidates: set[str]) -> tuple[list[RawRecord], set[str]]:
         """The submissions restored since they were deleted, and the ids now in the trash (module docstring)."""
         trash: set[str] = set()
-        params: dict[str, str] | None = {"$filter": "__system/deletedAt ne null", "$select": "__id", "$top": str(self.opts.page_size)}
-        url: str | None = self._path(URLS.submissions)
-        while url:
-            body = self.client.get_json(url, params=params, what=f"form {self.opts.form_id} trash")
-            rows = body.get("value") if isinstance(body, dict) else None
-            if not isinstance(rows, list):
-                raise SourceError(self.where, f"form {self.opts.form_id}: the OData feed answered without a `value` list")
-            trash.update(str(r["__id"]) for r in rows if isinstance(r, dict) and "__id" in r)
-            url, params = body.get("@odata.nextLink"), None
+        page = self.api.submissions({"$filter": "__system/deletedAt ne null", "$select": "__id", "$top": str(self.opts.page_size)}, what="trash")
+        while True:
+            trash.update(str(r["__id"]) for r in page.rows if "__id" in r)
+            if page.next_link is None:
+                break
+            page = self.api.follow(page.next_link, what="trash")
         records = []
         for instance_id in sorted(candidates - trash):
-            path = URLS.submission.format(project_id=self.opts.project_id, form_id=quote(self.opts.form_id, safe=""), instance_id=quote(instance_id, safe=":"))
-            try:
-                body = self.client.get_json(path, params={"$expand": "*"} if self.opts.repeats == "expand" else None, what=f"form {self.opts.form_id} record {instance_id}")
-            except SourceHttpError as exc:
-                if exc.status == 404:
-                    continue  # purged from the trash: it stays deleted
-                raise
-            rows = body.get("value") if isinstance(body, dict) else None
-            if isinstance(rows, list) and rows:
-                records.append(self._record(rows[0]))
-                self.stats.extra["restored"] = self.stats.extra.get("restored", 0) + 1
+            row = self.api.submission(instance_id, expand=self.opts.repeats == "expand")
+            if row is None:
+                continue  # purged from the trash (404): it stays deleted
+            records.append(self._record(row))
+            self.stats.extra["restored"] = self.stats.extra.get("restored", 0) + 1
         return records, trash
 
     def _record(self, row: dict[str, Any]) -> RawRecord:
@@ -502,11 +437,11 @@ class OdkCentralSource(Source):
         return out
 
     def _repeat_rows(self, record_id: str, link: str, parent_id: str) -> list[dict[str, Any]]:
-        url: str | None = f"{self._path(URLS.service)}/{link}"
+        what = f"record {record_id} repeat {link.rsplit('/', 1)[-1]}"
+        page = self.api.repeat(link, what=what)
         rows: list[dict[str, Any]] = []
-        while url:
-            body = self.client.get_json(url, what=f"form {self.opts.form_id} record {record_id} repeat {link.rsplit('/', 1)[-1]}")
-            for row in body.get("value", []) if isinstance(body, dict) else []:
+        while True:
+            for row in page.rows:
                 parents = [row[k] for k in row if PARENT_KEY.match(k)]
                 if any(parent != parent_id for parent in parents):
                     # A repeat row whose parent is another submission or repeat row: never join it here.
@@ -514,8 +449,9 @@ class OdkCentralSource(Source):
                     log.warning("%s: record %s: repeat row %s has parent %s; dropped", self.where, record_id, row.get("__id"), parents[0])
                     continue
                 rows.append(self._join_repeats(record_id, row, str(row.get("__id")) if row.get("__id") is not None else parent_id))
-            url = body.get("@odata.nextLink") if isinstance(body, dict) else None
-        return rows
+            if page.next_link is None:
+                return rows
+            page = self.api.follow(page.next_link, what=what)
 
 
 def _load_cursor(cursor: str | None, where: str) -> dict[str, Any]:

@@ -158,7 +158,9 @@ def test_check_compares_the_asset_content_with_the_mapping(monkeypatch: pytest.M
         "choices": [{"list_name": "sex", "name": "F", "label": ["Female"]}],
     }
     responses.get(f"{BASE}/api/v2/assets/aUID/", json={"uid": "aUID", "content": content, "deployed_version_id": "v9"})
+    responses.get(DATA, json=data(sub(1, "2024-01-01T00:00:00")))
     problems = make_source(monkeypatch).check()
+    assert not any("submissions" in p.message for p in problems)
     assert any("prs_Gender" in p.message and p.severity == "error" and "v9" in p.where for p in problems)
     renamed = make_source(monkeypatch, rename={"prs_Sex": "prs_Gender"})
     assert not any("prs_Gender" in p.message and p.severity == "error" for p in renamed.check())
@@ -247,3 +249,14 @@ def test_an_unreadable_cursor_is_a_source_error_that_says_how_to_reset(monkeypat
     with pytest.raises(SourceError) as err:
         list(make_source(monkeypatch).pages(stored))
     assert "source kobo" in str(err.value) and "cursors" in str(err.value)
+
+
+@responses.activate
+def test_check_reads_one_row_so_a_token_that_cannot_view_submissions_fails_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    content = {"survey": [{"type": "text", "$autoname": "prs_FirstName", "label": ["Name"]}], "choices": []}
+    responses.get(f"{BASE}/api/v2/assets/aUID/", json={"uid": "aUID", "content": content})
+    responses.get(DATA, json={"detail": "You do not have permission to perform this action."}, status=403)
+    problems = make_source(monkeypatch).check()
+    errors = [p for p in problems if p.severity == "error" and "not its submissions" in p.message]
+    assert errors and "View submissions" in (errors[0].hint or "") and TOKEN not in str(errors[0])
+    assert json.loads(params_of(responses.calls[-1])["fields"]) == ["_id"] and params_of(responses.calls[-1])["limit"] == "1"

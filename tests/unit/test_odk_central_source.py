@@ -270,12 +270,16 @@ def _mock_form(rsps: responses.RequestsMock) -> None:
     rsps.get(f"{BASE}/v1/projects/3/forms/cases", json={"xmlFormId": "cases", "version": "7"})
     rsps.get(f"{BASE}/v1/projects/3/forms/cases.xml", body=FORM_XML, content_type="application/xml")
     rsps.get(f"{BASE}/v1/projects/3/forms/cases/fields", json=FIELDS)
+    rsps.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z")))
+    rsps.get(f"{BASE}/version.txt", body="versions:\nabc (v2024.3.1)\n def client (v2024.3.1)\n", content_type="text/plain")
 
 
 @responses.activate
 def test_check_reports_a_mapped_field_the_form_renamed_and_unknown_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     _mock_form(responses)
     problems = make_source(monkeypatch).check()
+    assert [(p.severity, p.message) for p in problems if p.severity == "info"] == [("info", "ODK Central v2024.3.1")]
+    assert not any("submissions" in p.message for p in problems)
     gender = [p for p in problems if "prs_Gender" in p.message]
     assert gender and gender[0].severity == "error" and "version 7" in gender[0].where
     choices = [p for p in problems if "juju" in p.message]
@@ -301,3 +305,12 @@ def test_retry_after_accepts_seconds_and_http_dates_and_ignores_junk() -> None:
     soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
     assert 25 <= parse_retry_after(soon) <= 31  # type: ignore[operator]
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_the_server_version_is_read_from_centrals_version_txt() -> None:
+    from connector.sources.odk_central import parse_version
+
+    text = "versions:\n0c8e6b2 (v2024.3.1)\n 1a2b3c4 client (v2024.3.1)\n 9f8e7d6 server (v2024.3.2)\n"
+    assert parse_version(text) == (2024, 3, 1)
+    assert parse_version("versions:\n0c8e6b2 (v2025.1.0-3-gabc123)\n") == (2025, 1, 0)
+    assert parse_version("<html>not found</html>") is None
