@@ -260,3 +260,16 @@ def test_check_reads_one_row_so_a_token_that_cannot_view_submissions_fails_there
     errors = [p for p in problems if p.severity == "error" and "not its submissions" in p.message]
     assert errors and "View submissions" in (errors[0].hint or "") and TOKEN not in str(errors[0])
     assert json.loads(params_of(responses.calls[-1])["fields"]) == ["_id"] and params_of(responses.calls[-1])["limit"] == "1"
+
+
+@responses.activate
+def test_a_version_1_cursor_is_read_and_its_edited_submissions_are_fetched_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    v1 = json.dumps({"v": 1, "submitted": {"at": "2024-01-02T00:00:00", "ids": [12]}, "edited": {"at": "2024-03-01T00:00:00", "ids": [12]},
+                     "validated": {"at": None, "ids": []}, "known": encode_ids({11, 12}), "reconcile": {"at": datetime.now(timezone.utc).isoformat(), "runs": 0}})
+    responses.get(DATA, json=data())
+    responses.get(DATA, json=data())
+    responses.get(DATA, json=data({"_id": 12, "meta/instanceID": "uuid:b12"}))  # v1 kept no instanceIDs
+    responses.get(DATA, json=data(sub(12, "2024-01-02T00:00:00", **{"meta/deprecatedID": "uuid:a12"})))
+    pages = list(make_source(monkeypatch, reconcile_every_runs=99).pages(v1))
+    assert [r.record_id for p in pages for r in p.records] == ["12"]
+    assert json.loads(pages[-1].cursor)["v"] == 2
