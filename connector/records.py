@@ -81,7 +81,7 @@ class Problem:
 
     where: str
     message: str
-    severity: str = "error"  # "error" stops a run; "warning" is reported only
+    severity: str = "error"  # "error" stops a run; "warning" is reported only; "info" is a fact (a server version)
     hint: str | None = None
 
     def __str__(self) -> str:
