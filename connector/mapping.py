@@ -160,6 +160,9 @@ class Mapping:
         return out
 
     def map_record(self, source_id: str, raw: RawRecord) -> tuple[CaseRecord, list[Rejection]]:
+        if raw.unreadable is not None:
+            field, reason = raw.unreadable
+            return CaseRecord(source_id, raw.record_id, {}, raw.updated_at, deleted=True), [Rejection(source_id, raw.record_id, field, None, reason)]
         if raw.deleted:
             return CaseRecord(source_id, raw.record_id, {}, raw.updated_at, deleted=True), []
         values: dict[str, Any] = {}

@@ -24,6 +24,10 @@ class RawRecord:
     fields: dict[str, Any]
     updated_at: datetime | None = None
     deleted: bool = False
+    # (field, reason) when the source has the record but cannot read its content (an encrypted
+    # submission the server did not decrypt): it is stored as a tombstone with a named rejection,
+    # never as an empty live case.
+    unreadable: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class Problem:
 
     where: str
     message: str
-    severity: str = "error"  # "error" stops a run; "warning" is reported only
+    severity: str = "error"  # "error" stops a run; "warning" is reported only; "info" is a fact (a server version)
     hint: str | None = None
 
     def __str__(self) -> str:

@@ -1,21 +1,41 @@
 """A KoboToolbox (kpi) server on 127.0.0.1 serving generated cases as submissions of the HTCDS XLSForm.
 
-The shapes follow kpi's API v2 (`kpi/views/v2/data.py`, `kpi/docs/api/v2/data/list.md`):
+The shapes follow kpi's own code (kobotoolbox/kpi at 2e5efb01, August 2026):
 
 - `Authorization: Token <key>`; 401 `{"detail": "Invalid token."}` otherwise;
 - `GET /api/v2/assets/` (count, next, previous, results) and `/api/v2/assets/{uid}/` with `content`
   (survey and choices rows as the form builder stores them: `$kuid`, `$autoname`, label lists,
   `select_from_list_name`);
-- `GET /api/v2/assets/{uid}/data/?format=json` with `limit` (at most 30000) / `start` paging,
-  `query` (a MongoDB query: field equality, `$gt $gte $lt $lte $ne $in $nin $exists`, `$and`,
-  `$or`, dotted paths such as `_validation_status.uid`), `sort` (JSON `{"field": 1|-1}`) and
-  `fields` (JSON list); answers keyed by their group path (`group/name`), repeats as lists of
-  dicts keyed by full path, unanswered questions left out; `_id`, `_uuid`, `_submission_time`
-  (UTC, no zone: `2019-09-01T01:02:03`), `_validation_status`, `_submitted_by`, `_attachments`...;
-- deletion removes a submission (Kobo keeps no trace of it, hence the source's id reconciliation).
-
-`_last_edited` is served for edited submissions (Ona and newer kpi servers keep it; the source
-uses it only "where present"). A validation-status change sets `_validation_status.timestamp`.
+- `GET /api/v2/assets/{uid}/data/?format=json` (`kpi/views/v2/data.py` `DataViewSet.list` and
+  `_filter_mongo_query`, `kpi/paginators.py` `DefaultPagination`, `kpi/utils/mongo_helper.py`
+  `MongoHelper.get_instances`):
+  - `limit` is cut to `MAX_API_PAGE_SIZE` (1000, `kobo/settings/base.py`) *without an error*
+    (DRF's `_positive_int(..., cutoff=max_limit)`); no `limit`: `DEFAULT_API_PAGE_SIZE` (100);
+    a `limit` that is not a positive integer: 400;
+  - `start` is the offset; `count` is the number of submissions matching `query`; `next` is the
+    same URL with `limit` (the cut one) and `start` + `limit` while `start + limit < count`, else
+    null (DRF `LimitOffsetPagination.get_next_link`); so a short page never ends a listing, `next`
+    does;
+  - `query` (a MongoDB query: equality, `$gt $gte $lt $lte $ne $in $nin $exists`, `$and`, `$or`,
+    dotted paths such as `_validation_status.uid`), `sort` (JSON `{"field": 1|-1}`, default
+    `{"_id": 1}`, `openrosa_backend.__get_submissions_in_json`) and `fields` (JSON list; kpi
+    always adds `_uuid` and `meta/rootUuid`, and `_inject_properties` sets `_validation_status`
+    to `{}` when it was not selected);
+  - answers keyed by their group path (`group/name`), repeats as lists of dicts keyed by full
+    path, unanswered questions left out; `_id`, `_uuid`, `meta/instanceID`, `meta/rootUuid`,
+    `_submission_time` (UTC, no zone: `2019-09-01T01:02:03`), `_validation_status`,
+    `_submitted_by`, `_attachments`, `_status`, `_geolocation`, `_xform_id_string`
+    (`viewer/models/parsed_instance.py` `to_dict_for_mongo`); `_tags` and `_notes` are removed
+    (`deployment_backends/base_backend.py` `_inject_properties`).
+- An edit (Enketo or the bulk-update API: `libs/utils/logger_tools.py` `_get_instance`,
+  `base_backend.py` `bulk_update_submissions`) rewrites the same submission: `_id` and
+  `_submission_time` (the instance's `date_created`) stay; `meta/instanceID` and `_uuid` get a
+  new uuid; the old instanceID moves to `meta/deprecatedID`; `meta/rootUuid` keeps the first one;
+  `__version__` is the form version the edit was made with. No edit time reaches the data
+  endpoint: the instance's `date_modified` is not in the Mongo document, and there is no
+  `_last_edited` in kpi (the earlier sandbox served one; kpi never did).
+- A validation-status change sets `_validation_status.timestamp`.
+- Deletion removes a submission (Kobo keeps no trace of it, hence the source's id reconciliation).
 """
 
 from __future__ import annotations
@@ -23,14 +43,16 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from connector.sandbox import xlsform_render as render
 from connector.sandbox.form_server import FormServerHandle, Reply, Request, SandboxApp, json_reply, serve
 
-MAX_LIMIT = 30000
+MAX_LIMIT = 1000  # kpi's MAX_API_PAGE_SIZE default
+DEFAULT_LIMIT = 100  # kpi's DEFAULT_API_PAGE_SIZE default
 VALIDATION_LABELS = {
     "validation_status_approved": "Approved",
     "validation_status_not_approved": "Not approved",
@@ -52,11 +74,21 @@ def submission_id(case: Any) -> int:
 class KoboApp(SandboxApp):
     """The application behind `start_kobo_sandbox`; tests reach it through `handle.app`."""
 
-    def __init__(self, cases: Iterable[Any], *, page_size: int, variant: str, transform: Callable[[Any, dict], dict] | None, token: str | None = None):
+    def __init__(
+        self,
+        cases: Iterable[Any],
+        *,
+        page_size: int,
+        variant: str,
+        transform: Callable[[Any, dict], dict] | None,
+        token: str | None = None,
+        max_limit: int = MAX_LIMIT,
+    ):
         super().__init__()
         self.token = token or secrets.token_hex(20)
         self.asset_uid = "aHtcdsSandbox7xQ2mWkLpZ"
         self.page_size = page_size
+        self.max_limit = max_limit
         self.variant = variant
         self.transform = transform
         self.content = render.kobo_content(variant)
@@ -65,7 +97,13 @@ class KoboApp(SandboxApp):
         self.set_cases(cases)
 
     def set_cases(self, cases: Iterable[Any]) -> None:
-        """Serve these cases' current state: deleted cases disappear, as they do in Kobo."""
+        """Serve these cases' current state: deleted cases disappear, as they do in Kobo.
+
+        A case whose answers or `updated_at` differ from what was served is an edit: same `_id`
+        and `_submission_time`, a new `meta/instanceID`, the old one in `meta/deprecatedID`.
+        """
+        with self.lock:
+            before = {r["_case_id"]: r for r in self.rows}
         rows = []
         for case in sorted(cases, key=lambda c: (c.created_at, c.case_id)):
             if case.deleted:
@@ -73,12 +111,12 @@ class KoboApp(SandboxApp):
             answers = render.render_answers(case, self.variant)
             if self.transform is not None:
                 answers = self.transform(case, answers)
-            rows.append(self._row(case, answers))
+            rows.append(self._row(case, answers, before.get(case.case_id)))
         with self.lock:
             self.rows = rows
 
-    def _row(self, case: Any, answers: dict[str, Any]) -> dict[str, Any]:
-        iid = render.instance_id(case)
+    def _row(self, case: Any, answers: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        root = render.instance_id(case)
         row: dict[str, Any] = {"_id": submission_id(case), "formhub/uuid": "5f2e0b3c1a7d4e9b8c6a2d1e0f3b4c5a"}
         for path, value in answers.items():
             if isinstance(value, list):
@@ -87,23 +125,30 @@ class KoboApp(SandboxApp):
                 continue
             if value not in (None, ""):
                 row[path] = value
+        # The instanceID of this version: the root one until the first edit, then one per edit.
+        version = root if case.updated_at <= case.created_at else _edit_instance_id(case)
+        deprecated = None
+        if version != root:
+            if previous is not None and previous["meta/instanceID"] != version:
+                deprecated = previous["meta/instanceID"]
+            else:
+                deprecated = previous.get("meta/deprecatedID", root) if previous is not None else root
+        row["meta/instanceID"] = version
+        if deprecated is not None:
+            row["meta/deprecatedID"] = deprecated
+        row["meta/rootUuid"] = root
         row.update(
             {
-                "meta/instanceID": iid,
                 "_xform_id_string": self.asset_uid,
-                "_uuid": iid.removeprefix("uuid:"),
+                "_uuid": version.removeprefix("uuid:"),
                 "_attachments": [],
                 "_status": "submitted_via_web",
                 "_geolocation": [None, None],
                 "_submission_time": kobo_time(case.created_at),
-                "_tags": [],
-                "_notes": [],
                 "_validation_status": self.validation.get(case.case_id, {}),
                 "_submitted_by": "sandbox_collector",
             }
         )
-        if case.updated_at > case.created_at:
-            row["_last_edited"] = kobo_time(case.updated_at)
         row["_case_id"] = case.case_id  # sandbox bookkeeping, removed before serving
         return row
 
@@ -176,10 +221,15 @@ class KoboApp(SandboxApp):
     def _data(self, request: Request, base: str) -> Reply:
         query = request.query
         try:
-            limit = min(int(query.get("limit", self.page_size)), MAX_LIMIT)
-            start = int(query.get("start", 0))
+            limit = _positive_int(query["limit"], cutoff=self.max_limit) if "limit" in query else self.page_size
         except ValueError:
-            return json_reply({"detail": "A valid integer is required."}, status=400)
+            return json_reply({"limit": ["A positive integer is required"]}, status=400)
+        try:
+            start = int(query.get("start", 0) or 0)
+            if start < 0:
+                raise ValueError
+        except ValueError:
+            return json_reply({"start": ["A positive integer is required."]}, status=400)
         try:
             mongo = json.loads(query["query"]) if query.get("query") else {}
             sort = json.loads(query["sort"]) if query.get("sort") else {"_id": 1}
@@ -193,26 +243,43 @@ class KoboApp(SandboxApp):
         for key, direction in reversed(list(sort.items())):
             rows.sort(key=lambda r, k=key: _mongo_sort_key(_get(r, k)), reverse=int(direction) < 0)
         page = rows[start : start + limit]
+        if fields:
+            fields = [*fields, "_uuid", "meta/rootUuid"]  # MongoHelper._get_cursor_and_count adds both
         results = []
         for row in page:
             item = {k: v for k, v in row.items() if k != "_case_id"}
-            if fields is not None:
-                item = {k: v for k, v in item.items() if k in fields or k.split("/")[0] in fields}
+            if fields:
+                item = {k: v for k, v in item.items() if k in fields}
+                item["_validation_status"] = item.get("_validation_status") or {}
             results.append(item)
-        link = f"{base}{request.path}"
-        params = {k: v for k, v in query.items() if k not in ("start", "limit")}
+        count = len(rows)
 
         def page_url(at: int) -> str:
-            return f"{link}?{urlencode({**params, 'limit': limit, 'start': at})}"
+            # DRF's replace_query_param: the request's own URL with `limit` and `start` replaced.
+            params = [(k, v) for k, v in parse_qsl(request.raw_query, keep_blank_values=True) if k not in ("limit", "start")]
+            return f"{base}{request.path}?{urlencode([*params, ('limit', str(limit)), ('start', str(at))])}"
 
         return json_reply(
             {
-                "count": len(rows),
-                "next": page_url(start + limit) if start + limit < len(rows) else None,
-                "previous": page_url(max(0, start - limit)) if start > 0 else None,
+                "count": count,
+                "next": page_url(start + limit) if start + limit < count else None,
+                "previous": (page_url(start - limit) if start - limit > 0 else page_url(0)) if start > 0 else None,
                 "results": results,
             }
         )
+
+
+def _positive_int(text: str, *, cutoff: int) -> int:
+    """DRF's `_positive_int(strict=True, cutoff=...)`: a positive integer, silently cut to `cutoff`."""
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return min(value, cutoff)
+
+
+def _edit_instance_id(case: Any) -> str:
+    """The instanceID an edit gives a submission: new for each edit (here: each `updated_at`)."""
+    return f"uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'htcds-sandbox-edit/{case.case_id}/{case.updated_at.isoformat()}')}"
 
 
 def _get(doc: dict[str, Any], dotted: str) -> Any:
@@ -310,14 +377,16 @@ def start_kobo_sandbox(
     variant: str = "partner",
     transform: Callable[[Any, dict], dict] | None = None,
     token: str | None = None,
+    max_limit: int = MAX_LIMIT,
 ) -> KoboSandboxHandle:
     """Serve `cases` as one deployed Kobo asset with the HTCDS form on 127.0.0.1:`port`.
 
     `page_size` is the server's default `limit` when a client sends none; `variant` "partner"
     (default, with repeats and a group) or "htcds"; `transform(case, answers)` may change answers
-    before they are served (bad input for tests); `token` fixes the API token (default: random).
+    before they are served (bad input for tests); `token` fixes the API token (default: random);
+    `max_limit` is the server's cap on `limit` (kpi's `MAX_API_PAGE_SIZE`, 1000 by default).
     """
-    app = KoboApp(list(cases), page_size=page_size, variant=variant, transform=transform, token=token)
+    app = KoboApp(list(cases), page_size=page_size, variant=variant, transform=transform, token=token, max_limit=max_limit)
     handle = serve(app, port)
     handle.__class__ = KoboSandboxHandle
     return handle  # type: ignore[return-value]

@@ -1,23 +1,50 @@
 """An ODK Central server on 127.0.0.1 that serves generated cases as submissions of the HTCDS XLSForm.
 
 It speaks the parts of Central's API a connector (and pyodk) uses, with Central's shapes as its
-docs and its own API tests show them (central-backend `test/integration/api/odata.js`):
+code and its own API tests show them (getodk/central-backend at 4f5943d1, v2026.2.x; and
+getodk/central for `/version.txt`):
 
 - `POST /v1/sessions` {email, password} -> {token, csrf, expiresAt, createdAt}; Bearer tokens
   (web-user sessions, and an app-user token); `GET /v1/users/current`;
 - `GET /v1/projects`, `/v1/projects/{id}`, `/forms`, `/forms/{xmlFormId}`, `.xml`,
-  `/fields?odata=true`; `PATCH .../submissions/{instanceId}` {reviewState}; `DELETE` (soft delete);
+  `/fields?odata=true`; `PATCH .../submissions/{instanceId}` {reviewState}; `DELETE` (soft delete:
+  sets `deletedAt`, leaves `updatedAt`); `POST .../submissions/{instanceId}/restore` (clears
+  `deletedAt`, leaves `updatedAt`; 404 unless the submission is deleted: `lib/resources/
+  submissions.js`, `lib/util/db.js` `markUndeleted`);
 - OData: the service document, `$metadata`, `Submissions` with `$top`, `$skip`, `$skiptoken`,
   `$count`, `$filter`, `$orderby`, `$select`, `$expand=*`, `@odata.nextLink`, `__id`, `__system`
   (submissionDate, updatedAt, deletedAt, submitterId, submitterName, reviewState, formVersion,
-  edits, ...); repeats as navigation links, their own tables (`Submissions.perpetrators`, with
-  `__id` and `__Submissions-id`) and `Submissions('id')/perpetrators`.
+  edits, status, ...); repeats as navigation links, their own tables (`Submissions.perpetrators`,
+  with `__id` and `__Submissions-id`) and `Submissions('id')/perpetrators`;
+- `GET /version.txt` (no auth; written by `files/prebuild/write-version.sh` of getodk/central and
+  served by its nginx): `versions:` then `<sha> (v2026.2.2)` and one line per submodule.
 
-Central's rules kept: the default order is newest first; soft-deleted submissions are left out
-unless the filter names `__system/deletedAt`; `updatedAt` is null until a submission is edited or
-reviewed; a `$skiptoken` is `01` + base64 JSON `{"instanceId": ...}` (`{"repeatId": ...}` for repeat
-tables). Where Central's behaviour is not documented the sandbox picks one and says so: with
-`$orderby` the next link pages by `$skip`; a non-numeric answer in an `int` field is returned as text.
+Central's rules kept:
+- the default order is newest first (`createdAt DESC, id DESC`, `lib/model/query/submissions.js`
+  `DEFAULT_ORDER_BY`);
+- the next link always carries `$skiptoken` = `01` + base64 JSON `{"instanceId": last}` (`{"repeatId":
+  ...}` for repeat tables) and drops `$skip` (`lib/util/odata.js` `nextUrlFor`), also when the
+  request had `$orderby`; and `$orderby` with `$skiptoken` is refused with 501.1 (`lib/util/db.js`
+  `QueryOptions.fromODataRequest`), so a client ordering by a field cannot follow the next link.
+  A `$skiptoken` means "older than that submission in the default order", even if it was deleted
+  since (`joinOnSkiptoken`);
+- a next link is added while `remaining > 0`, where remaining is the count of matching rows after
+  the `$skiptoken` (all matching rows without one) minus the rows sent: with `$skip` that count
+  ignores the offset, so a next link can come with the last rows (`lib/formats/odata.js`);
+- soft-deleted submissions are left out unless the filter names `__system/deletedAt`
+  (`lib/data/odata-filter.js` `odataExcludeDeleted`); `updatedAt` is null until a submission is
+  edited or reviewed;
+- an encrypted submission that was not decrypted has only `__id` and `__system`, with `status`
+  `notDecrypted` (or `missingEncryptedFormData` without its data): `lib/data/odata.js`;
+- an app user (role `app-user`: `open_form.read`, `submission.create`) can read the form, its XML
+  and fields, but the OData feed answers 403.1 (`submission.read` is a Project Viewer's verb:
+  `lib/model/migrations/20190923-01-add-project-viewer-role.js`);
+- older servers, with `server_version=`: before v2024.1 `$orderby` is not a supported parameter
+  (501.1, `lib/http/endpoint.js` `supportedParams` at v2023.5.0); before v2024.3 a filter on
+  `__system/deletedAt` names an unknown field (501.5, `lib/data/submission.js` `filterableFields`
+  at v2024.2.0); before v2025.3 so does a filter on `__id`.
+Where Central's behaviour is not documented the sandbox picks one and says so: a non-numeric answer
+in an `int` field is returned as text.
 
 Use:
     handle = start_odk_sandbox(generate_cases(100))
@@ -58,6 +85,7 @@ class _Submission:
     answers: dict[str, Any]  # flat XForm paths -> values, repeats -> list of child dicts
     form_version: str
     edits: int = 0
+    status: str | None = None  # notDecrypted | missingEncryptedFormData for an encrypted submission
 
 
 @dataclass
@@ -70,9 +98,18 @@ class OdkCentralApp(SandboxApp):
     """The application behind `start_odk_sandbox`; tests reach it through `handle.app`."""
 
     def __init__(
-        self, cases: Iterable[Any], *, page_size: int | None, variant: str, transform: Callable[[Any, dict], dict] | None, password: str | None = None
+        self,
+        cases: Iterable[Any],
+        *,
+        page_size: int | None,
+        variant: str,
+        transform: Callable[[Any, dict], dict] | None,
+        password: str | None = None,
+        server_version: str = "v2026.2.2",
     ):
         super().__init__()
+        self.server_version = server_version
+        self.encrypted: dict[str, str] = {}  # case id -> status
         self.email = "sandbox@example.org"
         self.password = password or secrets.token_urlsafe(12)
         self.app_user_token = secrets.token_urlsafe(48)
@@ -128,6 +165,7 @@ class OdkCentralApp(SandboxApp):
                     answers=answers,
                     form_version=str(answers.get("__version__") or self.settings.get("version") or ""),
                     edits=edits,
+                    status=self.encrypted.get(case.case_id),
                 )
                 state.order.append(iid)
             self.state = state
@@ -141,6 +179,18 @@ class OdkCentralApp(SandboxApp):
                 if sub.case_id == case_id:
                     sub.review_state = state
                     sub.updated_at = moment
+
+    def set_encrypted(self, case_id: str, status: str = "notDecrypted") -> None:
+        """Serve a submission as an encrypted one Central could not decrypt (`notDecrypted`, `missingEncryptedFormData`)."""
+        with self.lock:
+            self.encrypted[case_id] = status
+            for sub in self.state.submissions.values():
+                if sub.case_id == case_id:
+                    sub.status = status
+
+    def version_at_least(self, year: int, release: int) -> bool:
+        match = re.match(r"v(\d{4})\.(\d+)", self.server_version)
+        return match is None or (int(match.group(1)), int(match.group(2))) >= (year, release)
 
     def expire_sessions(self) -> None:
         """Every web-user session token stops working (as after Central's session timeout)."""
@@ -158,6 +208,9 @@ class OdkCentralApp(SandboxApp):
 
     def route(self, request: Request) -> tuple[str, Reply]:
         path = unquote(request.path)
+        if path == "/version.txt":
+            text = f"versions:\n0c8e6b2f4a1d3e5f7a9b1c3d5e7f9a1b3c5d7e9f ({self.server_version})\n 1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b client ({self.server_version})\n 9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e server ({self.server_version})\n"
+            return "version", Reply(body=text.encode(), content_type="text/plain")
         if request.method == "POST" and path == "/v1/sessions":
             return "sessions", self._login(request)
         if not path.startswith("/v1/"):
@@ -184,11 +237,16 @@ class OdkCentralApp(SandboxApp):
             if suffix == ".xml":
                 return "form_xml", Reply(body=self.xml.encode("utf-8"), content_type="application/xml")
             if suffix == ".svc":
+                if self._app_user(request):
+                    return "forbidden", _problem(403, 403.1, "The authentication you provided does not have rights to perform that action.")
                 return self._odata(request, tail)
             if tail == "":
                 return "form", json_reply(self._form_json())
             if tail == "/fields":
                 return "fields", json_reply(self._fields())
+            restore = re.fullmatch(r"/submissions/([^/]+)/restore", tail)
+            if restore and request.method == "POST":
+                return "submission_restore", self._restore(restore.group(1))
             sub = re.fullmatch(r"/submissions/([^/]+)", tail)
             if sub and request.method == "PATCH":
                 return "submission_patch", self._patch(sub.group(1), request)
@@ -205,6 +263,9 @@ class OdkCentralApp(SandboxApp):
             self.tokens.add(token)
         now = datetime.now(timezone.utc)
         return json_reply({"createdAt": render.utc_iso(now), "expiresAt": render.utc_iso(now + timedelta(hours=24)), "token": token, "csrf": secrets.token_urlsafe(24)})
+
+    def _app_user(self, request: Request) -> bool:
+        return (request.headers.get("Authorization") or "") == f"Bearer {self.app_user_token}"
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("Authorization") or ""
@@ -274,6 +335,14 @@ class OdkCentralApp(SandboxApp):
         sub.deleted_at = render.utc_iso(datetime.now(timezone.utc))
         return json_reply({"success": True})
 
+    def _restore(self, instance_id: str) -> Reply:
+        """Central's restore: only a deleted (not yet purged) submission; `deletedAt` cleared, `updatedAt` untouched."""
+        sub = self.state.submissions.get(instance_id)
+        if sub is None or not sub.deleted_at:
+            return _problem(404, 404.1, "Could not find the resource you were looking for.")
+        sub.deleted_at = None
+        return json_reply({"success": True})
+
     def _rest_submission(self, sub: _Submission) -> dict[str, Any]:
         return {
             "instanceId": sub.instance_id,
@@ -314,7 +383,8 @@ class OdkCentralApp(SandboxApp):
                 return "not_found", _problem(404, 404.1, "Could not find the resource you were looking for.")
             nav = match.group(2).strip("/")
             if not nav:
-                return "odata_submission", json_reply({"@odata.context": f"{root}/$metadata#Submissions", "value": [self._row(sub, expand=False)]}, content_type=ODATA_JSON)
+                row = self._row(sub, expand=request.query.get("$expand") == "*")
+                return "odata_submission", json_reply({"@odata.context": f"{root}/$metadata#Submissions", "value": [row]}, content_type=ODATA_JSON)
             if nav not in self.form.repeats:
                 return "not_found", _problem(404, 404.1, "Could not find the resource you were looking for.")
             rows = self._repeat_rows(sub, nav, only_live=False)
@@ -323,12 +393,21 @@ class OdkCentralApp(SandboxApp):
 
     def _submissions_table(self, request: Request, root: str) -> Reply:
         query = request.query
+        if "$orderby" in query and not self.version_at_least(2024, 1):
+            return _problem(501, 501.1, "The requested feature $orderby is not supported by this server.")
+        if "$orderby" in query and "$skiptoken" in query:
+            return _problem(501, 501.1, "The requested feature using $orderby and $skiptoken together is not supported by this server.")
+        text = query.get("$filter") or ""
+        for field_name, since in (("__system/deletedAt", (2024, 3)), ("__id", (2025, 3))):
+            at = text.find(field_name)
+            if at >= 0 and not self.version_at_least(*since):
+                return _problem(501, 501.5, f"The given OData filter expression references fields not supported by this server: {field_name} at {at}")
         try:
-            predicate = parse_filter(query.get("$filter", "")) if query.get("$filter") else None
+            predicate = parse_filter(text) if text else None
             order = parse_orderby(query.get("$orderby", "")) if query.get("$orderby") else None
         except FilterError as exc:
             return _problem(501, 501.4, f"The given OData filter expression uses features not supported by this server: {exc}")
-        include_deleted = "__system/deletedAt" in (query.get("$filter") or "")
+        include_deleted = "__system/deletedAt" in text
         subs = [self.state.submissions[iid] for iid in self.state.order]
         if not include_deleted:
             subs = [s for s in subs if s.deleted_at is None]
@@ -337,6 +416,16 @@ class OdkCentralApp(SandboxApp):
                 subs = [s for s in subs if predicate(lambda name, s=s: self._system_value(s, name))]
             except FilterError as exc:
                 return _problem(501, 501.4, f"The given OData filter expression uses features not supported by this server: {exc}")
+        token = query.get("$skiptoken")
+        if token:
+            try:
+                wanted = json.loads(base64.b64decode(token[2:]).decode())["instanceId"] if token.startswith("01") else None
+            except (ValueError, KeyError, TypeError):
+                wanted = None
+            if wanted is None:
+                return _problem(400, 400.35, "Invalid $skiptoken")
+            cursor = self.state.submissions.get(wanted)  # deleted or not: Central joins on it regardless
+            subs = [s for s in subs if cursor is not None and (s.submission_date, s.seq) < (cursor.submission_date, cursor.seq)]
         if order:
             subs.sort(key=lambda s: s.seq)
             for path, descending in reversed(order):
@@ -344,8 +433,7 @@ class OdkCentralApp(SandboxApp):
         else:
             subs.sort(key=lambda s: (s.submission_date, s.seq), reverse=True)
         expand = query.get("$expand") == "*"
-        rows = subs
-        return self._table_reply(request, root, "Submissions", rows, key="instanceId", convert=lambda s: self._row(s, expand=expand), ordered=bool(order))
+        return self._table_reply(request, root, "Submissions", subs, key="instanceId", convert=lambda s: self._row(s, expand=expand), database_paged=True)
 
     def _table_reply(
         self,
@@ -356,13 +444,14 @@ class OdkCentralApp(SandboxApp):
         *,
         key: str,
         convert: Callable[[Any], dict] | None = None,
-        ordered: bool = False,
+        database_paged: bool = False,
         link_base: str | None = None,
     ) -> Reply:
+        """One OData page: `rows` is every matching row (for Submissions, already after the `$skiptoken`)."""
         query = request.query
         try:
             top = int(query["$top"]) if "$top" in query else self.page_size
-            skip = int(query.get("$skip", 0))
+            skip = int(query.get("$skip", 0)) if "$skiptoken" not in query else 0
         except ValueError:
             return _problem(400, 400.11, "Expected an integer for $top / $skip.")
         if entity != "Submissions" and query.get("$filter"):
@@ -374,13 +463,15 @@ class OdkCentralApp(SandboxApp):
         total = len(rows)
         start = skip
         token = query.get("$skiptoken")
-        if token:
+        if token and not database_paged:
             try:
-                wanted = json.loads(base64.b64decode(token[2:]).decode())[key]
+                wanted = json.loads(base64.b64decode(token[2:]).decode())["repeatId"]
             except (ValueError, KeyError, json.JSONDecodeError):
-                return _problem(400, 400.34, "Unparseable $skiptoken.")
-            ids = [r.instance_id if key == "instanceId" else r["__id"] for r in rows]
-            start = ids.index(wanted) + 1 if wanted in ids else len(rows)
+                return _problem(400, 400.35, "Invalid $skiptoken")
+            ids = [r["__id"] for r in rows]
+            if wanted not in ids:
+                return _problem(400, 400.34, "Record associated with the provided $skiptoken not found.")
+            start = ids.index(wanted) + 1
         page = rows[start:] if top is None else rows[start : start + top]
         values = [convert(r) for r in page] if convert else page
         selected = query.get("$select")
@@ -388,17 +479,14 @@ class OdkCentralApp(SandboxApp):
             keep = [s.strip() for s in selected.split(",")]
             values = [{k: v for k, v in row.items() if k in keep or k.split("@")[0] in keep} for row in values]
         body: dict[str, Any] = {"@odata.context": f"{root}/$metadata#{entity}"}
-        more = top is not None and start + len(page) < len(rows)
-        if more:
+        # Central: remaining = (matching rows after the skiptoken, or all of them) - rows sent; the
+        # offset of a `$skip` is not subtracted (lib/formats/odata.js, lib/resources/odata.js).
+        remaining = (total - len(page)) if database_paged else (total - start - len(page))
+        if top is not None and remaining > 0 and page:
             params = [(k, v) for k, v in _ordered_query(request.raw_query) if k not in ("$skip", "$skiptoken")]
-            if top is not None and "$top" not in query:
-                params.insert(0, ("$top", str(top)))
-            if ordered or not page:
-                params.append(("$skip", str(start + len(page))))
-            else:
-                last = page[-1]
-                last_id = last.instance_id if key == "instanceId" else last["__id"]
-                params.append(("$skiptoken", "01" + base64.b64encode(json.dumps({key: last_id}, separators=(",", ":")).encode()).decode()))
+            last = page[-1]
+            last_id = last.instance_id if key == "instanceId" else last["__id"]
+            params.append(("$skiptoken", "01" + base64.b64encode(json.dumps({key: last_id}, separators=(",", ":")).encode()).decode()))
             base = f"{root}/{link_base or entity}"
             body["@odata.nextLink"] = f"{base}?{urlencode(params)}"
         if str(query.get("$count", "")).lower() == "true":
@@ -423,7 +511,7 @@ class OdkCentralApp(SandboxApp):
             "submitterName": SUBMITTER_NAME,
             "attachmentsPresent": 0,
             "attachmentsExpected": 0,
-            "status": None,
+            "status": sub.status,
             "reviewState": sub.review_state,
             "deviceId": None,
             "edits": sub.edits,
@@ -433,6 +521,9 @@ class OdkCentralApp(SandboxApp):
     def _row(self, sub: _Submission, *, expand: bool) -> dict[str, Any]:
         """A submission as Central's OData shows it: groups nested, repeats as links (or inline with `$expand=*`)."""
         row: dict[str, Any] = {"__id": sub.instance_id}
+        if sub.status is not None:  # encrypted and not decrypted: no data at all (lib/data/odata.js)
+            row["__system"] = self._system(sub)
+            return row
         for path, value in sub.answers.items():
             parts = path.split("/")
             node = row
@@ -695,6 +786,9 @@ class OdkSandboxHandle(FormServerHandle):
     def set_review_state(self, case_id: str, state: str | None, at: datetime | None = None) -> None:
         self.app.set_review_state(case_id, state, at)
 
+    def set_encrypted(self, case_id: str, status: str = "notDecrypted") -> None:
+        self.app.set_encrypted(case_id, status)
+
     def expire_sessions(self) -> None:
         self.app.expire_sessions()
 
@@ -711,15 +805,17 @@ def start_odk_sandbox(
     variant: str = "partner",
     transform: Callable[[Any, dict], dict] | None = None,
     password: str | None = None,
+    server_version: str = "v2026.2.2",
 ) -> OdkSandboxHandle:
     """Serve `cases` as an ODK Central project (id 1) with the HTCDS form on 127.0.0.1:`port`.
 
     `page_size` caps pages when a client sends no `$top` (Central itself has no cap); `variant`
     "partner" (default, with repeats) or "htcds" (the published form as is); `transform(case,
     answers)` may change a case's answers before they are served (bad input for tests);
-    `password` fixes the web user's password (default: a random one, read it from the handle).
+    `password` fixes the web user's password (default: a random one, read it from the handle);
+    `server_version` (e.g. "v2024.2.1") makes it answer as that older Central does (see above).
     """
-    app = OdkCentralApp(list(cases), page_size=page_size, variant=variant, transform=transform, password=password)
+    app = OdkCentralApp(list(cases), page_size=page_size, variant=variant, transform=transform, password=password, server_version=server_version)
     handle = serve(app, port)
     handle.__class__ = OdkSandboxHandle
     return handle  # type: ignore[return-value]

@@ -28,6 +28,18 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
+class SourceHttpError(SourceError):
+    """The server refused a request with a status no retry can change (404, 400, 501, ...).
+
+    `status` lets a source degrade on a known answer (an older ODK Central's 501 for a filter it
+    does not support) instead of failing the run.
+    """
+
+    def __init__(self, where: str, message: str, *, status: int):
+        super().__init__(where, message)
+        self.status = status
+
+
 class HttpClient:
     """A requests session bound to one server, counting every call in `stats.requests`.
 
@@ -128,7 +140,7 @@ class HttpClient:
                 self._wait(attempt, retry_after)
                 continue
             if status >= 400:
-                raise SourceError(self.where, f"{what}: HTTP {status} ({describe_body(response)})")
+                raise SourceHttpError(self.where, f"{what}: HTTP {status} ({describe_body(response)})", status=status)
             return response
 
     def _wait(self, attempt: int, retry_after: float | None) -> None:

@@ -4,6 +4,11 @@ Both servers page with an offset (`$skip`, `start`) over a query filtered from a
 alone misses rows when an edit moves one while a run pages; so each request filters from the last
 timestamp read (the `Mark`) and skips only rows already read at exactly that timestamp. One loop for
 both servers, because a paging bug here once skipped edited submissions in both copies of it.
+
+The end of a pass is the server's word, never a short page: kpi cuts `limit` to its own maximum
+(1000) without an error, so a page shorter than the `page_size` asked for may well have more after
+it. `fetch` returns the rows and whether the server says more rows match (kpi's `next`, Central's
+`@odata.nextLink`); the pass ends when it says no, or when a request returns no row at all.
 """
 
 from __future__ import annotations
@@ -48,9 +53,8 @@ class Mark:
 
 
 def keyset_pass(
-    fetch: Callable[[int], list[Any]],
+    fetch: Callable[[int], tuple[list[Any], bool]],
     *,
-    page_size: int,
     mark: Mark,
     locate: Callable[[Any], tuple[Any, Any] | None],
     keep: Callable[[Any, Any, Any], bool] | None = None,
@@ -58,13 +62,14 @@ def keyset_pass(
 ) -> Iterator[list[Any]]:
     """Yield pages of new rows of one pass, moving `mark` as rows are read.
 
-    `fetch(skip)` returns the rows of one request filtered from `mark` (offset `skip`);
+    `fetch(skip)` returns the rows of one request filtered from `mark` (offset `skip`) and whether
+    the server says more rows match after them;
     `locate(row)` gives `(timestamp, id)` or None for a row to ignore; `keep(row, at, id)` may drop
     a row already delivered by another pass of the same run (the mark still moves past it).
     """
     skip = 0
     while True:
-        rows = fetch(skip)
+        rows, more = fetch(skip)
         start = (mark.at, len(mark.ids))
         kept: list[Any] = []
         for row in rows:
@@ -79,7 +84,7 @@ def keyset_pass(
                 kept.append(row)
         if kept:
             yield kept
-        if len(rows) < page_size:
+        if not more or not rows:
             return
         if kept or (mark.at, len(mark.ids)) != start:
             skip = 0  # the mark moved (even past rows this run already delivered): start after it

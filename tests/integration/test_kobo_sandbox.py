@@ -17,7 +17,7 @@ from connector.sandbox import generate as gen
 from connector.sandbox import xlsform_render
 from connector.sandbox.kobo import KoboSandboxHandle, start_kobo_sandbox, submission_id
 from connector.secrets import fold_secret_references
-from connector.sources.base import SourceAuthError
+from connector.sources.base import SourceAuthError, SourceError
 from connector.sources.kobo import KoboSource, decode_ids
 
 
@@ -92,8 +92,13 @@ def test_second_run_pulls_edits_new_not_approved_and_reconciled_deletions(sandbo
     changed = {str(submission_id(c)) for c in later if not any(c is old for old in cases)}
     assert set(second) == changed | {str(submission_id(rejected))}
     assert {rid for rid, r in second.items() if r.deleted} == gone | {str(submission_id(rejected))}
-    reconcile_requests = sandbox.requests["data"]
-    assert source.stats.requests - before <= 7 and reconcile_requests > 0
+    # kpi has no edit time: the edits come from one listing of the edited submissions (ids and
+    # instanceIDs only) and one `_id $in` fetch; the deletions from one listing of every id.
+    with sandbox.app.lock:
+        edited_on_server = sum(1 for r in sandbox.app.rows if "meta/deprecatedID" in r)
+        live = len(sandbox.app.rows)
+    pages = lambda n: -(-n // 25)  # noqa: E731
+    assert source.stats.requests - before == 1 + 1 + pages(edited_on_server) + 1 + pages(live)
     third, _ = pull(source, cursor)
     assert third == {}
 
@@ -154,3 +159,82 @@ def test_a_run_resumed_from_any_committed_page_misses_nothing(sandbox: KoboSandb
         resumed, cursor = pull(make_source(sandbox, monkeypatch), pages[crash_after].cursor)
         assert delivered | set(resumed) == {str(submission_id(c)) for c in cases}
         assert not any(r.deleted for r in resumed.values())  # the reconciliation finds nothing gone
+
+
+N_LARGE = int(__import__("os").environ.get("KOBO_LARGE_N", "2500"))
+
+
+@pytest.fixture(scope="module")
+def large() -> Iterator[tuple[KoboSandboxHandle, list[gen.GeneratedCase]]]:
+    cases = gen.generate_cases(N_LARGE, seed=23)
+    handle = start_kobo_sandbox(cases)
+    yield handle, cases
+    handle.stop()
+
+
+def test_sandbox_cuts_limit_to_1000_without_an_error_as_kpi_does(large: tuple[KoboSandboxHandle, list[gen.GeneratedCase]]) -> None:
+    sandbox, _ = large
+    headers = {"Authorization": f"Token {sandbox.token}"}
+    url = f"{sandbox.url}/api/v2/assets/{sandbox.asset_uid}/data/"
+    page = requests.get(url, params={"format": "json", "limit": 30000}, headers=headers, timeout=30).json()
+    assert page["count"] == N_LARGE and len(page["results"]) == 1000
+    assert "limit=1000" in page["next"] and "start=1000" in page["next"] and page["previous"] is None
+    assert len(requests.get(url, params={"format": "json"}, headers=headers, timeout=30).json()["results"]) == 100  # kpi's default
+    assert requests.get(url, params={"limit": 0}, headers=headers, timeout=30).status_code == 400
+    ids = requests.get(url, params={"fields": '["_id"]', "limit": 2}, headers=headers, timeout=30).json()["results"]
+    assert set(ids[0]) == {"_id", "_uuid", "meta/rootUuid", "_validation_status"}  # kpi adds the uuids and the status
+    last = requests.get(url, params={"limit": 1000, "start": N_LARGE - 5}, headers=headers, timeout=30).json()
+    assert len(last["results"]) == 5 and last["next"] is None
+
+
+def test_an_edit_keeps_id_and_submission_time_and_moves_the_instance_id_as_kpi_does(cases: list[gen.GeneratedCase]) -> None:
+    handle = start_kobo_sandbox(cases[:5])
+    try:
+        headers = {"Authorization": f"Token {handle.token}"}
+        url = f"{handle.url}/api/v2/assets/{handle.asset_uid}/data/"
+        before = {r["_id"]: r for r in requests.get(url, headers=headers, timeout=10).json()["results"]}
+        later = gen.evolve(cases[:5], seed=3, edit_share=1.0, delete_share=0.0, new=0)
+        handle.set_cases(later)
+        after = {r["_id"]: r for r in requests.get(url, headers=headers, timeout=10).json()["results"]}
+        for record_id, row in after.items():
+            old = before[record_id]
+            assert row["_submission_time"] == old["_submission_time"] and "_last_edited" not in row
+            assert row["meta/instanceID"] != old["meta/instanceID"] and row["meta/deprecatedID"] == old["meta/instanceID"]
+            assert row["_uuid"] == row["meta/instanceID"].removeprefix("uuid:") and row["meta/rootUuid"] == old["meta/rootUuid"]
+            assert "_tags" not in row and "_notes" not in row
+    finally:
+        handle.stop()
+
+
+def test_2500_submissions_arrive_in_one_run_above_the_cap_and_reconciliation_deletes_none(
+    large: tuple[KoboSandboxHandle, list[gen.GeneratedCase]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox, cases = large
+    source = make_source(sandbox, monkeypatch, page_size=5000, reconcile_every_runs=1)
+    first, cursor = pull(source, None)
+    assert set(first) == {str(submission_id(c)) for c in cases}  # one run, though kpi sends 1000 at a time
+    second, cursor = pull(source, cursor)  # reconciles: lists every id, 1000 per request
+    assert second == {} and source.stats.extra["reconciled_ids"] == N_LARGE
+    assert decode_ids(json.loads(cursor)["known"]) == {submission_id(c) for c in cases}
+
+
+def test_a_reconciliation_interrupted_mid_list_deletes_none(large: tuple[KoboSandboxHandle, list[gen.GeneratedCase]], monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox, cases = large
+    source = make_source(sandbox, monkeypatch, page_size=1000, reconcile_every_runs=1, max_retries=0)
+    _, cursor = pull(source, None)
+    listing = {"n": 0}
+    real = source.client.get_json
+
+    def cut_after_the_first_id_page(path: str, params: Any = None, **kw: Any) -> Any:
+        if params and params.get("fields") == '["_id"]':
+            listing["n"] += 1
+            if listing["n"] == 2:
+                sandbox.faults.add(502)  # the proxy fails the second page of the id listing
+        return real(path, params, **kw)
+
+    source.client.get_json = cut_after_the_first_id_page  # type: ignore[method-assign]
+    delivered = []
+    with pytest.raises(SourceError):
+        for page in source.pages(cursor):
+            delivered.extend(page.records)
+    assert listing["n"] == 2 and not any(r.deleted for r in delivered)

@@ -3,10 +3,13 @@ the generator's truth after mapping, and a second run stores only what changed."
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from connector.config import load_config
 from connector.mapping import load_mapping
@@ -82,6 +85,72 @@ def test_one_job_pulls_maps_and_stores_both_servers_and_then_only_changes(
         assert fetched["odk"] == sum(1 for c in odk_later if not any(c is o for o in odk_cases))
         assert fetched["kobo"] == sum(1 for c in kobo_later if not any(c is o for o in kobo_cases))
         check_store(Pipeline(load_config(tmp_path / "connector.yaml")), odk_later, kobo_later)
+    finally:
+        odk.stop()
+        kobo.stop()
+
+
+KOBO_N = int(os.environ.get("ODK_KOBO_JOB_KOBO_N", "1200"))  # above kpi's 1000-per-request cap
+
+
+def test_store_equals_the_truth_through_edits_deletes_restores_and_more_kobo_rows_than_kpi_sends_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    odk_cases = gen.generate_cases(60, seed=41)
+    kobo_cases = gen.generate_cases(KOBO_N, seed=42)
+    odk, kobo = start_odk_sandbox(odk_cases), start_kobo_sandbox(kobo_cases)
+    try:
+        monkeypatch.setenv("JOB_ODK_PASSWORD", odk.password)
+        monkeypatch.setenv("JOB_KOBO_TOKEN", kobo.token)
+        path = _job(tmp_path, odk, kobo)
+        # Kobo asks for more than kpi sends: the run must still read every submission.
+        path.write_text(path.read_text().replace("page_size: 5, reconcile_every_runs: 1", "page_size: 5000, reconcile_every_runs: 1"))
+        targets = load_mapping("xlsform_htcds").targets()
+
+        def check_store(odk_now: list, kobo_now: list) -> None:
+            pipeline = Pipeline(load_config(path))
+            try:
+                for source, cases, key in (("odk", odk_now, xlsform_render.instance_id), ("kobo", kobo_now, lambda c: str(submission_id(c)))):
+                    stored = _store_rows(pipeline, source)
+                    live = [c for c in cases if not c.deleted]
+                    assert set(stored) == {key(c) for c in live}, source
+                    for case in live:
+                        expected = xlsform_render.expected_for_form(case)
+                        row = stored[key(case)]
+                        assert {t: row.get(t) for t in targets} == {t: expected.get(t) for t in targets}, (source, case.case_id)
+            finally:
+                pipeline.close()
+
+        def sync() -> dict[str, Any]:
+            pipeline = Pipeline(load_config(path))
+            try:
+                report = pipeline.sync()
+            finally:
+                pipeline.close()
+            assert {s.source: s.status for s in report.sources} == {"odk": "ok", "kobo": "ok"}
+            return {s.source: s for s in report.sources}
+
+        first = sync()
+        assert first["kobo"].fetched == KOBO_N
+        check_store(odk_cases, kobo_cases)
+
+        odk_later = gen.evolve(odk_cases, seed=43, edit_share=0.3, delete_share=0.1, new=5)
+        kobo_later = gen.evolve(kobo_cases, seed=44, edit_share=0.05, delete_share=0.02, new=30)
+        odk.set_cases(odk_later)
+        kobo.set_cases(kobo_later)
+        second = sync()
+        assert second["kobo"].deleted == sum(1 for c in kobo_later if c.deleted) and second["odk"].deleted >= sum(1 for c in odk_later if c.deleted)
+        check_store(odk_later, kobo_later)
+
+        # A project manager restores two deleted ODK submissions: Central clears deletedAt only.
+        restored = [c for c in odk_later if c.deleted][:2]
+        central = requests.Session()
+        token = central.post(f"{odk.url}/v1/sessions", json={"email": odk.email, "password": odk.password}, timeout=10).json()["token"]
+        for case in restored:
+            url = f"{odk.url}/v1/projects/{odk.project_id}/forms/{odk.form_id}/submissions/{xlsform_render.instance_id(case)}/restore"
+            assert central.post(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+        odk_now = [dataclasses.replace(c, deleted=False) if any(c is r for r in restored) else c for c in odk_later]
+        third = sync()
+        assert third["odk"].fetched == len(restored) and third["kobo"].fetched == 0
+        check_store(odk_now, kobo_later)
     finally:
         odk.stop()
         kobo.stop()

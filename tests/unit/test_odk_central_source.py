@@ -39,8 +39,12 @@ def row(iid: str, submitted: str, *, updated: str | None = None, deleted: str | 
     }
 
 
-def feed(*rows: dict) -> dict:
-    return {"@odata.context": f"{BASE}/v1/projects/3/forms/cases.svc/$metadata#Submissions", "value": list(rows)}
+def feed(*rows: dict, more: bool = False) -> dict:
+    """An OData page; `more`: Central adds its next link (with a `$skiptoken`) while rows remain."""
+    body: dict = {"@odata.context": f"{BASE}/v1/projects/3/forms/cases.svc/$metadata#Submissions", "value": list(rows)}
+    if more:
+        body["@odata.nextLink"] = f"{SVC}?%24top=2&%24skiptoken=01eyJpbnN0YW5jZUlkIjoieCJ9"
+    return body
 
 
 def login(rsps: responses.RequestsMock, *tokens: str) -> None:
@@ -69,9 +73,9 @@ def test_incremental_query_filters_each_pass_on_its_own_timestamp() -> None:
 @responses.activate
 def test_first_run_pages_by_submission_date_and_cursor_skips_rows_already_read(monkeypatch: pytest.MonkeyPatch) -> None:
     login(responses, "tok-1")
-    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", prs_Gender="Feminine"), row("b", "2024-01-02T00:00:00.000Z")))
-    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z", updated="2024-02-01T00:00:00.000Z")))
-    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z")))
+    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", prs_Gender="Feminine"), row("b", "2024-01-02T00:00:00.000Z"), more=True))
+    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z", updated="2024-02-01T00:00:00.000Z"), more=True))
+    responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z"), row("c", "2024-01-02T00:00:00.000Z"), more=True))
     responses.get(SVC, json=feed())  # $skip=2 past the rows already read
     source = make_source(monkeypatch)
     pages = list(source.pages(None))
@@ -95,7 +99,7 @@ def test_later_run_turns_edits_rejections_and_deletions_into_records_and_deletes
     login(responses, "tok")
     cursor = json.dumps({"submitted": {"at": "2024-01-02T00:00:00.000Z", "ids": ["b"]}, "updated": {"at": "2024-01-05T00:00:00.000Z", "ids": []}, "deleted": {"at": "2024-01-05T00:00:00.000Z", "ids": []}})
     responses.get(SVC, json=feed(row("b", "2024-01-02T00:00:00.000Z")))  # nothing new
-    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", updated="2024-01-06T00:00:00.000Z", prs_Gender="Masculine"), row("x", "2024-01-01T00:00:00.000Z", updated="2024-01-07T00:00:00.000Z", review="rejected")))
+    responses.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z", updated="2024-01-06T00:00:00.000Z", prs_Gender="Masculine"), row("x", "2024-01-01T00:00:00.000Z", updated="2024-01-07T00:00:00.000Z", review="rejected"), more=True))
     responses.get(SVC, json=feed())
     responses.get(SVC, json=feed(row("d", "2023-12-01T00:00:00.000Z", deleted="2024-01-08T00:00:00.000Z")))
     pages = list(make_source(monkeypatch).pages(cursor))
@@ -103,8 +107,8 @@ def test_later_run_turns_edits_rejections_and_deletions_into_records_and_deletes
     assert records["a"].fields["prs_Gender"] == "Masculine" and not records["a"].deleted
     assert records["x"].deleted and records["x"].fields == {}
     assert records["d"].deleted
-    deleted_call = [c for c in responses.calls if c.request.method == "GET"][-1]
-    assert params_of(deleted_call)["$filter"] == "__system/deletedAt ge 2024-01-05T00:00:00.000Z"
+    filters = [params_of(c).get("$filter") for c in responses.calls if c.request.method == "GET"]
+    assert filters[-2:] == ["__system/deletedAt ge 2024-01-05T00:00:00.000Z", "__system/deletedAt ne null"]  # deleted pass, then the trash
     assert json.loads(pages[-1].cursor)["deleted"]["at"] == "2024-01-08T00:00:00.000Z"
 
 
@@ -126,7 +130,7 @@ def test_expired_session_logs_in_again_once_and_the_run_goes_on(monkeypatch: pyt
     records = [r for p in make_source(monkeypatch).pages(None) for r in p.records]
     assert [r.record_id for r in records] == ["a"]
     gets = [c for c in responses.calls if c.request.method == "GET"]
-    assert [c.request.headers["Authorization"] for c in gets] == ["Bearer old", "Bearer new"]
+    assert [c.request.headers["Authorization"] for c in gets] == ["Bearer old", "Bearer new", "Bearer new"]  # the last: the trash
 
 
 @responses.activate
@@ -161,7 +165,7 @@ def test_429_is_retried_after_the_server_s_retry_after(monkeypatch: pytest.Monke
     source = make_source(monkeypatch)
     waits: list[float] = []
     source.client.sleep = waits.append
-    assert list(source.pages(None)) == []
+    assert [r for p in source.pages(None) for r in p.records] == []
     assert waits == [7.0]
 
 
@@ -203,6 +207,52 @@ def test_repeat_tables_are_joined_by_parent_id_and_orphan_rows_dropped(monkeypat
     assert source.stats.extra["orphan_repeat_rows"] == 1
 
 
+@responses.activate
+def test_nested_repeat_rows_are_checked_against_their_parent_row_and_lose_every_parent_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    login(responses, "tok")
+    svc = f"{BASE}/v1/projects/3/forms/cases.svc"
+    submission = row("a", "2024-01-01T00:00:00.000Z", **{"perpetrators@odata.navigationLink": "Submissions('a')/perpetrators"})
+    responses.get(SVC, json=feed(submission))
+    responses.get(
+        f"{svc}/Submissions('a')/perpetrators",
+        json={"value": [{"__id": "p1", "__Submissions-id": "a", "per_Role_in_Process": "Exploiter", "aliases@odata.navigationLink": "Submissions('a')/perpetrators('p1')/aliases"}]},
+    )
+    responses.get(
+        f"{svc}/Submissions('a')/perpetrators('p1')/aliases",
+        json={"value": [{"__id": "n1", "__Submissions-perpetrators-id": "p1", "alias": "Big J"}, {"__id": "n2", "__Submissions-perpetrators-id": "p9", "alias": "Not his"}]},
+    )
+    source = make_source(monkeypatch, repeats="tables")
+    records = [r for p in source.pages(None) for r in p.records]
+    assert records[0].fields["perpetrators"] == [{"per_Role_in_Process": "Exploiter", "aliases": [{"alias": "Big J"}]}]
+    assert source.stats.extra["orphan_repeat_rows"] == 1
+
+
+@responses.activate
+def test_a_restore_check_reads_the_trash_and_refetches_what_left_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    login(responses, "tok")
+    cursor = json.dumps({"v": 2, "submitted": {"at": "2024-01-02T00:00:00.000Z", "ids": ["b"]}, "updated": {"at": "2024-01-05T00:00:00.000Z", "ids": []},
+                         "deleted": {"at": "2024-01-05T00:00:00.000Z", "ids": []}, "trash": ["r", "p", "t"]})
+    for _ in range(3):
+        responses.get(SVC, json=feed())  # new, updated, deleted: nothing (a restore moves no timestamp)
+    responses.get(SVC, json=feed({"__id": "t"}, more=True))  # the trash, first page
+    responses.get(SVC, json=feed({"__id": "u"}))
+    responses.get(f"{SVC}('r')", json=feed(row("r", "2023-01-01T00:00:00.000Z", prs_Gender="Feminine")))  # restored
+    responses.get(f"{SVC}('p')", json={"code": 404.1, "message": "Could not find the resource you were looking for."}, status=404)  # purged
+    pages = list(make_source(monkeypatch).pages(cursor))
+    records = {r.record_id: r for p in pages for r in p.records}
+    assert list(records) == ["r"] and records["r"].fields["prs_Gender"] == "Feminine" and not records["r"].deleted
+    trash_calls = [params_of(c) for c in responses.calls if c.request.method == "GET" and c.request.url.startswith(SVC + "?")][3:]
+    assert trash_calls[0] == {"$filter": "__system/deletedAt ne null", "$select": "__id", "$top": "2"} and "$skiptoken" in trash_calls[1]
+    assert json.loads(pages[-1].cursor)["trash"] == ["t", "u"]
+
+
+@pytest.mark.parametrize("stored", ["not json", "[]", '{"v": 7}', '{"v": 2, "submitted": "x"}'])
+def test_an_unreadable_cursor_is_a_source_error_that_says_how_to_reset(monkeypatch: pytest.MonkeyPatch, stored: str) -> None:
+    with pytest.raises(SourceError) as err:
+        list(make_source(monkeypatch).pages(stored))
+    assert "source odk" in str(err.value) and "cursors" in str(err.value)
+
+
 FORM_XML = """<?xml version="1.0"?><h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa">
 <h:head><h:title>cases</h:title><model><instance><data id="cases" version="7"><prs_Sex/><vic_Methods_of_Control/><meta><instanceID/></meta></data></instance>
 <bind nodeset="/data/prs_Sex" type="string"/><bind nodeset="/data/vic_Methods_of_Control" type="string"/></model></h:head>
@@ -220,12 +270,16 @@ def _mock_form(rsps: responses.RequestsMock) -> None:
     rsps.get(f"{BASE}/v1/projects/3/forms/cases", json={"xmlFormId": "cases", "version": "7"})
     rsps.get(f"{BASE}/v1/projects/3/forms/cases.xml", body=FORM_XML, content_type="application/xml")
     rsps.get(f"{BASE}/v1/projects/3/forms/cases/fields", json=FIELDS)
+    rsps.get(SVC, json=feed(row("a", "2024-01-01T00:00:00.000Z")))
+    rsps.get(f"{BASE}/version.txt", body="versions:\nabc (v2024.3.1)\n def client (v2024.3.1)\n", content_type="text/plain")
 
 
 @responses.activate
 def test_check_reports_a_mapped_field_the_form_renamed_and_unknown_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     _mock_form(responses)
     problems = make_source(monkeypatch).check()
+    assert [(p.severity, p.message) for p in problems if p.severity == "info"] == [("info", "ODK Central v2024.3.1")]
+    assert not any("submissions" in p.message for p in problems)
     gender = [p for p in problems if "prs_Gender" in p.message]
     assert gender and gender[0].severity == "error" and "version 7" in gender[0].where
     choices = [p for p in problems if "juju" in p.message]
@@ -251,3 +305,12 @@ def test_retry_after_accepts_seconds_and_http_dates_and_ignores_junk() -> None:
     soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
     assert 25 <= parse_retry_after(soon) <= 31  # type: ignore[operator]
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_the_server_version_is_read_from_centrals_version_txt() -> None:
+    from connector.sources.odk_central import parse_version
+
+    text = "versions:\n0c8e6b2 (v2024.3.1)\n 1a2b3c4 client (v2024.3.1)\n 9f8e7d6 server (v2024.3.2)\n"
+    assert parse_version(text) == (2024, 3, 1)
+    assert parse_version("versions:\n0c8e6b2 (v2025.1.0-3-gabc123)\n") == (2025, 1, 0)
+    assert parse_version("<html>not found</html>") is None
