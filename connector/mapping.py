@@ -140,11 +140,14 @@ class Mapping:
         metadata such as `_submission_time`, the Case's `Owner.Name`).
         """
         names = {_plain(name) for name in (*offered, *always)}
+        # a whole object or list stands for its fields only when the source lists none of them
+        listed = {name.split(".")[0] for name in names if "." in name}
+        opaque = names - listed
         missing = []
         for rule in self.rules:
             child = rule.pick or rule.collect
             wanted = [f"{source}.{child}" if child else source for source in rule.sources]
-            if not any(_plain(path) in names or path.split(".")[0] in names for path in wanted):
+            if not any(_plain(path) in names or _plain(path).split(".")[0] in opaque for path in wanted):
                 missing.append(f"{rule.target} <- {' | '.join(wanted)}")
         return missing
 

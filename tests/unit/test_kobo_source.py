@@ -248,7 +248,7 @@ def test_edits_are_found_by_their_new_instance_id_and_fetched_by_id(monkeypatch:
 def test_an_unreadable_cursor_is_a_source_error_that_says_how_to_reset(monkeypatch: pytest.MonkeyPatch, stored: str) -> None:
     with pytest.raises(SourceError) as err:
         list(make_source(monkeypatch).pages(stored))
-    assert "source kobo" in str(err.value) and "cursors" in str(err.value)
+    assert "source kobo" in str(err.value) and "--reset-cursor kobo" in str(err.value)
 
 
 @responses.activate

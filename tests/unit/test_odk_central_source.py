@@ -250,7 +250,7 @@ def test_a_restore_check_reads_the_trash_and_refetches_what_left_it(monkeypatch:
 def test_an_unreadable_cursor_is_a_source_error_that_says_how_to_reset(monkeypatch: pytest.MonkeyPatch, stored: str) -> None:
     with pytest.raises(SourceError) as err:
         list(make_source(monkeypatch).pages(stored))
-    assert "source odk" in str(err.value) and "cursors" in str(err.value)
+    assert "source odk" in str(err.value) and "--reset-cursor odk" in str(err.value)
 
 
 FORM_XML = """<?xml version="1.0"?><h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa">
