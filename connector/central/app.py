@@ -41,7 +41,7 @@ from connector.central.auth import Principal, authenticate
 from connector.central.db import make_engine, now, partners, release_files, releases
 from connector.central.merge import MergeInput, MergeRefused, Merged, merge_releases, parquet_bytes
 from connector.central.objects import ObjectStore
-from connector.central.validate import FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload
+from connector.central.validate import FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload, unknown_files
 from connector.destinations.s3 import content_type
 from connector.schema import Schema, load_schema
 
@@ -369,6 +369,9 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
                 name = value.filename or ""
                 if not FILE_NAME.match(name):
                     raise UploadRefused(422, "file names not allowed", [f"{name[:100]!r} does not match {FILE_NAME_PATTERN}"])
+                if unknown_files([name]):
+                    raise UploadRefused(422, "files that are not part of a release", unknown_files([name]),
+                                        hint="upload exactly the files the connector wrote to the release folder")
                 if name in files:
                     raise UploadRefused(400, "a file was sent twice", [name])
                 files[name] = await value.read()

@@ -1,7 +1,8 @@
 """Re-validate an uploaded release: trust nothing the partner's connector says about its own bundle.
 
 Checks, in order, each failure one reason a partner's IT person can act on:
-1. the file set: the content files of a release plus `manifest.json`, names from a fixed pattern;
+1. the file set: exactly the content files of a release plus `manifest.json` (and the tables of
+   EXTRA_TABLE_FILES): any other file, uploaded or only listed in the manifest, is refused;
 2. the manifest: its partner is the uploader, every file's SHA-256 and size match, and the release
    id is the content hash the connector computes (so the id is a true idempotency key);
 3. the schema: `datapackage.json` and the manifest name the common release schema version this
@@ -35,6 +36,23 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RELEASE_ID = re.compile(r"^r-[0-9a-f]{20}$")
 MAX_FILES = 16
 _MAX_LISTED = 10
+# Tables a release may carry besides data.csv. Empty today: a name added here (for example
+# "victim_perpetrator.csv") passes the file-set check, and every cell of it is then held to the
+# release view's allowed values like data.csv's, so a column the view does not know is refused.
+EXTRA_TABLE_FILES: tuple[str, ...] = ()
+
+
+def known_files() -> frozenset[str]:
+    """Every file name a release may hold: the connector's content files, the manifest, and the
+    extra tables of EXTRA_TABLE_FILES. Anything else is refused, listed or not (a file the manifest
+    lists would otherwise be stored and served without any check)."""
+    return frozenset((*CONTENT_FILES, MANIFEST_FILE, *EXTRA_TABLE_FILES))
+
+
+def unknown_files(names: Any) -> list[str]:
+    """Names not in `known_files()`, sorted; one reason each, for a 422."""
+    allowed = known_files()
+    return [f"{name[:100]!r} is not a file of a release (allowed: {', '.join(sorted(allowed))})" for name in sorted(map(str, names)) if name not in allowed]
 
 
 class UploadRefused(Exception):
@@ -87,6 +105,10 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
         raise UploadRefused(422, "file names not allowed", [f"{name!r} does not match {FILE_NAME.pattern}" for name in bad[:_MAX_LISTED]])
     if len(files) > MAX_FILES:
         raise UploadRefused(422, "too many files", [f"{len(files)} files; a release has at most {MAX_FILES}"])
+    unknown = unknown_files(files)
+    if unknown:
+        raise UploadRefused(422, "files that are not part of a release", unknown[:_MAX_LISTED],
+                            hint="upload exactly the files the connector wrote to the release folder")
     missing = [name for name in (*CONTENT_FILES, MANIFEST_FILE) if name not in files]
     if missing:
         raise UploadRefused(422, "the release is incomplete", [f"missing file {name}" for name in missing],
@@ -109,6 +131,10 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
     listed = manifest.get("files")
     if not isinstance(listed, dict):
         raise UploadRefused(422, "manifest.json has no `files` map")
+    unknown = unknown_files(listed)
+    if unknown:
+        raise UploadRefused(422, "manifest.json lists files that are not part of a release", unknown[:_MAX_LISTED],
+                            hint="publish the release folder again exactly as the connector wrote it")
     for name in sorted(set(files) - {MANIFEST_FILE} - set(listed)):
         reasons.append(f"{name} was uploaded but is not listed in manifest.json")
     for name, entry in sorted(listed.items()):
@@ -259,4 +285,4 @@ def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warn
     return reasons
 
 
-__all__ = ["CheckedRelease", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "release_id_of"]
+__all__ = ["CheckedRelease", "EXTRA_TABLE_FILES", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "known_files", "release_id_of", "unknown_files"]
