@@ -37,7 +37,8 @@ from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connector.central.auth import Principal, authenticate
+from connector.central.auth import Principal, authenticate, partner_datasource_values
+from connector.central.cells import escape_csv
 from connector.central.db import make_engine, now, partners, release_files, releases
 from connector.central.merge import MergeInput, MergeRefused, Merged, merge_releases, parquet_bytes
 from connector.central.objects import ObjectStore
@@ -379,7 +380,9 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
             await form.close()
         if not files:
             raise UploadRefused(400, "no files were uploaded", hint="send one `files` part per file of the release folder")
-        checked = await run_in_threadpool(check_upload, files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key, min_k=settings.min_k)
+        datasources = await run_in_threadpool(partner_datasource_values, engine, who.partner or "")
+        checked = await run_in_threadpool(check_upload, files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key,
+                                          min_k=settings.min_k, datasources=datasources)
         row, created = await run_in_threadpool(store, checked)
         log.info("release %s", "accepted" if created else "already stored", extra={"partner": row.partner_id, "release_id": row.release_id, "version": row.version})
         body = {"release_id": row.release_id, "partner": row.partner_id, "version": row.version, "created": created, "url": f"/releases/{row.release_id}"}
@@ -413,7 +416,10 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
             raise HTTPException(404, detail={"error": f"release {release_id} has no file {name}", "reasons": [], "hint": None})
         # A partner's report.html is shown to the central team: no script, no outside request may run.
         headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
-        return Response(objects.get(entry.sha256), media_type=entry.content_type, headers=headers)
+        content = objects.get(entry.sha256)
+        if entry.name.endswith(".csv"):  # uploads with formula cells are refused; this guards older data
+            content = escape_csv(content)
+        return Response(content, media_type=entry.content_type, headers=headers)
 
     @app.get("/partners", response_model=list[PartnerSummary], responses=_errors(401, 403), tags=["central"])
     def list_partners(_who: Principal = Depends(admin)) -> list[dict[str, Any]]:
@@ -422,7 +428,7 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
     @app.get("/harmonized.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
     async def harmonized_csv(_who: Principal = Depends(admin)) -> Response:
         merged = await run_in_threadpool(harmonized)
-        return Response(merged.release.data_csv, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized.csv"'})
+        return Response(await run_in_threadpool(escape_csv, merged.release.data_csv), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized.csv"'})
 
     @app.get("/harmonized.parquet", response_class=Response, responses={200: {"content": {"application/vnd.apache.parquet": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
     async def harmonized_parquet(_who: Principal = Depends(admin)) -> Response:

@@ -49,7 +49,8 @@ def add_partner(args: argparse.Namespace) -> int:
             if not args.partner:
                 print("give a partner id (e.g. ngo-athens) or --admin", file=sys.stderr)
                 return 2
-            token, who = create_partner(engine, args.partner, args.name or "", new_token=args.new_token), f"partner {args.partner}"
+            token = create_partner(engine, args.partner, args.name or "", new_token=args.new_token, datasources=getattr(args, "datasource", None) or ())
+            who = f"partner {args.partner}"
     except (PartnerExists, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -95,6 +96,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", default="", help="display name")
     p.add_argument("--admin", action="store_true", help="issue an admin token for the central team instead")
     p.add_argument("--new-token", action="store_true", help="issue another token for an existing partner (rotation)")
+    p.add_argument("--datasource", action="append", default=None,
+                   help="a Datasource value this partner's releases may carry (repeatable; default: Case Management and Hotline)")
     p.set_defaults(func=add_partner)
 
 

@@ -36,6 +36,16 @@ partners = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# The `Datasource` values a partner's releases may carry (CTDC: "Case Management", "Hotline"). Set by
+# the central team at registration; a partner with no row here may use auth.DEFAULT_DATASOURCES. A
+# table of its own, so receivers created before it gain it through create_all.
+partner_datasources = Table(
+    "partner_datasources",
+    metadata,
+    Column("partner_id", String(63), ForeignKey("partners.id"), primary_key=True),
+    Column("datasource", String(100), primary_key=True),
+)
+
 tokens = Table(
     "tokens",
     metadata,
@@ -99,4 +109,4 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-__all__ = ["make_engine", "metadata", "now", "partners", "release_files", "releases", "tokens"]
+__all__ = ["make_engine", "metadata", "now", "partner_datasources", "partners", "release_files", "releases", "tokens"]

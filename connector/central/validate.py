@@ -7,7 +7,9 @@ Checks, in order, each failure one reason a partner's IT person can act on:
    id is the content hash the connector computes (so the id is a true idempotency key);
 3. the schema: `datapackage.json` and the manifest name the common release schema version this
    receiver speaks, the CSV header equals the package's fields, and each field's name, role and
-   type are those of the common release schema; categorical columns hold only allowed values;
+   type are those of the common release schema; every cell is an allowed value of its column
+   (`cells.py`: codes, hierarchy labels at any level, flag names, the partner's registered
+   Datasource, blank or `*`) and none is a spreadsheet formula;
 4. privacy: the privacy gate runs again on the received table (no identifier or free-text column,
    k holds, `privacy.json` says as many rows as there are); the received bytes are the gate's
    canonical bytes; k is at least the receiver's minimum; quasi-identifier values are labels of
@@ -23,10 +25,12 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
+from connector.central.auth import DEFAULT_DATASOURCES
+from connector.central.cells import ColumnRule, cell_problems, column_rules
 from connector.central.merge import builtin_hierarchy, is_label
 from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
@@ -97,8 +101,25 @@ def _json_object(files: dict[str, bytes], name: str, reasons: list[str]) -> dict
     return value
 
 
-def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idempotency_key: str | None = None, min_k: int = 2) -> CheckedRelease:
-    """Every check of the module docstring; returns the checked release or raises UploadRefused."""
+def check_extra_tables(files: dict[str, bytes], rules: dict[str, ColumnRule]) -> list[str]:
+    """The cells of every extra table (EXTRA_TABLE_FILES) under the same rules as data.csv's."""
+    reasons: list[str] = []
+    for name in EXTRA_TABLE_FILES:
+        if name not in files:
+            continue
+        try:
+            header, rows = parse_csv_bytes(files[name])
+        except (UnicodeDecodeError, csv.Error) as exc:
+            reasons.append(f"{name} is not UTF-8 CSV ({type(exc).__name__})")
+            continue
+        reasons += [f"{name}: {reason}" for reason in cell_problems(header, rows, rules)]
+    return reasons
+
+
+def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idempotency_key: str | None = None, min_k: int = 2,
+                 datasources: Iterable[str] | None = None) -> CheckedRelease:
+    """Every check of the module docstring; returns the checked release or raises UploadRefused.
+    `datasources`: the partner's registered `Datasource` values (None: CTDC's defaults)."""
     # 1. the file set
     bad = [name for name in files if not FILE_NAME.match(name)]
     if bad:
@@ -190,6 +211,12 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
         reasons.append(f"data.csv lines {ragged[:_MAX_LISTED]} do not have {width} fields")
     if reasons:
         raise UploadRefused(422, "data.csv does not match datapackage.json", reasons)
+    rules = column_rules(schema, DEFAULT_DATASOURCES if datasources is None else datasources)
+    reasons += cell_problems(header, rows, rules, roles={name: spec.role for name, spec in schema.fields.items()})
+    reasons += check_extra_tables(files, rules)
+    if reasons:
+        raise UploadRefused(422, "cells outside their column's allowed values", reasons,
+                            hint="every published column holds only its codes, hierarchy labels, blank or *; values are not shown here on purpose")
 
     # 4. privacy: the gate on exactly the received table
     roles = {**{name: spec.role for name, spec in schema.fields.items()}, **schema.view_roles()}
@@ -250,16 +277,7 @@ def _schema_fields(release: Release, received: list[dict[str, Any]], schema: Sch
         for key in ("role", "type"):
             if spec.get(key) != want.get(key):
                 reasons.append(f"column {name}: {key} {spec.get(key)!r}, the common release schema says {want.get(key)!r}")
-    _, rows = parse_csv_bytes(release.data_csv)
-    for j, name in enumerate(release.columns):
-        column = schema.view.get(name)
-        if column is None or not column.values or column.role == "quasi_identifier":
-            continue
-        allowed = {str(v) for v in column.values} | {""}
-        odd = sorted({row[j] for row in rows} - allowed)
-        if odd:
-            reasons.append(f"column {name}: values {odd[:_MAX_LISTED]} are not among {sorted(allowed - {''})}")
-    return reasons
+    return reasons  # the cells themselves: cells.cell_problems, before the gate
 
 
 def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warnings: list[str]) -> list[str]:
