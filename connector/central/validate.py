@@ -13,7 +13,8 @@ Checks, in order, each failure one reason a partner's IT person can act on:
 4. privacy: the privacy gate runs again on the received table (no identifier or free-text column,
    k holds, `privacy.json` says as many rows as there are); the received bytes are the gate's
    canonical bytes; k is at least the receiver's minimum; quasi-identifier values are labels of
-   the level `privacy.json` claims.
+   the level `privacy.json` claims, and that hierarchy and level are packaged ones this receiver
+   knows (an unknown hierarchy or level is refused).
 
 Refusals are `UploadRefused(status, error, reasons, hint)`; the app turns them into 4xx responses.
 """
@@ -35,6 +36,7 @@ from connector.central.merge import builtin_hierarchy, is_label
 from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
 from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
+from privacy.hierarchies import BUILTIN, DEFAULT_COLUMN_HIERARCHIES, load_builtin
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RELEASE_ID = re.compile(r"^r-[0-9a-f]{20}$")
@@ -113,6 +115,50 @@ def check_extra_tables(files: dict[str, bytes], rules: dict[str, ColumnRule]) ->
             reasons.append(f"{name} is not UTF-8 CSV ({type(exc).__name__})")
             continue
         reasons += [f"{name}: {reason}" for reason in cell_problems(header, rows, rules)]
+    return reasons
+
+
+def _claims(privacy: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """column -> (hierarchy name, level) as privacy.json states them: `hierarchies`/`levels` of a
+    k-anonymous release, `binning` of a synthetic one."""
+    names = privacy.get("hierarchies") if isinstance(privacy.get("hierarchies"), dict) else {}
+    levels = privacy.get("levels") if isinstance(privacy.get("levels"), dict) else {}
+    out = {column: (names.get(column), levels.get(column)) for column in {*names, *levels}}
+    binning = privacy.get("binning") if isinstance(privacy.get("binning"), dict) else {}
+    for column, spec in binning.items():
+        if isinstance(spec, dict) and column not in out:
+            out[column] = (spec.get("hierarchy"), spec.get("level"))
+    return out
+
+
+def hierarchy_claims(privacy: dict[str, Any], header: list[str], schema: Schema) -> list[str]:
+    """Each quasi-identifier's hierarchy and level in privacy.json must be ones this receiver knows:
+    the packaged hierarchy the common release schema names for the column, and a level of it. A
+    hierarchy the receiver cannot read gives it no way to check the column's labels or lift them,
+    so it is refused, not passed with a warning. A synthetic release's quasi-identifier that was not
+    binned claims nothing (its cells are level-0 labels, which the cell rules check)."""
+    reasons: list[str] = []
+    qis = [c for c in header if schema.role(c) == "quasi_identifier"]
+    named = privacy.get("quasi_identifiers") if isinstance(privacy.get("quasi_identifiers"), list) else []
+    qis += [c for c in named if c in header and c not in qis]
+    claims = _claims(privacy)
+    synthetic = privacy.get("method") == "synthetic"
+    for column in qis:
+        if synthetic and column not in claims:
+            continue
+        name, level = claims.get(column, (None, None))
+        view = schema.view.get(column)
+        expected = (view.hierarchy if view else None) or DEFAULT_COLUMN_HIERARCHIES.get(column)
+        if not isinstance(name, str) or name not in BUILTIN:
+            reasons.append(f"column {column}: privacy.json names hierarchy {str(name)[:40]!r}, which this receiver does not know "
+                           f"(it knows {', '.join(BUILTIN)}; the common release schema uses {expected!r} for this column)")
+            continue
+        if expected is not None and name != expected:
+            reasons.append(f"column {column}: privacy.json names hierarchy {name!r}; the common release schema generalizes it with {expected!r}")
+            continue
+        height = load_builtin(name).height
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= height:
+            reasons.append(f"column {column}: privacy.json level {str(level)[:20]!r} is not a level of hierarchy {name} (0 to {height})")
     return reasons
 
 
@@ -214,9 +260,10 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
     rules = column_rules(schema, DEFAULT_DATASOURCES if datasources is None else datasources)
     reasons += cell_problems(header, rows, rules, roles={name: spec.role for name, spec in schema.fields.items()})
     reasons += check_extra_tables(files, rules)
+    reasons += hierarchy_claims(privacy, header, schema)
     if reasons:
-        raise UploadRefused(422, "cells outside their column's allowed values", reasons,
-                            hint="every published column holds only its codes, hierarchy labels, blank or *; values are not shown here on purpose")
+        raise UploadRefused(422, "cells or hierarchies outside what the common release schema allows", reasons,
+                            hint="every published column holds only its codes, labels of its packaged hierarchy, blank or *; values are not shown here on purpose")
 
     # 4. privacy: the gate on exactly the received table
     roles = {**{name: spec.role for name, spec in schema.fields.items()}, **schema.view_roles()}
@@ -303,4 +350,4 @@ def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warn
     return reasons
 
 
-__all__ = ["CheckedRelease", "EXTRA_TABLE_FILES", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "known_files", "release_id_of", "unknown_files"]
+__all__ = ["CheckedRelease", "EXTRA_TABLE_FILES", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "hierarchy_claims", "known_files", "release_id_of", "unknown_files"]

@@ -182,3 +182,46 @@ def test_escape_leaves_numbers_and_clean_bytes_alone():
     clean = b"a,b\n-1,2\n+3.5,1e-3\n"
     assert escape_csv(clean) == clean
     assert escape_csv(b"a\n-x\n@y\n\"\tz\"\n") == b"a\n'-x\n'@y\n'\tz\n"
+
+
+# -- item 9: an unknown hierarchy or level is refused -------------------------------------------
+
+
+def bundle_claiming(change_privacy, change_table=None) -> Bundle:
+    """A gate-admitted bundle whose privacy record `change_privacy` edited (as a partner's own
+    hierarchy config would write it)."""
+    schema = load_schema()
+    table, privacy = protected("ngo-a", 3)
+    if change_table:
+        change_table(table)
+    change_privacy(privacy)
+    release = admit(table, privacy, roles=schema.view_roles())
+    return build_bundle(release, partner="ngo-a", schema=schema, run_ids=["run-1"], created_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
+
+
+def test_a_quasi_identifier_with_an_unknown_hierarchy_is_refused_with_the_reason(central):
+    bundle = bundle_claiming(lambda p: p["hierarchies"].update(citizenship="my-countries"))
+    response = central.upload(bundle)
+    assert response.status_code == 422, response.text
+    assert "column citizenship: privacy.json names hierarchy 'my-countries', which this receiver does not know" in _reasons(response)
+    assert central.stored() == (0, [])
+
+
+def test_a_name_in_citizenship_under_an_unknown_hierarchy_is_refused_without_showing_it(central):
+    def names(table):  # a whole equivalence class, so k still holds and only the receiver's checks can see it
+        table.loc[table["citizenship"] == "MD", "citizenship"] = "Anna Petrenko"
+
+    bundle = bundle_claiming(lambda p: p["hierarchies"].update(citizenship="names"), names)
+    response = central.upload(bundle)
+    assert response.status_code == 422, response.text
+    reasons = _reasons(response)
+    assert "hierarchy 'names', which this receiver does not know" in reasons and "column citizenship: 6 cell(s) are not allowed values" in reasons
+    assert "Anna" not in response.text and central.stored() == (0, [])
+
+
+def test_a_hierarchy_other_than_the_columns_own_or_a_level_it_does_not_have_is_refused(central):
+    wrong = central.upload(bundle_claiming(lambda p: p["hierarchies"].update(citizenship="age")))
+    assert wrong.status_code == 422 and "generalizes it with 'country'" in _reasons(wrong)
+    odd_level = central.upload(bundle_claiming(lambda p: p["levels"].update(gender=True)))
+    assert odd_level.status_code == 422 and "column gender: privacy.json level 'True' is not a level of hierarchy gender" in _reasons(odd_level)
+    assert central.stored() == (0, [])
