@@ -7,11 +7,13 @@
     GET  /harmonized/manifest.json    what the merge did
     GET  /partners, /whoami, /healthz
     GET  /                            the central team's page (admin; browsers may use Basic auth
-                                      with the token as password)
+                                      with the token as password, for GETs only)
     GET  /openapi.json, /docs
 
 Security: bodies above `max_upload_bytes` get 413 (checked on Content-Length and while reading);
-uploads must be multipart/form-data (415 otherwise); ids in paths are validated by pattern and
+uploads are streamed to disk (uploads.py) and bodies in flight beyond `max_inflight_upload_bytes`
+get 503 with Retry-After; uploads must be multipart/form-data (415 otherwise); every response
+carries security headers (security.py); Basic auth only for an admin's GET; ids in paths are validated by pattern and
 files are found through DB rows, never by a path a request names; tokens are compared in constant
 time and never logged (log lines carry the partner and release id only). TLS is terminated by a
 reverse proxy (deploy/central/).
@@ -34,14 +36,14 @@ from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from starlette.datastructures import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.central.auth import Principal, authenticate, partner_datasource_values
 from connector.central.cells import escape_csv
 from connector.central.db import make_engine, now, partners, release_files, releases
 from connector.central.merge import MergeInput, MergeRefused, Merged, merge_releases, parquet_bytes
 from connector.central.objects import ObjectStore
+from connector.central.security import SecurityHeaders
+from connector.central.uploads import BodyLimits, Staging, UploadBudget, precheck, receive_parts
 from connector.central.validate import FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload, unknown_files
 from connector.destinations.s3 import content_type
 from connector.schema import Schema, load_schema
@@ -59,6 +61,8 @@ class CentralSettings:
     database_url: str = "sqlite:///central-data/central.sqlite"
     data_dir: Path = Path("central-data")
     max_upload_bytes: int = 64 * MB
+    max_inflight_upload_bytes: int = 256 * MB  # all uploads together; beyond it: 503 + Retry-After
+    check_slots: int = 2  # releases read into memory and checked at once (the rest wait)
     min_k: int = 2
     schema: Schema | None = field(default=None, repr=False)
 
@@ -134,42 +138,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # -- middleware --------------------------------------------------------------------------------
 
 
-class BodyLimit:
-    """Refuse bodies above `max_bytes`: at once on Content-Length, else while they are read."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.max_bytes
-            except ValueError:
-                too_big = True
-            if too_big:
-                response = JSONResponse({"detail": {"error": "request body too large", "reasons": [f"the limit is {self.max_bytes} bytes"], "hint": None}}, status_code=413)
-                await response(scope, receive, send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, detail={"error": "request body too large", "reasons": [f"the limit is {self.max_bytes} bytes"], "hint": None})
-            return message
-
-        await self.app(scope, limited, send)
-
-
 # -- the app -----------------------------------------------------------------------------------
 
 
@@ -190,29 +158,40 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.objects = objects
     app.state.settings = settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.state.upload_budget = budget = UploadBudget(settings.max_inflight_upload_bytes)
+    check_slots = threading.BoundedSemaphore(max(1, settings.check_slots))
+    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, budget=budget)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(UploadRefused)
     async def _refused(_request: Request, exc: UploadRefused) -> JSONResponse:
-        return JSONResponse({"detail": exc.as_detail()}, status_code=exc.status)
+        return JSONResponse({"detail": exc.as_detail()}, status_code=exc.status, headers=exc.headers or None)
 
     # -- auth --------------------------------------------------------------------------------
 
     def principal(request: Request) -> Principal:
+        """Bearer tokens everywhere. Basic auth (a browser's cached credentials) only for the
+        admin's page views: GET/HEAD by an admin token, so no other site can make a browser upload
+        or write with credentials it remembers."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         token: str | None = None
+        basic = scheme.lower() == "basic"
+        page_view = request.method in ("GET", "HEAD")
         if scheme.lower() == "bearer":
             token = value.strip()
-        elif scheme.lower() == "basic":  # browsers: any user name, the token as password
+        elif basic and page_view:  # browsers: any user name, the token as password
             try:
                 token = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
             except (ValueError, UnicodeDecodeError):
                 token = None
         found = authenticate(engine, token)
+        if found is not None and basic and not found.is_admin:
+            found = None
         if found is None:
-            raise HTTPException(401, detail={"error": "a valid token is required", "reasons": [], "hint": "send Authorization: Bearer <token>"},
-                                headers={"WWW-Authenticate": 'Bearer, Basic realm="htcds-central"'})
+            hint = "send Authorization: Bearer <token>" + ("; Basic auth is accepted only for the central team's page views" if basic else "")
+            raise HTTPException(401, detail={"error": "a valid token is required", "reasons": [], "hint": hint},
+                                headers={"WWW-Authenticate": 'Bearer, Basic realm="htcds-central"' if page_view else "Bearer"})
         return found
 
     def admin(who: Principal = Depends(principal)) -> Principal:
@@ -353,37 +332,19 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
         idempotency_key: str | None = Header(None, alias="Idempotency-Key", pattern=RELEASE_ID_PATTERN),
     ) -> JSONResponse:
         """Upload a release. It is stored only if every check passes; the same release again is a no-op (200)."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "multipart/form-data":
-            raise UploadRefused(415, "uploads are multipart/form-data", [f"got {kind or 'no content type'}"], hint="send one `files` part per file")
-        try:
-            form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
-        except HTTPException:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any multipart parse failure is the client's
-            raise UploadRefused(400, "the multipart body cannot be parsed", [type(exc).__name__]) from None
-        files: dict[str, bytes] = {}
-        try:
-            for key, value in form.multi_items():
-                if key != "files" or not isinstance(value, UploadFile):
-                    raise UploadRefused(400, "only `files` parts with a filename are accepted", [f"unexpected part {key[:40]!r}"])
-                name = value.filename or ""
-                if not FILE_NAME.match(name):
-                    raise UploadRefused(422, "file names not allowed", [f"{name[:100]!r} does not match {FILE_NAME_PATTERN}"])
-                if unknown_files([name]):
-                    raise UploadRefused(422, "files that are not part of a release", unknown_files([name]),
-                                        hint="upload exactly the files the connector wrote to the release folder")
-                if name in files:
-                    raise UploadRefused(400, "a file was sent twice", [name])
-                files[name] = await value.read()
-        finally:
-            await form.close()
-        if not files:
-            raise UploadRefused(400, "no files were uploaded", hint="send one `files` part per file of the release folder")
-        datasources = await run_in_threadpool(partner_datasource_values, engine, who.partner or "")
-        checked = await run_in_threadpool(check_upload, files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key,
-                                          min_k=settings.min_k, datasources=datasources)
-        row, created = await run_in_threadpool(store, checked)
+        with Staging(Path(settings.data_dir) / "staging") as staging:
+            parts = await receive_parts(request, staging, known=lambda name: unknown_files([name]))
+            await run_in_threadpool(precheck, parts)
+            datasources = await run_in_threadpool(partner_datasource_values, engine, who.partner or "")
+
+            def check_and_store() -> tuple[Any, bool]:
+                with check_slots:  # the files are read into memory only here, a few releases at a time
+                    files = {name: part.read() for name, part in parts.items()}
+                    checked = check_upload(files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key,
+                                           min_k=settings.min_k, datasources=datasources)
+                    return store(checked)
+
+            row, created = await run_in_threadpool(check_and_store)
         log.info("release %s", "accepted" if created else "already stored", extra={"partner": row.partner_id, "release_id": row.release_id, "version": row.version})
         body = {"release_id": row.release_id, "partner": row.partner_id, "version": row.version, "created": created, "url": f"/releases/{row.release_id}"}
         return JSONResponse(body, status_code=201 if created else 200, headers={"Location": f"/releases/{row.release_id}"})
@@ -479,4 +440,4 @@ def _iso(value: Any) -> str:
     return value.isoformat(timespec="seconds")
 
 
-__all__ = ["BodyLimit", "CentralSettings", "create_app"]
+__all__ = ["CentralSettings", "create_app"]

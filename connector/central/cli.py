@@ -30,6 +30,7 @@ def _settings(args: argparse.Namespace) -> CentralSettings:
         database_url=url,
         data_dir=data_dir,
         max_upload_bytes=int(getattr(args, "max_upload_mb", 64) * MB),
+        max_inflight_upload_bytes=int(getattr(args, "max_inflight_upload_mb", 256) * MB),
         min_k=int(getattr(args, "min_k", 2)),
     )
 
@@ -85,6 +86,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (keep 127.0.0.1 behind a reverse proxy)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-upload-mb", type=float, default=64, help="largest accepted request body")
+    p.add_argument("--max-inflight-upload-mb", type=float, default=256, help="all request bodies being received at once; beyond it 503 + Retry-After")
     p.add_argument("--min-k", type=int, default=2, help="refuse k-anonymous releases with a smaller k")
     p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-* headers")
     p.set_defaults(func=serve)

@@ -64,11 +64,12 @@ def unknown_files(names: Any) -> list[str]:
 class UploadRefused(Exception):
     """An upload the receiver will not store. `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, error: str, reasons: list[str] | None = None, hint: str | None = None):
+    def __init__(self, status: int, error: str, reasons: list[str] | None = None, hint: str | None = None, headers: dict[str, str] | None = None):
         self.status = status
         self.error = error
         self.reasons = list(reasons or [])
         self.hint = hint
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 503
         super().__init__(error + (": " + "; ".join(self.reasons) if self.reasons else ""))
 
     def as_detail(self) -> dict[str, Any]:

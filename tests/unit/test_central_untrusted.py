@@ -225,3 +225,132 @@ def test_a_hierarchy_other_than_the_columns_own_or_a_level_it_does_not_have_is_r
     odd_level = central.upload(bundle_claiming(lambda p: p["levels"].update(gender=True)))
     assert odd_level.status_code == 422 and "column gender: privacy.json level 'True' is not a level of hierarchy gender" in _reasons(odd_level)
     assert central.stored() == (0, [])
+
+
+# -- item 10: streamed uploads, byte limits, security headers, Basic auth only for page views ---
+
+BIG = 6 * 1024 * 1024
+PIECE = b"x" * 65536  # one object, yielded again and again: the client holds no body either
+
+
+def _multipart_stream(files: dict[str, bytes], boundary: str, padding: int):
+    """A release upload whose data.csv is followed by `padding` bytes, produced piece by piece."""
+
+    async def body():
+        for name, content in files.items():
+            yield f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+            yield content
+            if name == "data.csv":
+                for _ in range(padding // len(PIECE)):
+                    yield PIECE
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return body()
+
+
+def test_eight_concurrent_large_uploads_are_streamed_to_disk_not_held_in_memory(tmp_path):
+    import asyncio
+    import tracemalloc
+
+    import httpx
+
+    from connector.central.app import CentralSettings, create_app
+    from connector.central.auth import add_partner
+
+    app = create_app(CentralSettings(database_url=f"sqlite:///{tmp_path / 'c.sqlite'}", data_dir=tmp_path / "central",
+                                     max_upload_bytes=64 * 1024 * 1024, max_inflight_upload_bytes=1024 * 1024 * 1024))
+    token = add_partner(app.state.engine, "ngo-a")
+    bundle = make_bundle("ngo-a")
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=120) as client:
+            async def one(i: int) -> int:
+                boundary = f"b{i}xyz"
+                response = await client.post("/releases", content=_multipart_stream(bundle.files, boundary, BIG),
+                                             headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+                return response.status_code
+
+            await client.get("/healthz")  # warm up imports and pools before measuring
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                statuses = await asyncio.gather(*(one(i) for i in range(8)))
+                peak = tracemalloc.get_traced_memory()[1] - base
+            finally:
+                tracemalloc.stop()
+        print(f"peak {peak} bytes for 8 concurrent uploads of {BIG} bytes")
+        assert peak < BIG, f"{peak} bytes were held at once for 8 uploads of {BIG} bytes each"
+        return statuses
+
+    try:
+        # each data.csv is 6 MiB longer than its manifest says: refused from the streamed checksum alone
+        assert asyncio.run(main()) == [422] * 8
+        assert not [p for p in (tmp_path / "central").rglob("*") if p.is_file()]  # staging emptied, nothing stored
+    finally:
+        app.state.engine.dispose()
+
+
+def test_bodies_beyond_the_global_in_flight_limit_get_503_with_retry_after(tmp_path, database_url):
+    central = Central(tmp_path, database_url, max_inflight_upload_bytes=10 * 1024 * 1024)
+    try:
+        budget = central.app.state.upload_budget
+        assert budget.reserve(10 * 1024 * 1024)  # other partners' uploads in flight
+        bundle = make_bundle("ngo-a")
+        busy = central.upload(bundle)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+        boundary = "chunked"
+
+        def chunked():  # no Content-Length: counted against the limit as it arrives
+            yield f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="data.csv"\r\n\r\n'.encode()
+            yield b"a" * 1000
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        no_length = central.client.post("/releases", content=chunked(), headers={**central.auth("ngo-a"), "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert no_length.status_code == 503
+        budget.release(10 * 1024 * 1024)
+        assert central.upload(bundle).status_code == 201
+        assert budget.in_flight == 0
+    finally:
+        central.client.close()
+        central.app.state.engine.dispose()
+
+
+def test_every_response_carries_the_security_headers(central):
+    bundle = make_bundle("ngo-a")
+    central.upload(bundle)
+    responses = [
+        central.client.get("/healthz"),
+        central.client.get("/releases"),  # 401
+        central.client.get("/nowhere"),  # 404
+        central.client.get("/", headers=central.auth("admin")),
+        central.client.get(f"/releases/{bundle.release_id}/files/report.html", headers=central.auth("admin")),
+        central.upload(bundle),
+    ]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.request.url
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "strict-transport-security" not in response.headers  # plain HTTP: HSTS would be ignored
+    report = responses[4].headers["content-security-policy"]
+    assert report.startswith("default-src 'none'") and report.endswith("frame-ancestors 'none'")
+    proxied = central.client.get("/healthz", headers={"X-Forwarded-Proto": "https"})
+    assert proxied.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_basic_auth_is_only_for_the_admins_page_views_never_for_uploads(central):
+    import base64
+
+    def basic(who: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"x:{central.tokens[who]}".encode()).decode()}
+
+    bundle = make_bundle("ngo-a")
+    files = [("files", (name, content, "application/octet-stream")) for name, content in bundle.files.items()]
+    upload = central.client.post("/releases", files=files, headers=basic("ngo-a"))
+    assert upload.status_code == 401 and upload.headers["www-authenticate"] == "Bearer"
+    assert central.client.post("/releases", files=files, headers=basic("admin")).status_code == 401
+    assert central.stored() == (0, [])
+    assert central.client.get("/releases", headers=basic("ngo-a")).status_code == 401  # partners: Bearer only
+    assert central.client.get("/", headers=basic("admin")).status_code == 200
+    assert central.upload(bundle).status_code == 201  # Bearer still uploads
