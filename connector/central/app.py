@@ -54,6 +54,14 @@ FILE_NAME_PATTERN = FILE_NAME.pattern
 MB = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class _MergeEntry:
+    key: str  # the release ids merged, in partner order
+    merged: Merged | None
+    refused: list[str] | None
+    csv: bytes  # harmonized.csv as served (formula cells escaped)
+
+
 @dataclass
 class CentralSettings:
     """Where the receiver keeps its state, and its limits."""
@@ -272,31 +280,62 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
                 return conn.execute(select(releases).where(releases.c.pk == pk)).first(), True
         raise UploadRefused(409, "could not store the release after concurrent updates; retry")
 
-    def latest_inputs() -> list[MergeInput]:
+    def latest_rows() -> list[Any]:
+        """Each partner's latest release with its data.csv's object: one query, no file read."""
+        newest = select(releases.c.partner_id, func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
+        query = (
+            select(releases.c.partner_id, releases.c.release_id, releases.c.version, releases.c.privacy, release_files.c.sha256)
+            .join(newest, (releases.c.partner_id == newest.c.partner_id) & (releases.c.version == newest.c.version))
+            .join(release_files, (release_files.c.release_pk == releases.c.pk) & (release_files.c.name == "data.csv"))
+            .order_by(releases.c.partner_id)
+        )
         with engine.connect() as conn:
-            newest = select(releases.c.partner_id, func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
-            rows = conn.execute(
-                select(releases).join(newest, (releases.c.partner_id == newest.c.partner_id) & (releases.c.version == newest.c.version)).order_by(releases.c.partner_id)
-            ).all()
-            inputs = []
-            for row in rows:
-                sha = conn.execute(select(release_files.c.sha256).where((release_files.c.release_pk == row.pk) & (release_files.c.name == "data.csv"))).scalar_one()
-                inputs.append(MergeInput(row.partner_id, row.release_id, row.version, objects.get(sha), json.loads(row.privacy)))
-        return inputs
+            return list(conn.execute(query).all())
+
+    def merge_entry() -> _MergeEntry:
+        """The merge of the latest releases, computed once per set of release ids (a refusal too).
+        While one thread merges a newer set, other readers get the previous merge (its manifest
+        names the releases it holds) instead of queueing behind the merge; a reader with no
+        previous merge waits for it."""
+        rows = latest_rows()
+        if not rows:
+            raise HTTPException(404, detail={"error": "no releases received yet", "reasons": [], "hint": None})
+        key = ",".join(row.release_id for row in rows)
+        cached = merge_cache.get("entry")
+        if cached is not None and cached.key == key:
+            return cached
+        if cached is not None and not merge_lock.acquire(blocking=False):
+            return cached
+        if cached is None:
+            merge_lock.acquire()
+        try:
+            cached = merge_cache.get("entry")
+            if cached is not None and cached.key == key:
+                return cached
+            inputs = [MergeInput(row.partner_id, row.release_id, row.version, objects.get(row.sha256), json.loads(row.privacy)) for row in rows]
+            try:
+                merged = merge_releases(inputs, schema)
+                entry = _MergeEntry(key, merged, None, escape_csv(merged.release.data_csv))
+            except MergeRefused as exc:
+                entry = _MergeEntry(key, None, exc.reasons, b"")
+            merge_cache["entry"] = entry
+            return entry
+        finally:
+            merge_lock.release()
+
+    def passed(entry: _MergeEntry) -> Merged:
+        if entry.merged is None:
+            raise HTTPException(409, detail={"error": "the merged dataset does not pass the gate", "reasons": entry.refused or [], "hint": None})
+        return entry.merged
 
     def harmonized() -> Merged:
-        inputs = latest_inputs()
-        if not inputs:
-            raise HTTPException(404, detail={"error": "no releases received yet", "reasons": [], "hint": None})
-        key = ",".join(item.release_id for item in inputs)
-        with merge_lock:
-            if merge_cache.get("key") != key:
-                try:
-                    merge_cache["value"] = merge_releases(inputs, schema)
-                except MergeRefused as exc:
-                    raise HTTPException(409, detail={"error": "the merged dataset does not pass the gate", "reasons": exc.reasons, "hint": None}) from None
-                merge_cache["key"] = key
-            return merge_cache["value"]
+        return passed(merge_entry())
+
+    def harmonized_csv_bytes() -> bytes:
+        """harmonized.csv as served: formula cells escaped (cached with the merge)."""
+        entry = merge_entry()
+        passed(entry)
+        return entry.csv
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -388,8 +427,8 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
 
     @app.get("/harmonized.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
     async def harmonized_csv(_who: Principal = Depends(admin)) -> Response:
-        merged = await run_in_threadpool(harmonized)
-        return Response(await run_in_threadpool(escape_csv, merged.release.data_csv), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized.csv"'})
+        data = await run_in_threadpool(harmonized_csv_bytes)
+        return Response(data, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized.csv"'})
 
     @app.get("/harmonized.parquet", response_class=Response, responses={200: {"content": {"application/vnd.apache.parquet": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
     async def harmonized_parquet(_who: Principal = Depends(admin)) -> Response:
@@ -422,14 +461,18 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
 
 
 def partner_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every partner with its release count and latest release: two queries, not two per partner
+    (the page is read often; bench/central_load.py)."""
+    counts = select(releases.c.partner_id, func.count().label("n"), func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
+    query = (
+        select(partners.c.id, partners.c.name, counts.c.n, releases.c.release_id, releases.c.received_at)
+        .outerjoin(counts, counts.c.partner_id == partners.c.id)
+        .outerjoin(releases, (releases.c.partner_id == partners.c.id) & (releases.c.version == counts.c.version))
+        .order_by(partners.c.id)
+    )
     with engine.connect() as conn:
-        out = []
-        for p in conn.execute(select(partners).order_by(partners.c.id)).all():
-            latest = conn.execute(select(releases).where(releases.c.partner_id == p.id).order_by(releases.c.version.desc()).limit(1)).first()
-            count = conn.execute(select(func.count()).select_from(releases).where(releases.c.partner_id == p.id)).scalar_one()
-            out.append({"id": p.id, "name": p.name, "releases": count, "latest_release": latest.release_id if latest else None,
-                        "latest_received_at": _iso(latest.received_at) if latest else None})
-        return out
+        return [{"id": row.id, "name": row.name, "releases": row.n or 0, "latest_release": row.release_id,
+                 "latest_received_at": _iso(row.received_at) if row.release_id else None} for row in conn.execute(query).all()]
 
 
 def _iso(value: Any) -> str:

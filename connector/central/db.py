@@ -95,7 +95,9 @@ def make_engine(url: str) -> Engine:
     """An engine with the tables created; SQLite gets foreign keys and a busy timeout."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, pool_pre_ping=True)
+    # The app serves requests from a thread pool (40 threads): a pool of 5 made reads queue for a
+    # connection under load (bench/central_load.py).
+    engine = create_engine(url, future=True, pool_pre_ping=True, pool_size=20, max_overflow=20, pool_timeout=30)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -103,6 +105,10 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
+            # WAL: readers are not blocked while an upload commits (the default rollback journal
+            # locks the whole file for every write).
+            if not url.startswith("sqlite:///:memory:") and url != "sqlite://":
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
     metadata.create_all(engine)
