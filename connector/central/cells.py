@@ -144,15 +144,15 @@ def _members(allowed: frozenset[str]) -> Callable[[str], bool]:
 
 def _rule(column: ViewColumn, schema: Schema, datasources: frozenset[str]) -> ColumnRule:
     rule = column.rule if isinstance(column.rule, dict) else {}
-    if column.values:
-        allowed = frozenset(str(v) for v in column.values)
-        return ColumnRule(column.name, f"one of its {len(allowed)} codes", allowed.__contains__)
-    if column.role == "quasi_identifier":
+    if column.role == "quasi_identifier":  # before `values`: a release may publish any level of it
         name = column.hierarchy or DEFAULT_COLUMN_HIERARCHIES.get(column.name)
         if name in BUILTIN:
             hierarchy = load_builtin(name)
             return ColumnRule(column.name, f"a label of hierarchy {name} at one of its levels", _hierarchy_allows(hierarchy, hierarchy_labels(name)))
         return ColumnRule(column.name, "nothing but blank or * (no packaged hierarchy)", lambda _cell: False)
+    if column.values:
+        allowed = frozenset(str(v) for v in column.values)
+        return ColumnRule(column.name, f"one of its {len(allowed)} codes", allowed.__contains__)
     if "concat" in rule:
         return ColumnRule(column.name, "names of its flag columns joined with ';'", _members(frozenset(map(str, rule["concat"]))))
     if "join" in rule:

@@ -5,8 +5,8 @@ Why: eight partners uploading 60 MB each at once must not cost the receiver 480 
 Each part goes to `staging/<request>/<name>` in 64 KiB pieces while its SHA-256 and size are
 computed, so the manifest's checksums can be compared before any file is read into memory; only a
 release that passes that comparison is loaded and checked, and at most `check_slots` of them at
-once. All requests share one `UploadBudget`: bytes in flight (declared by Content-Length, or
-counted as they arrive) beyond its limit are answered 503 with Retry-After, which the connector's
+once. All requests share one `UploadBudget`: bytes in flight (counted as they are read, after the
+token was checked) beyond its limit are answered 503 with Retry-After, which the connector's
 central_api destination retries.
 
     budget = UploadBudget(256 * MB)
@@ -82,13 +82,10 @@ class BodyLimits:
         if length is not None and length > self.max_bytes:
             await _send_error(scope, receive, send, 413, "request body too large", f"the limit is {self.max_bytes} bytes")
             return
+        # The budget counts bytes as they are read, not as declared: a request is authenticated
+        # before its body is read, so a client without a token (or one declaring a large
+        # Content-Length and sending nothing) cannot take the budget from the partners.
         reserved = 0
-        if length is not None:
-            if not self.budget.reserve(length):
-                await _send_error(scope, receive, send, 503, "the receiver is busy with other uploads", "too many bytes in flight; retry later",
-                                  extra={"Retry-After": "5"})
-                return
-            reserved = length
         seen = 0
 
         async def limited() -> Message:
@@ -99,7 +96,7 @@ class BodyLimits:
                 seen += size
                 if seen > self.max_bytes:
                     raise _refusal(413, "request body too large", f"the limit is {self.max_bytes} bytes", None)
-                if seen > reserved:  # chunked: count as it arrives
+                if seen > reserved:
                     if not self.budget.reserve(seen - reserved):
                         raise _refusal(503, "the receiver is busy with other uploads", "too many bytes in flight; retry later", None, {"Retry-After": "5"})
                     reserved = seen

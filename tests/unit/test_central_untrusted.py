@@ -354,3 +354,15 @@ def test_basic_auth_is_only_for_the_admins_page_views_never_for_uploads(central)
     assert central.client.get("/releases", headers=basic("ngo-a")).status_code == 401  # partners: Bearer only
     assert central.client.get("/", headers=basic("admin")).status_code == 200
     assert central.upload(bundle).status_code == 201  # Bearer still uploads
+
+
+def test_a_request_without_a_token_takes_nothing_from_the_upload_budget(central, monkeypatch):
+    budget = central.app.state.upload_budget
+    taken = []
+    real = budget.reserve
+    monkeypatch.setattr(budget, "reserve", lambda n: taken.append(n) or real(n))
+    bundle = make_bundle("ngo-a")
+    files = [("files", (name, content, "application/octet-stream")) for name, content in bundle.files.items()]
+    assert central.client.post("/releases", files=files).status_code == 401
+    assert taken == [] and budget.in_flight == 0
+    assert central.upload(bundle).status_code == 201 and sum(taken) > 0 and budget.in_flight == 0
