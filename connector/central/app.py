@@ -11,10 +11,11 @@
     GET  /openapi.json, /docs
 
 Security: bodies above `max_upload_bytes` get 413 (checked on Content-Length and while reading);
-uploads are streamed to disk (uploads.py) and bodies in flight beyond `max_inflight_upload_bytes`
-get 503 with Retry-After; uploads must be multipart/form-data (415 otherwise); every response
-carries security headers (security.py); Basic auth only for an admin's GET; ids in paths are validated by pattern and
-files are found through DB rows, never by a path a request names; tokens are compared in constant
+uploads are streamed to disk (uploads.py), and bodies in flight beyond `max_inflight_upload_bytes`
+get 503 with Retry-After; uploads must be multipart/form-data (415 otherwise) and hold exactly a
+release's files; every response carries security headers (security.py); Basic auth only for an
+admin's GET; ids in paths are validated by pattern and files are found through DB rows, never by a
+path a request names; tokens are compared in constant
 time and never logged (log lines carry the partner and release id only). TLS is terminated by a
 reverse proxy (deploy/central/).
 """

@@ -44,7 +44,8 @@ MAX_FILES = 16
 _MAX_LISTED = 10
 # Tables a release may carry besides data.csv. Empty today: a name added here (for example
 # "victim_perpetrator.csv") passes the file-set check, and every cell of it is then held to the
-# release view's allowed values like data.csv's, so a column the view does not know is refused.
+# release view's allowed values like data.csv's (a column the view does not know is refused). Its
+# privacy is NOT re-checked (no gate, no k): add that check in check_upload together with the name.
 EXTRA_TABLE_FILES: tuple[str, ...] = ()
 
 

@@ -366,3 +366,17 @@ def test_a_request_without_a_token_takes_nothing_from_the_upload_budget(central,
     assert central.client.post("/releases", files=files).status_code == 401
     assert taken == [] and budget.in_flight == 0
     assert central.upload(bundle).status_code == 201 and sum(taken) > 0 and budget.in_flight == 0
+
+
+def test_an_extra_table_named_in_the_constant_is_accepted_only_with_allowed_cells(central, monkeypatch):
+    import connector.central.validate as validate
+
+    monkeypatch.setattr(validate, "EXTRA_TABLE_FILES", ("victim_perpetrator.csv",))
+    bundle = make_bundle("ngo-a")
+    bad = _with_listed_extras(bundle.files, {"victim_perpetrator.csv": b"gender,perpetratorName\nFemale,Ivan Petrov\n"})
+    response = central.upload(bad, key=bundle.release_id)
+    assert response.status_code == 422 and "victim_perpetrator.csv: column perpetratorName: not a column" in _reasons(response)
+    assert "Ivan" not in response.text and central.stored() == (0, [])
+    good = _with_listed_extras(bundle.files, {"victim_perpetrator.csv": b"gender,isForcedLabour\nFemale,1\n*,0\n"})
+    assert central.upload(good, key=bundle.release_id).status_code == 201
+    assert central.upload(_with_listed_extras(bundle.files, {"other.csv": b"a\n1\n"}), key=bundle.release_id).status_code == 422
