@@ -415,8 +415,10 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
             entry = conn.execute(select(release_files).where((release_files.c.release_pk == row.pk) & (release_files.c.name == name))).first()
         if entry is None:
             raise HTTPException(404, detail={"error": f"release {release_id} has no file {name}", "reasons": [], "hint": None})
-        # A partner's report.html is shown to the central team: no script, no outside request may run.
-        headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
+        # A partner's report.html is shown to the central team: no script, no outside request, no
+        # form may run (`sandbox` also gives it an origin of its own, away from the receiver's).
+        headers = {"X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'none'; sandbox"}
         content = objects.get(entry.sha256)
         if entry.name.endswith(".csv"):  # uploads with formula cells are refused; this guards older data
             content = escape_csv(content)

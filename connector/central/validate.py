@@ -9,7 +9,8 @@ Checks, in order, each failure one reason a partner's IT person can act on:
    receiver speaks, the CSV header equals the package's fields, and each field's name, role and
    type are those of the common release schema; every cell is an allowed value of its column
    (`cells.py`: codes, hierarchy labels at any level, flag names, the partner's registered
-   Datasource, blank or `*`) and none is a spreadsheet formula;
+   Datasource, blank or `*`) and none is a spreadsheet formula; codebook.md and report.html are
+   byte for byte what the receiver renders from the schema and privacy.json;
 4. privacy: the privacy gate runs again on the received table (no identifier or free-text column,
    k holds, `privacy.json` says as many rows as there are); the received bytes are the gate's
    canonical bytes; k is at least the receiver's minimum; quasi-identifier values are labels of
@@ -33,7 +34,7 @@ import pandas as pd
 from connector.central.auth import DEFAULT_DATASOURCES
 from connector.central.cells import ColumnRule, cell_problems, column_rules
 from connector.central.merge import builtin_hierarchy, is_label
-from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
+from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, REPORT_FILE, release_id_of, table_schema
 from connector.schema import Schema
 from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
 from privacy.hierarchies import BUILTIN, DEFAULT_COLUMN_HIERARCHIES, load_builtin
@@ -117,6 +118,22 @@ def check_extra_tables(files: dict[str, bytes], rules: dict[str, ColumnRule]) ->
             reasons.append(f"{name} is not UTF-8 CSV ({type(exc).__name__})")
             continue
         reasons += [f"{name}: {reason}" for reason in cell_problems(header, rows, rules)]
+    return reasons
+
+
+def derived_file_problems(files: dict[str, bytes], privacy: dict[str, Any], partner: str, schema: Schema) -> list[str]:
+    """codebook.md and report.html are rendered deterministically from the schema and from
+    privacy.json, so the receiver renders them too and accepts only identical bytes: served files
+    (report.html is HTML the central team opens) cannot carry anything the connector did not write
+    there: no personal data, no form, no link."""
+    from connector.codebook import render_codebook_markdown
+    from privacy.report import render_report
+
+    reasons = []
+    if files.get("codebook.md") != render_codebook_markdown(schema).encode("utf-8"):
+        reasons.append(f"codebook.md is not the codebook of the common release schema {schema.version} (edited, or written by another connector version)")
+    if files.get(REPORT_FILE) != render_report(privacy, partner=partner):
+        reasons.append("report.html is not the report this receiver renders from privacy.json (edited, or written by another connector version)")
     return reasons
 
 
@@ -291,6 +308,7 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
         reasons.append(f"manifest.json method {manifest.get('method')!r} != privacy.json method {privacy.get('method')!r}")
     warnings: list[str] = []
     reasons += _levels(release, table, privacy, warnings)
+    reasons += derived_file_problems(files, privacy, partner, schema)
     if reasons:
         raise UploadRefused(422, "the release does not match the common release schema or its privacy record", reasons)
 

