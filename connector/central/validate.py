@@ -9,8 +9,9 @@ Checks, in order, each failure one reason a partner's IT person can act on:
    receiver speaks, the CSV header equals the package's fields, and each field's name, role and
    type are those of the common release schema; every cell is an allowed value of its column
    (`cells.py`: codes, hierarchy labels at any level, flag names, the partner's registered
-   Datasource, blank or `*`) and none is a spreadsheet formula; codebook.md and report.html are
-   byte for byte what the receiver renders from the schema and privacy.json;
+   Datasource, blank or `*`) and none is a spreadsheet formula; datapackage.json, codebook.md,
+   privacy.json and report.html are byte for byte what the receiver builds itself from the admitted
+   table (`build_bundle`), and the manifest's free fields match patterns;
 4. privacy: the privacy gate runs again on the received table (no identifier or free-text column,
    k holds, `privacy.json` says as many rows as there are); the received bytes are the gate's
    canonical bytes; k is at least the receiver's minimum; quasi-identifier values are labels of
@@ -34,7 +35,7 @@ import pandas as pd
 from connector.central.auth import DEFAULT_DATASOURCES
 from connector.central.cells import ColumnRule, cell_problems, column_rules
 from connector.central.merge import builtin_hierarchy, is_label
-from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, REPORT_FILE, release_id_of, table_schema
+from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
 from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
 from privacy.hierarchies import BUILTIN, DEFAULT_COLUMN_HIERARCHIES, load_builtin
@@ -121,19 +122,32 @@ def check_extra_tables(files: dict[str, bytes], rules: dict[str, ColumnRule]) ->
     return reasons
 
 
-def derived_file_problems(files: dict[str, bytes], privacy: dict[str, Any], partner: str, schema: Schema) -> list[str]:
-    """codebook.md and report.html are rendered deterministically from the schema and from
-    privacy.json, so the receiver renders them too and accepts only identical bytes: served files
-    (report.html is HTML the central team opens) cannot carry anything the connector did not write
-    there: no personal data, no form, no link."""
-    from connector.codebook import render_codebook_markdown
-    from privacy.report import render_report
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,39}$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$")
+_MANIFEST_KEYS = {"release_id", "partner", "created_at", "run_ids", "schema_version", "connector_version", "method", "rows", "files"}
 
-    reasons = []
-    if files.get("codebook.md") != render_codebook_markdown(schema).encode("utf-8"):
-        reasons.append(f"codebook.md is not the codebook of the common release schema {schema.version} (edited, or written by another connector version)")
-    if files.get(REPORT_FILE) != render_report(privacy, partner=partner):
-        reasons.append("report.html is not the report this receiver renders from privacy.json (edited, or written by another connector version)")
+
+def rebuilt_file_problems(files: dict[str, bytes], release: Release, manifest: dict[str, Any], partner: str, schema: Schema) -> list[str]:
+    """The receiver rebuilds the bundle from the table its own gate admitted (`build_bundle`, the
+    connector's one way to make a bundle) and accepts only identical content files: the
+    datapackage's descriptions, the codebook and report.html (HTML the central team opens) cannot
+    carry anything the connector did not write there. The manifest's free fields get patterns."""
+    from connector.release import build_bundle
+
+    expected = build_bundle(release, partner=partner, schema=schema, run_ids=[]).files
+    reasons = [f"{name} is not what this receiver builds from the admitted table and privacy.json (edited, or written by another connector version)"
+               for name in CONTENT_FILES if name != DATA_FILE and files.get(name) != expected[name]]
+    extra = sorted(set(manifest) - _MANIFEST_KEYS)
+    if extra:
+        reasons.append(f"manifest.json has keys a release manifest does not have: {[str(k)[:40] for k in extra[:_MAX_LISTED]]}")
+    run_ids = manifest.get("run_ids")
+    if not isinstance(run_ids, list) or not all(isinstance(r, str) and _RUN_ID.match(r) for r in run_ids):
+        reasons.append(f"manifest.json run_ids must be a list of ids matching {_RUN_ID.pattern}")
+    if not isinstance(manifest.get("created_at"), str) or not _TIMESTAMP.match(manifest["created_at"]):
+        reasons.append("manifest.json created_at must be an ISO 8601 time with its offset")
+    if not isinstance(manifest.get("connector_version"), str) or not _VERSION.match(manifest["connector_version"]):
+        reasons.append(f"manifest.json connector_version must match {_VERSION.pattern}")
     return reasons
 
 
@@ -308,12 +322,13 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
         reasons.append(f"manifest.json method {manifest.get('method')!r} != privacy.json method {privacy.get('method')!r}")
     warnings: list[str] = []
     reasons += _levels(release, table, privacy, warnings)
-    reasons += derived_file_problems(files, privacy, partner, schema)
+    if not reasons:
+        reasons += rebuilt_file_problems(files, release, manifest, partner, schema)
     if reasons:
         raise UploadRefused(422, "the release does not match the common release schema or its privacy record", reasons)
 
     report = {
-        "checks": ["files", "manifest checksums", "release id", f"schema {version}", "privacy gate", "canonical bytes", "levels"],
+        "checks": ["files", "manifest checksums", "release id", f"schema {version}", "privacy gate", "canonical bytes", "levels", "allowed cells", "hierarchies", "rebuilt bundle"],
         "gate": f"passed: k={k} on {release.row_count} rows" if privacy.get("method") == "k_anonymity" else "passed",
         "warnings": warnings,
     }

