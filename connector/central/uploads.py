@@ -235,6 +235,9 @@ async def receive_parts(request: Request, staging: Staging, known: Callable[[str
         parser.finalize()
     except UploadRefused:
         raise
+    except OSError as exc:  # the staging disk, not the client: full, read-only, gone
+        raise UploadRefused(503, "the receiver could not stage the upload", [exc.strerror or type(exc).__name__],
+                            hint="retry later; the central team should check the receiver's disk", headers={"Retry-After": "60"}) from None
     except Exception as exc:  # noqa: BLE001 - any multipart parse failure is the client's
         if getattr(exc, "status", None) in (413, 503):  # the body limits, raised from receive()
             raise

@@ -403,3 +403,17 @@ def test_served_files_must_be_what_the_receiver_builds_from_the_admitted_table(c
     assert central.upload(bundle).status_code == 201
     served = central.client.get(f"/releases/{bundle.release_id}/files/report.html", headers=central.auth("admin"))
     assert "sandbox" in served.headers["content-security-policy"] and "form-action 'none'" in served.headers["content-security-policy"]
+
+
+def test_a_full_staging_disk_is_a_503_to_retry_not_the_clients_fault(central, monkeypatch):
+    import errno
+
+    from connector.central import uploads
+
+    def full(self, data, start, end):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(uploads._PartWriter, "part_data", full)
+    response = central.upload(make_bundle("ngo-a"))
+    assert response.status_code == 503 and response.headers["retry-after"] == "60"
+    assert "No space left on device" in _reasons(response) and central.stored() == (0, [])
