@@ -233,14 +233,12 @@ async def receive_parts(request: Request, staging: Staging, known: Callable[[str
             for start in range(0, len(chunk), CHUNK):
                 parser.write(chunk[start:start + CHUNK])
         parser.finalize()
-    except UploadRefused:
+    except UploadRefused:  # a refused part, or the body limits (raised from receive())
         raise
     except OSError as exc:  # the staging disk, not the client: full, read-only, gone
         raise UploadRefused(503, "the receiver could not stage the upload", [exc.strerror or type(exc).__name__],
                             hint="retry later; the central team should check the receiver's disk", headers={"Retry-After": "60"}) from None
     except Exception as exc:  # noqa: BLE001 - any multipart parse failure is the client's
-        if getattr(exc, "status", None) in (413, 503):  # the body limits, raised from receive()
-            raise
         raise UploadRefused(400, "the multipart body cannot be parsed", [type(exc).__name__]) from None
     finally:
         writer.close()
