@@ -160,7 +160,8 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             f"new parts of at least k cases, each protected on its own, and a part with a corrected or deleted case is "
             f"withdrawn whole. Comparing this release with an earlier one shows whole parts added or removed, never one case.</p>"
         )
-        kept = [(c, d) for c, d in detail.items() if isinstance(d, Mapping)]
+        order = [c for c in privacy.get("importance") or [] if c in detail] + sorted(c for c in detail if c not in (privacy.get("importance") or []))
+        kept = [(c, detail[c]) for c in order if isinstance(detail[c], Mapping)]  # privacy.json is written with sorted keys
         lost = (
             "<p>Nothing was invented and no case was changed: each value is either as recorded, a coarser group of it, or "
             "hidden (<code>*</code>). How much of each kind of detail this release keeps (shares of its rows):</p>"

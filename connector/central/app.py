@@ -7,12 +7,15 @@
     GET  /harmonized/manifest.json    what the merge did
     GET  /partners, /whoami, /healthz
     GET  /                            the central team's page (admin; browsers may use Basic auth
-                                      with the token as password)
+                                      with the token as password, for GETs only)
     GET  /openapi.json, /docs
 
 Security: bodies above `max_upload_bytes` get 413 (checked on Content-Length and while reading);
-uploads must be multipart/form-data (415 otherwise); ids in paths are validated by pattern and
-files are found through DB rows, never by a path a request names; tokens are compared in constant
+uploads are streamed to disk (uploads.py), and bodies in flight beyond `max_inflight_upload_bytes`
+get 503 with Retry-After; uploads must be multipart/form-data (415 otherwise) and hold exactly a
+release's files; every response carries security headers (security.py); Basic auth only for an
+admin's GET; ids in paths are validated by pattern and files are found through DB rows, never by a
+path a request names; tokens are compared in constant
 time and never logged (log lines carry the partner and release id only). TLS is terminated by a
 reverse proxy (deploy/central/).
 """
@@ -34,14 +37,15 @@ from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from starlette.datastructures import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connector.central.auth import Principal, authenticate
+from connector.central.auth import Principal, authenticate, partner_datasource_values
+from connector.central.cells import escape_csv
 from connector.central.db import make_engine, now, partners, release_files, releases
 from connector.central.merge import MergeInput, MergeRefused, Merged, merge_releases, parquet_bytes
 from connector.central.objects import ObjectStore
-from connector.central.validate import FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload
+from connector.central.security import SecurityHeaders
+from connector.central.uploads import BodyLimits, Staging, UploadBudget, precheck, receive_parts
+from connector.central.validate import FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload, unknown_files
 from connector.destinations.s3 import content_type
 from connector.schema import Schema, load_schema
 
@@ -51,6 +55,14 @@ FILE_NAME_PATTERN = FILE_NAME.pattern
 MB = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class _MergeEntry:
+    key: str  # the release ids merged, in partner order
+    merged: Merged | None
+    refused: list[str] | None
+    csv: bytes  # harmonized.csv as served (formula cells escaped)
+
+
 @dataclass
 class CentralSettings:
     """Where the receiver keeps its state, and its limits."""
@@ -58,6 +70,8 @@ class CentralSettings:
     database_url: str = "sqlite:///central-data/central.sqlite"
     data_dir: Path = Path("central-data")
     max_upload_bytes: int = 64 * MB
+    max_inflight_upload_bytes: int = 256 * MB  # all uploads together; beyond it: 503 + Retry-After
+    check_slots: int = 2  # releases read into memory and checked at once (the rest wait)
     min_k: int = 2
     schema: Schema | None = field(default=None, repr=False)
 
@@ -133,42 +147,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 # -- middleware --------------------------------------------------------------------------------
 
 
-class BodyLimit:
-    """Refuse bodies above `max_bytes`: at once on Content-Length, else while they are read."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.max_bytes
-            except ValueError:
-                too_big = True
-            if too_big:
-                response = JSONResponse({"detail": {"error": "request body too large", "reasons": [f"the limit is {self.max_bytes} bytes"], "hint": None}}, status_code=413)
-                await response(scope, receive, send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, detail={"error": "request body too large", "reasons": [f"the limit is {self.max_bytes} bytes"], "hint": None})
-            return message
-
-        await self.app(scope, limited, send)
-
-
 # -- the app -----------------------------------------------------------------------------------
 
 
@@ -189,29 +167,40 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.objects = objects
     app.state.settings = settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.state.upload_budget = budget = UploadBudget(settings.max_inflight_upload_bytes)
+    check_slots = threading.BoundedSemaphore(max(1, settings.check_slots))
+    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, budget=budget)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(UploadRefused)
     async def _refused(_request: Request, exc: UploadRefused) -> JSONResponse:
-        return JSONResponse({"detail": exc.as_detail()}, status_code=exc.status)
+        return JSONResponse({"detail": exc.as_detail()}, status_code=exc.status, headers=exc.headers or None)
 
     # -- auth --------------------------------------------------------------------------------
 
     def principal(request: Request) -> Principal:
+        """Bearer tokens everywhere. Basic auth (a browser's cached credentials) only for the
+        admin's page views: GET/HEAD by an admin token, so no other site can make a browser upload
+        or write with credentials it remembers."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         token: str | None = None
+        basic = scheme.lower() == "basic"
+        page_view = request.method in ("GET", "HEAD")
         if scheme.lower() == "bearer":
             token = value.strip()
-        elif scheme.lower() == "basic":  # browsers: any user name, the token as password
+        elif basic and page_view:  # browsers: any user name, the token as password
             try:
                 token = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
             except (ValueError, UnicodeDecodeError):
                 token = None
         found = authenticate(engine, token)
+        if found is not None and basic and not found.is_admin:
+            found = None
         if found is None:
-            raise HTTPException(401, detail={"error": "a valid token is required", "reasons": [], "hint": "send Authorization: Bearer <token>"},
-                                headers={"WWW-Authenticate": 'Bearer, Basic realm="htcds-central"'})
+            hint = "send Authorization: Bearer <token>" + ("; Basic auth is accepted only for the central team's page views" if basic else "")
+            raise HTTPException(401, detail={"error": "a valid token is required", "reasons": [], "hint": hint},
+                                headers={"WWW-Authenticate": 'Bearer, Basic realm="htcds-central"' if page_view else "Bearer"})
         return found
 
     def admin(who: Principal = Depends(principal)) -> Principal:
@@ -292,31 +281,62 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
                 return conn.execute(select(releases).where(releases.c.pk == pk)).first(), True
         raise UploadRefused(409, "could not store the release after concurrent updates; retry")
 
-    def latest_inputs() -> list[MergeInput]:
+    def latest_rows() -> list[Any]:
+        """Each partner's latest release with its data.csv's object: one query, no file read."""
+        newest = select(releases.c.partner_id, func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
+        query = (
+            select(releases.c.partner_id, releases.c.release_id, releases.c.version, releases.c.privacy, release_files.c.sha256)
+            .join(newest, (releases.c.partner_id == newest.c.partner_id) & (releases.c.version == newest.c.version))
+            .join(release_files, (release_files.c.release_pk == releases.c.pk) & (release_files.c.name == "data.csv"))
+            .order_by(releases.c.partner_id)
+        )
         with engine.connect() as conn:
-            newest = select(releases.c.partner_id, func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
-            rows = conn.execute(
-                select(releases).join(newest, (releases.c.partner_id == newest.c.partner_id) & (releases.c.version == newest.c.version)).order_by(releases.c.partner_id)
-            ).all()
-            inputs = []
-            for row in rows:
-                sha = conn.execute(select(release_files.c.sha256).where((release_files.c.release_pk == row.pk) & (release_files.c.name == "data.csv"))).scalar_one()
-                inputs.append(MergeInput(row.partner_id, row.release_id, row.version, objects.get(sha), json.loads(row.privacy)))
-        return inputs
+            return list(conn.execute(query).all())
+
+    def merge_entry() -> _MergeEntry:
+        """The merge of the latest releases, computed once per set of release ids (a refusal too).
+        While one thread merges a newer set, other readers get the previous merge (its manifest
+        names the releases it holds) instead of queueing behind the merge; a reader with no
+        previous merge waits for it."""
+        rows = latest_rows()
+        if not rows:
+            raise HTTPException(404, detail={"error": "no releases received yet", "reasons": [], "hint": None})
+        key = ",".join(row.release_id for row in rows)
+        cached = merge_cache.get("entry")
+        if cached is not None and cached.key == key:
+            return cached
+        if cached is not None and not merge_lock.acquire(blocking=False):
+            return cached
+        if cached is None:
+            merge_lock.acquire()
+        try:
+            cached = merge_cache.get("entry")
+            if cached is not None and cached.key == key:
+                return cached
+            inputs = [MergeInput(row.partner_id, row.release_id, row.version, objects.get(row.sha256), json.loads(row.privacy)) for row in rows]
+            try:
+                merged = merge_releases(inputs, schema)
+                entry = _MergeEntry(key, merged, None, escape_csv(merged.release.data_csv))
+            except MergeRefused as exc:
+                entry = _MergeEntry(key, None, exc.reasons, b"")
+            merge_cache["entry"] = entry
+            return entry
+        finally:
+            merge_lock.release()
+
+    def passed(entry: _MergeEntry) -> Merged:
+        if entry.merged is None:
+            raise HTTPException(409, detail={"error": "the merged dataset does not pass the gate", "reasons": entry.refused or [], "hint": None})
+        return entry.merged
 
     def harmonized() -> Merged:
-        inputs = latest_inputs()
-        if not inputs:
-            raise HTTPException(404, detail={"error": "no releases received yet", "reasons": [], "hint": None})
-        key = ",".join(item.release_id for item in inputs)
-        with merge_lock:
-            if merge_cache.get("key") != key:
-                try:
-                    merge_cache["value"] = merge_releases(inputs, schema)
-                except MergeRefused as exc:
-                    raise HTTPException(409, detail={"error": "the merged dataset does not pass the gate", "reasons": exc.reasons, "hint": None}) from None
-                merge_cache["key"] = key
-            return merge_cache["value"]
+        return passed(merge_entry())
+
+    def harmonized_csv_bytes() -> bytes:
+        """harmonized.csv as served: formula cells escaped (cached with the merge)."""
+        entry = merge_entry()
+        passed(entry)
+        return entry.csv
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -352,32 +372,19 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
         idempotency_key: str | None = Header(None, alias="Idempotency-Key", pattern=RELEASE_ID_PATTERN),
     ) -> JSONResponse:
         """Upload a release. It is stored only if every check passes; the same release again is a no-op (200)."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "multipart/form-data":
-            raise UploadRefused(415, "uploads are multipart/form-data", [f"got {kind or 'no content type'}"], hint="send one `files` part per file")
-        try:
-            form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
-        except HTTPException:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any multipart parse failure is the client's
-            raise UploadRefused(400, "the multipart body cannot be parsed", [type(exc).__name__]) from None
-        files: dict[str, bytes] = {}
-        try:
-            for key, value in form.multi_items():
-                if key != "files" or not isinstance(value, UploadFile):
-                    raise UploadRefused(400, "only `files` parts with a filename are accepted", [f"unexpected part {key[:40]!r}"])
-                name = value.filename or ""
-                if not FILE_NAME.match(name):
-                    raise UploadRefused(422, "file names not allowed", [f"{name[:100]!r} does not match {FILE_NAME_PATTERN}"])
-                if name in files:
-                    raise UploadRefused(400, "a file was sent twice", [name])
-                files[name] = await value.read()
-        finally:
-            await form.close()
-        if not files:
-            raise UploadRefused(400, "no files were uploaded", hint="send one `files` part per file of the release folder")
-        checked = await run_in_threadpool(check_upload, files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key, min_k=settings.min_k)
-        row, created = await run_in_threadpool(store, checked)
+        with Staging(Path(settings.data_dir) / "staging") as staging:
+            parts = await receive_parts(request, staging, known=lambda name: unknown_files([name]))
+            await run_in_threadpool(precheck, parts)
+            datasources = await run_in_threadpool(partner_datasource_values, engine, who.partner or "")
+
+            def check_and_store() -> tuple[Any, bool]:
+                with check_slots:  # the files are read into memory only here, a few releases at a time
+                    files = {name: part.read() for name, part in parts.items()}
+                    checked = check_upload(files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key,
+                                           min_k=settings.min_k, datasources=datasources)
+                    return store(checked)
+
+            row, created = await run_in_threadpool(check_and_store)
         log.info("release %s", "accepted" if created else "already stored", extra={"partner": row.partner_id, "release_id": row.release_id, "version": row.version})
         body = {"release_id": row.release_id, "partner": row.partner_id, "version": row.version, "created": created, "url": f"/releases/{row.release_id}"}
         return JSONResponse(body, status_code=201 if created else 200, headers={"Location": f"/releases/{row.release_id}"})
@@ -408,9 +415,14 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
             entry = conn.execute(select(release_files).where((release_files.c.release_pk == row.pk) & (release_files.c.name == name))).first()
         if entry is None:
             raise HTTPException(404, detail={"error": f"release {release_id} has no file {name}", "reasons": [], "hint": None})
-        # A partner's report.html is shown to the central team: no script, no outside request may run.
-        headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
-        return Response(objects.get(entry.sha256), media_type=entry.content_type, headers=headers)
+        # A partner's report.html is shown to the central team: no script, no outside request, no
+        # form may run (`sandbox` also gives it an origin of its own, away from the receiver's).
+        headers = {"X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'none'; sandbox"}
+        content = objects.get(entry.sha256)
+        if entry.name.endswith(".csv"):  # uploads with formula cells are refused; this guards older data
+            content = escape_csv(content)
+        return Response(content, media_type=entry.content_type, headers=headers)
 
     @app.get("/partners", response_model=list[PartnerSummary], responses=_errors(401, 403), tags=["central"])
     def list_partners(_who: Principal = Depends(admin)) -> list[dict[str, Any]]:
@@ -418,8 +430,8 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
 
     @app.get("/harmonized.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
     async def harmonized_csv(_who: Principal = Depends(admin)) -> Response:
-        merged = await run_in_threadpool(harmonized)
-        return Response(merged.release.data_csv, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized.csv"'})
+        data = await run_in_threadpool(harmonized_csv_bytes)
+        return Response(data, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized.csv"'})
 
     @app.get("/harmonized.parquet", response_class=Response, responses={200: {"content": {"application/vnd.apache.parquet": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
     async def harmonized_parquet(_who: Principal = Depends(admin)) -> Response:
@@ -452,14 +464,18 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
 
 
 def partner_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every partner with its release count and latest release: two queries, not two per partner
+    (the page is read often; bench/central_load.py)."""
+    counts = select(releases.c.partner_id, func.count().label("n"), func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
+    query = (
+        select(partners.c.id, partners.c.name, counts.c.n, releases.c.release_id, releases.c.received_at)
+        .outerjoin(counts, counts.c.partner_id == partners.c.id)
+        .outerjoin(releases, (releases.c.partner_id == partners.c.id) & (releases.c.version == counts.c.version))
+        .order_by(partners.c.id)
+    )
     with engine.connect() as conn:
-        out = []
-        for p in conn.execute(select(partners).order_by(partners.c.id)).all():
-            latest = conn.execute(select(releases).where(releases.c.partner_id == p.id).order_by(releases.c.version.desc()).limit(1)).first()
-            count = conn.execute(select(func.count()).select_from(releases).where(releases.c.partner_id == p.id)).scalar_one()
-            out.append({"id": p.id, "name": p.name, "releases": count, "latest_release": latest.release_id if latest else None,
-                        "latest_received_at": _iso(latest.received_at) if latest else None})
-        return out
+        return [{"id": row.id, "name": row.name, "releases": row.n or 0, "latest_release": row.release_id,
+                 "latest_received_at": _iso(row.received_at) if row.release_id else None} for row in conn.execute(query).all()]
 
 
 def _iso(value: Any) -> str:
@@ -470,4 +486,4 @@ def _iso(value: Any) -> str:
     return value.isoformat(timespec="seconds")
 
 
-__all__ = ["BodyLimit", "CentralSettings", "create_app"]
+__all__ = ["CentralSettings", "create_app"]

@@ -30,6 +30,7 @@ def _settings(args: argparse.Namespace) -> CentralSettings:
         database_url=url,
         data_dir=data_dir,
         max_upload_bytes=int(getattr(args, "max_upload_mb", 64) * MB),
+        max_inflight_upload_bytes=int(getattr(args, "max_inflight_upload_mb", 256) * MB),
         min_k=int(getattr(args, "min_k", 2)),
     )
 
@@ -49,7 +50,8 @@ def add_partner(args: argparse.Namespace) -> int:
             if not args.partner:
                 print("give a partner id (e.g. ngo-athens) or --admin", file=sys.stderr)
                 return 2
-            token, who = create_partner(engine, args.partner, args.name or "", new_token=args.new_token), f"partner {args.partner}"
+            token = create_partner(engine, args.partner, args.name or "", new_token=args.new_token, datasources=getattr(args, "datasource", None) or ())
+            who = f"partner {args.partner}"
     except (PartnerExists, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -84,6 +86,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (keep 127.0.0.1 behind a reverse proxy)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-upload-mb", type=float, default=64, help="largest accepted request body")
+    p.add_argument("--max-inflight-upload-mb", type=float, default=256, help="all request bodies being received at once; beyond it 503 + Retry-After")
     p.add_argument("--min-k", type=int, default=2, help="refuse k-anonymous releases with a smaller k")
     p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-* headers")
     p.set_defaults(func=serve)
@@ -95,6 +98,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", default="", help="display name")
     p.add_argument("--admin", action="store_true", help="issue an admin token for the central team instead")
     p.add_argument("--new-token", action="store_true", help="issue another token for an existing partner (rotation)")
+    p.add_argument("--datasource", action="append", default=None,
+                   help="a Datasource value this partner's releases may carry (repeatable; default: Case Management and Hotline)")
     p.set_defaults(func=add_partner)
 
 
@@ -110,7 +115,9 @@ class ServerThread:
 
         import uvicorn
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP;
+        # without it every keep-alive response waited ~40 ms for a delayed ACK (Nagle).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]

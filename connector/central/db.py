@@ -36,6 +36,16 @@ partners = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# The `Datasource` values a partner's releases may carry (CTDC: "Case Management", "Hotline"). Set by
+# the central team at registration; a partner with no row here may use auth.DEFAULT_DATASOURCES. A
+# table of its own, so receivers created before it gain it through create_all.
+partner_datasources = Table(
+    "partner_datasources",
+    metadata,
+    Column("partner_id", String(63), ForeignKey("partners.id"), primary_key=True),
+    Column("datasource", String(100), primary_key=True),
+)
+
 tokens = Table(
     "tokens",
     metadata,
@@ -85,7 +95,9 @@ def make_engine(url: str) -> Engine:
     """An engine with the tables created; SQLite gets foreign keys and a busy timeout."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, pool_pre_ping=True)
+    # The app serves requests from a thread pool (40 threads): a pool of 5 made reads queue for a
+    # connection under load (bench/central_load.py).
+    engine = create_engine(url, future=True, pool_pre_ping=True, pool_size=20, max_overflow=20, pool_timeout=30)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -93,10 +105,14 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
+            # WAL: readers are not blocked while an upload commits (the default rollback journal
+            # locks the whole file for every write).
+            if not url.startswith("sqlite:///:memory:") and url != "sqlite://":
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
     metadata.create_all(engine)
     return engine
 
 
-__all__ = ["make_engine", "metadata", "now", "partners", "release_files", "releases", "tokens"]
+__all__ = ["make_engine", "metadata", "now", "partner_datasources", "partners", "release_files", "releases", "tokens"]

@@ -1,16 +1,22 @@
 """Re-validate an uploaded release: trust nothing the partner's connector says about its own bundle.
 
 Checks, in order, each failure one reason a partner's IT person can act on:
-1. the file set: the content files of a release plus `manifest.json`, names from a fixed pattern;
+1. the file set: exactly the content files of a release plus `manifest.json` (and the tables of
+   EXTRA_TABLE_FILES): any other file, uploaded or only listed in the manifest, is refused;
 2. the manifest: its partner is the uploader, every file's SHA-256 and size match, and the release
    id is the content hash the connector computes (so the id is a true idempotency key);
 3. the schema: `datapackage.json` and the manifest name the common release schema version this
    receiver speaks, the CSV header equals the package's fields, and each field's name, role and
-   type are those of the common release schema; categorical columns hold only allowed values;
+   type are those of the common release schema; every cell is an allowed value of its column
+   (`cells.py`: codes, hierarchy labels at any level, flag names, the partner's registered
+   Datasource, blank or `*`) and none is a spreadsheet formula; datapackage.json, codebook.md,
+   privacy.json and report.html are byte for byte what the receiver builds itself from the admitted
+   table (`build_bundle`), and the manifest's free fields match patterns;
 4. privacy: the privacy gate runs again on the received table (no identifier or free-text column,
    k holds, `privacy.json` says as many rows as there are); the received bytes are the gate's
    canonical bytes; k is at least the receiver's minimum; quasi-identifier values are labels of
-   the level `privacy.json` claims.
+   the level `privacy.json` claims, and that hierarchy and level are packaged ones this receiver
+   knows (an unknown hierarchy or level is refused).
 
 Refusals are `UploadRefused(status, error, reasons, hint)`; the app turns them into 4xx responses.
 """
@@ -22,30 +28,52 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
+from connector.central.auth import DEFAULT_DATASOURCES
+from connector.central.cells import ColumnRule, cell_problems, column_rules
 from connector.central.merge import builtin_hierarchy, is_label
 from privacy.hierarchies import BUILTIN
 from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
 from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
+from privacy.hierarchies import BUILTIN, DEFAULT_COLUMN_HIERARCHIES, load_builtin
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RELEASE_ID = re.compile(r"^r-[0-9a-f]{20}$")
 MAX_FILES = 16
 _MAX_LISTED = 10
+# Tables a release may carry besides data.csv. Empty today: a name added here (for example
+# "victim_perpetrator.csv") passes the file-set check, and every cell of it is then held to the
+# release view's allowed values like data.csv's (a column the view does not know is refused). Its
+# privacy is NOT re-checked (no gate, no k): add that check in check_upload together with the name.
+EXTRA_TABLE_FILES: tuple[str, ...] = ()
+
+
+def known_files() -> frozenset[str]:
+    """Every file name a release may hold: the connector's content files, the manifest, and the
+    extra tables of EXTRA_TABLE_FILES. Anything else is refused, listed or not (a file the manifest
+    lists would otherwise be stored and served without any check)."""
+    return frozenset((*CONTENT_FILES, MANIFEST_FILE, *EXTRA_TABLE_FILES))
+
+
+def unknown_files(names: Any) -> list[str]:
+    """Names not in `known_files()`, sorted; one reason each, for a 422."""
+    allowed = known_files()
+    return [f"{name[:100]!r} is not a file of a release (allowed: {', '.join(sorted(allowed))})" for name in sorted(map(str, names)) if name not in allowed]
 
 
 class UploadRefused(Exception):
     """An upload the receiver will not store. `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, error: str, reasons: list[str] | None = None, hint: str | None = None):
+    def __init__(self, status: int, error: str, reasons: list[str] | None = None, hint: str | None = None, headers: dict[str, str] | None = None):
         self.status = status
         self.error = error
         self.reasons = list(reasons or [])
         self.hint = hint
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 503
         super().__init__(error + (": " + "; ".join(self.reasons) if self.reasons else ""))
 
     def as_detail(self) -> dict[str, Any]:
@@ -80,14 +108,110 @@ def _json_object(files: dict[str, bytes], name: str, reasons: list[str]) -> dict
     return value
 
 
-def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idempotency_key: str | None = None, min_k: int = 2) -> CheckedRelease:
-    """Every check of the module docstring; returns the checked release or raises UploadRefused."""
+def check_extra_tables(files: dict[str, bytes], rules: dict[str, ColumnRule]) -> list[str]:
+    """The cells of every extra table (EXTRA_TABLE_FILES) under the same rules as data.csv's."""
+    reasons: list[str] = []
+    for name in EXTRA_TABLE_FILES:
+        if name not in files:
+            continue
+        try:
+            header, rows = parse_csv_bytes(files[name])
+        except (UnicodeDecodeError, csv.Error) as exc:
+            reasons.append(f"{name} is not UTF-8 CSV ({type(exc).__name__})")
+            continue
+        reasons += [f"{name}: {reason}" for reason in cell_problems(header, rows, rules)]
+    return reasons
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,39}$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$")
+_MANIFEST_KEYS = {"release_id", "partner", "created_at", "run_ids", "schema_version", "connector_version", "method", "rows", "files"}
+
+
+def rebuilt_file_problems(files: dict[str, bytes], release: Release, manifest: dict[str, Any], partner: str, schema: Schema) -> list[str]:
+    """The receiver rebuilds the bundle from the table its own gate admitted (`build_bundle`, the
+    connector's one way to make a bundle) and accepts only identical content files: the
+    datapackage's descriptions, the codebook and report.html (HTML the central team opens) cannot
+    carry anything the connector did not write there. The manifest's free fields get patterns."""
+    from connector.release import build_bundle
+
+    expected = build_bundle(release, partner=partner, schema=schema, run_ids=[]).files
+    reasons = [f"{name} is not what this receiver builds from the admitted table and privacy.json (edited, or written by another connector version)"
+               for name in CONTENT_FILES if name != DATA_FILE and files.get(name) != expected[name]]
+    extra = sorted(set(manifest) - _MANIFEST_KEYS)
+    if extra:
+        reasons.append(f"manifest.json has keys a release manifest does not have: {[str(k)[:40] for k in extra[:_MAX_LISTED]]}")
+    run_ids = manifest.get("run_ids")
+    if not isinstance(run_ids, list) or not all(isinstance(r, str) and _RUN_ID.match(r) for r in run_ids):
+        reasons.append(f"manifest.json run_ids must be a list of ids matching {_RUN_ID.pattern}")
+    if not isinstance(manifest.get("created_at"), str) or not _TIMESTAMP.match(manifest["created_at"]):
+        reasons.append("manifest.json created_at must be an ISO 8601 time with its offset")
+    if not isinstance(manifest.get("connector_version"), str) or not _VERSION.match(manifest["connector_version"]):
+        reasons.append(f"manifest.json connector_version must match {_VERSION.pattern}")
+    return reasons
+
+
+def _claims(privacy: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """column -> (hierarchy name, level) as privacy.json states them: `hierarchies`/`levels` of a
+    k-anonymous release, `binning` of a synthetic one."""
+    names = privacy.get("hierarchies") if isinstance(privacy.get("hierarchies"), dict) else {}
+    # a full-row release keeps each row at its own level, down to the finest level it names
+    levels = privacy.get("finest_levels") if privacy.get("guarantee") == "full_row" else privacy.get("levels")
+    levels = levels if isinstance(levels, dict) else {}
+    out = {column: (names.get(column), levels.get(column)) for column in {*names, *levels}}
+    binning = privacy.get("binning") if isinstance(privacy.get("binning"), dict) else {}
+    for column, spec in binning.items():
+        if isinstance(spec, dict) and column not in out:
+            out[column] = (spec.get("hierarchy"), spec.get("level"))
+    return out
+
+
+def hierarchy_claims(privacy: dict[str, Any], header: list[str], schema: Schema) -> list[str]:
+    """Each quasi-identifier's hierarchy and level in privacy.json must be ones this receiver knows:
+    the packaged hierarchy the common release schema names for the column, and a level of it. A
+    hierarchy the receiver cannot read gives it no way to check the column's labels or lift them,
+    so it is refused, not passed with a warning. A synthetic release's quasi-identifier that was not
+    binned claims nothing (its cells are level-0 labels, which the cell rules check)."""
+    reasons: list[str] = []
+    qis = [c for c in header if schema.role(c) == "quasi_identifier"]
+    named = privacy.get("quasi_identifiers") if isinstance(privacy.get("quasi_identifiers"), list) else []
+    qis += [c for c in named if c in header and c not in qis]
+    claims = _claims(privacy)
+    synthetic = privacy.get("method") == "synthetic"
+    for column in qis:
+        if synthetic and column not in claims:
+            continue
+        name, level = claims.get(column, (None, None))
+        view = schema.view.get(column)
+        expected = (view.hierarchy if view else None) or DEFAULT_COLUMN_HIERARCHIES.get(column)
+        if not isinstance(name, str) or name not in BUILTIN:
+            reasons.append(f"column {column}: privacy.json names hierarchy {str(name)[:40]!r}, which this receiver does not know "
+                           f"(it knows {', '.join(BUILTIN)}; the common release schema uses {expected!r} for this column)")
+            continue
+        if expected is not None and name != expected:
+            reasons.append(f"column {column}: privacy.json names hierarchy {name!r}; the common release schema generalizes it with {expected!r}")
+            continue
+        height = load_builtin(name).height
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= height:
+            reasons.append(f"column {column}: privacy.json level {str(level)[:20]!r} is not a level of hierarchy {name} (0 to {height})")
+    return reasons
+
+
+def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idempotency_key: str | None = None, min_k: int = 2,
+                 datasources: Iterable[str] | None = None) -> CheckedRelease:
+    """Every check of the module docstring; returns the checked release or raises UploadRefused.
+    `datasources`: the partner's registered `Datasource` values (None: CTDC's defaults)."""
     # 1. the file set
     bad = [name for name in files if not FILE_NAME.match(name)]
     if bad:
         raise UploadRefused(422, "file names not allowed", [f"{name!r} does not match {FILE_NAME.pattern}" for name in bad[:_MAX_LISTED]])
     if len(files) > MAX_FILES:
         raise UploadRefused(422, "too many files", [f"{len(files)} files; a release has at most {MAX_FILES}"])
+    unknown = unknown_files(files)
+    if unknown:
+        raise UploadRefused(422, "files that are not part of a release", unknown[:_MAX_LISTED],
+                            hint="upload exactly the files the connector wrote to the release folder")
     missing = [name for name in (*CONTENT_FILES, MANIFEST_FILE) if name not in files]
     if missing:
         raise UploadRefused(422, "the release is incomplete", [f"missing file {name}" for name in missing],
@@ -110,6 +234,10 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
     listed = manifest.get("files")
     if not isinstance(listed, dict):
         raise UploadRefused(422, "manifest.json has no `files` map")
+    unknown = unknown_files(listed)
+    if unknown:
+        raise UploadRefused(422, "manifest.json lists files that are not part of a release", unknown[:_MAX_LISTED],
+                            hint="publish the release folder again exactly as the connector wrote it")
     for name in sorted(set(files) - {MANIFEST_FILE} - set(listed)):
         reasons.append(f"{name} was uploaded but is not listed in manifest.json")
     for name, entry in sorted(listed.items()):
@@ -165,6 +293,13 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
         reasons.append(f"data.csv lines {ragged[:_MAX_LISTED]} do not have {width} fields")
     if reasons:
         raise UploadRefused(422, "data.csv does not match datapackage.json", reasons)
+    rules = column_rules(schema, DEFAULT_DATASOURCES if datasources is None else datasources)
+    reasons += cell_problems(header, rows, rules, roles={name: spec.role for name, spec in schema.fields.items()})
+    reasons += check_extra_tables(files, rules)
+    reasons += hierarchy_claims(privacy, header, schema)
+    if reasons:
+        raise UploadRefused(422, "cells or hierarchies outside what the common release schema allows", reasons,
+                            hint="every published column holds only its codes, labels of its packaged hierarchy, blank or *; values are not shown here on purpose")
 
     # 4. privacy: the gate on exactly the received table
     roles = {**{name: spec.role for name, spec in schema.fields.items()}, **schema.view_roles()}
@@ -190,11 +325,13 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
         reasons.append(f"manifest.json method {manifest.get('method')!r} != privacy.json method {privacy.get('method')!r}")
     warnings: list[str] = []
     reasons += _levels(release, table, privacy, warnings)
+    if not reasons:
+        reasons += rebuilt_file_problems(files, release, manifest, partner, schema)
     if reasons:
         raise UploadRefused(422, "the release does not match the common release schema or its privacy record", reasons)
 
     report = {
-        "checks": ["files", "manifest checksums", "release id", f"schema {version}", "privacy gate", "canonical bytes", "levels"],
+        "checks": ["files", "manifest checksums", "release id", f"schema {version}", "privacy gate", "canonical bytes", "levels", "allowed cells", "hierarchies", "rebuilt bundle"],
         "gate": f"passed: k={k} on {release.row_count} rows" if privacy.get("method") == "k_anonymity" else "passed",
         "warnings": warnings,
     }
@@ -225,16 +362,7 @@ def _schema_fields(release: Release, received: list[dict[str, Any]], schema: Sch
         for key in ("role", "type"):
             if spec.get(key) != want.get(key):
                 reasons.append(f"column {name}: {key} {spec.get(key)!r}, the common release schema says {want.get(key)!r}")
-    _, rows = parse_csv_bytes(release.data_csv)
-    for j, name in enumerate(release.columns):
-        column = schema.view.get(name)
-        if column is None or not column.values or column.role == "quasi_identifier":
-            continue
-        allowed = {str(v) for v in column.values} | {""}
-        odd = sorted({row[j] for row in rows} - allowed)
-        if odd:
-            reasons.append(f"column {name}: values {odd[:_MAX_LISTED]} are not among {sorted(allowed - {''})}")
-    return reasons
+    return reasons  # the cells themselves: cells.cell_problems, before the gate
 
 
 def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warnings: list[str]) -> list[str]:
@@ -284,4 +412,4 @@ def _row_levels(table: pd.DataFrame, privacy: dict[str, Any], names: dict[str, A
     return reasons
 
 
-__all__ = ["CheckedRelease", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "release_id_of"]
+__all__ = ["CheckedRelease", "EXTRA_TABLE_FILES", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "hierarchy_claims", "known_files", "release_id_of", "unknown_files"]

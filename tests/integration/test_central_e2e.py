@@ -221,3 +221,25 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(receiver):
         tested.append(f"{operation.method.upper()} {operation.path}")
     assert "POST /releases" in tested and "GET /harmonized.csv" in tested
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_load_bench_runs_mixed_publishes_and_reads_without_errors(backend, capsys):
+    """bench/central_load.py at a small size: a real receiver process on loopback, every operation
+    exercised, no errors (the full run is `python bench/central_load.py`)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import central_load
+
+    if backend == "postgresql":
+        from tests.unit.test_central_app import _pg_unreachable
+
+        assert _pg_unreachable() is None, _pg_unreachable()  # CI has PostgreSQL: no silent skip
+    code = central_load.main(["--backend", backend, "--clients", "12", "--duration", "2", "--think", "0.05", "--partners", "2",
+                              "--releases", "2", "--rows", "120", "--json"])
+    rows = {row["operation"]: row for row in json.loads(capsys.readouterr().out)}
+    assert code == 0 and all(row["errors"] == 0 for row in rows.values()), rows
+    assert set(rows) == {"publish", "list", "detail", "file", "harmonized", "page", "read (all)"}
+    assert rows["publish"]["requests"] > 0 and rows["read (all)"]["requests"] > 0 and rows["read (all)"]["p99_ms"] >= rows["read (all)"]["p50_ms"]

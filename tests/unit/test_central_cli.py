@@ -49,3 +49,37 @@ def test_admin_token_and_bad_partner_ids(tmp_path, capsys):
 def test_serve_defaults_to_loopback():
     args = parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.func.__name__ == "serve"
+
+
+def test_add_partner_registers_its_datasource_values(tmp_path, capsys):
+    from connector.central.auth import DEFAULT_DATASOURCES, partner_datasource_values
+
+    args = parser().parse_args(["add-partner", "hotline-ua", "--datasource", "Hotline", "--data-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    args = parser().parse_args(["add-partner", "ngo-b", "--data-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    engine = make_engine(f"sqlite:///{tmp_path / 'central.sqlite'}")
+    try:
+        assert partner_datasource_values(engine, "hotline-ua") == ("Hotline",)
+        assert partner_datasource_values(engine, "ngo-b") == DEFAULT_DATASOURCES
+    finally:
+        engine.dispose()
+
+
+def test_the_server_thread_answers_keep_alive_requests_without_nagle_delays():
+    """asyncio sets TCP_NODELAY only on sockets created as IPPROTO_TCP; without it each keep-alive
+    response waited for a delayed ACK (~40 ms), which the load test measured."""
+    import socket
+
+    import httpx
+    from fastapi import FastAPI
+
+    from connector.central.cli import ServerThread
+
+    app = FastAPI()
+    app.get("/ping")(lambda: {"ok": True})
+    with ServerThread(app) as server, httpx.Client(base_url=server.url) as client:
+        for _ in range(3):
+            assert client.get("/ping").status_code == 200
+        sockets = [c.transport.get_extra_info("socket") for c in server.server.server_state.connections]
+        assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
