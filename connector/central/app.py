@@ -45,7 +45,7 @@ from connector.central.merge import MergeInput, MergeRefused, Merged, merge_rele
 from connector.central.objects import ObjectStore
 from connector.central.security import SecurityHeaders
 from connector.central.uploads import BodyLimits, Staging, UploadBudget, precheck, receive_parts
-from connector.central.validate import FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload, unknown_files
+from connector.central.validate import series_step_problems, FILE_NAME, MAX_FILES, CheckedRelease, UploadRefused, check_upload, unknown_files
 from connector.destinations.s3 import content_type
 from connector.schema import Schema, load_schema
 
@@ -245,6 +245,10 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
         for attempt in range(5):
             with engine.connect() as conn:
                 existing = conn.execute(select(releases).where(releases.c.release_id == checked.release_id)).first()
+                if existing is None:  # checked before anything is written: a refusal leaves nothing behind
+                    seen = conn.execute(select(func.max(releases.c.version)).where(releases.c.partner_id == checked.partner)).scalar()
+                    if seen is not None:
+                        refuse_unsafe_step(conn, checked, seen)
             if existing is not None:
                 if existing.partner_id != checked.partner:
                     raise UploadRefused(409, "this release id belongs to another partner")
@@ -255,6 +259,8 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
                     if conn.execute(select(partners.c.id).where(partners.c.id == checked.partner)).first() is None:
                         raise UploadRefused(403, f"partner {checked.partner} is not registered")
                     latest = conn.execute(select(func.max(releases.c.version)).where(releases.c.partner_id == checked.partner)).scalar()
+                    if latest != seen:
+                        raise IntegrityError("another version arrived meanwhile", None, Exception())  # compare with it: look again
                     pk = conn.execute(
                         insert(releases).values(
                             release_id=checked.release_id,
@@ -280,6 +286,17 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
             with engine.connect() as conn:
                 return conn.execute(select(releases).where(releases.c.pk == pk)).first(), True
         raise UploadRefused(409, "could not store the release after concurrent updates; retry")
+
+    def refuse_unsafe_step(conn: Any, checked: CheckedRelease, version: int) -> None:
+        """The partner's previous accepted release and this one may differ only by rows that each
+        occur >= k times among the rows added (and among those removed): else comparing the two, or
+        two downloads of /harmonized.csv, would single a case out."""
+        before = conn.execute(select(releases.c.pk, releases.c.privacy).where(releases.c.partner_id == checked.partner, releases.c.version == version)).first()
+        sha = conn.execute(select(release_files.c.sha256).where((release_files.c.release_pk == before.pk) & (release_files.c.name == "data.csv"))).scalar_one()
+        reasons = series_step_problems(json.loads(before.privacy), objects.get(sha), checked)
+        if reasons:
+            raise UploadRefused(422, "the difference from this partner's previous release would single cases out", reasons,
+                                hint="publish with the connector's release series (release parts) instead of replacing rows; nothing was stored")
 
     def latest_rows() -> list[Any]:
         """Each partner's latest release with its data.csv's object: one query, no file read."""

@@ -39,6 +39,7 @@ from privacy.hierarchies import BUILTIN
 from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
 from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
+from privacy.series import check_series
 from privacy.hierarchies import BUILTIN, DEFAULT_COLUMN_HIERARCHIES, load_builtin
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -390,6 +391,18 @@ def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warn
     return reasons
 
 
+def series_step_problems(previous_privacy: dict[str, Any], previous_csv: bytes, checked: CheckedRelease) -> list[str]:
+    """Reasons the step from the partner's previous accepted release to this one would single
+    someone out (privacy.series.check_series on the two data.csv files), for full-row releases.
+    A previous release made before the full-row guarantee is not compared: its rows were never
+    protected as whole rows, and the harmonized table leaves it out."""
+    if previous_privacy.get("guarantee") != "full_row" or checked.privacy.get("guarantee") != "full_row" or not isinstance(checked.k, int):
+        return []
+    header, rows = parse_csv_bytes(checked.files[DATA_FILE])
+    previous_header, previous_rows = parse_csv_bytes(previous_csv)
+    return check_series(previous_header, previous_rows, header, rows, checked.k)
+
+
 def _row_levels(table: pd.DataFrame, privacy: dict[str, Any], names: dict[str, Any]) -> list[str]:
     """Full-row releases keep each row at its own level: every value of a quasi-identifier must be a
     label of its packaged hierarchy at the finest level privacy.json names or any coarser one."""
@@ -412,4 +425,4 @@ def _row_levels(table: pd.DataFrame, privacy: dict[str, Any], names: dict[str, A
     return reasons
 
 
-__all__ = ["CheckedRelease", "EXTRA_TABLE_FILES", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "hierarchy_claims", "known_files", "release_id_of", "unknown_files"]
+__all__ = ["CheckedRelease", "EXTRA_TABLE_FILES", "FILE_NAME", "MAX_FILES", "RELEASE_ID", "UploadRefused", "check_upload", "hierarchy_claims", "known_files", "release_id_of", "series_step_problems", "unknown_files"]

@@ -359,3 +359,37 @@ def test_readers_get_the_previous_merge_while_a_newer_one_is_computed_not_a_queu
     assert len(results["new"].text.splitlines()) == 1 + 24
     after = central.client.get("/harmonized/manifest.json", headers=central.auth("admin")).json()
     assert [r["partner"] for r in after["releases"]] == ["ngo-a", "ngo-b"]
+
+
+def _grown(bundle: Bundle, extra_rows: int) -> Bundle:
+    """The partner's release with `extra_rows` copies of its first row added (a k-anonymous table
+    on its own whenever the row's group stays >= k)."""
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from connector.release import build_bundle
+    from connector.schema import load_schema
+    from privacy.gate import admit, parse_csv_bytes
+
+    schema = load_schema()
+    header, rows = parse_csv_bytes(bundle.files["data.csv"])
+    table = pd.DataFrame(rows + [rows[0]] * extra_rows, columns=header, dtype=object).replace("", None)
+    privacy = json.loads(bundle.files["privacy.json"])
+    privacy["records_out"] = len(table)
+    release = admit(table, privacy, roles=schema.view_roles())
+    return build_bundle(release, partner=bundle.partner, schema=schema, run_ids=["run-2"], created_at=datetime(2024, 6, 1, tzinfo=timezone.utc))
+
+
+def test_an_upload_whose_difference_from_the_previous_release_singles_a_case_out_is_refused(central):
+    """Comparing two versions of a partner's release (or two downloads of /harmonized.csv) must not
+    show fewer than k rows added or removed: one new case is one new row."""
+    first = make_bundle("ngo-a")
+    assert central.upload(first).status_code == 201
+    one_more = _grown(first, 1)  # the release alone is k-anonymous (a group of 4), the step is one case
+    response = central.upload(one_more)
+    assert response.status_code == 422, response.text
+    assert "previous release would single cases out" in response.json()["detail"]["error"]
+    assert any("rows added since the previous release include 1 row(s)" in r for r in response.json()["detail"]["reasons"])
+    assert central.stored()[0] == 1
+    assert central.upload(_grown(first, 3)).status_code == 201  # a whole group of k added: safe
