@@ -14,8 +14,10 @@ side by side on the same generated cases, with what the central team cares about
 - **synthetic, epsilon 4**: `method: synthetic` on the README's twelve columns (no real row is
   published, so "cells kept" does not apply; year/country "full" = not binned).
 
-Columns measured: cells kept (share of the input's cells published as recorded, at least as fine
-as each column's finest published level: CTDC age bands), rows kept, rows with BOTH year of
+Columns measured: facts kept (share of the input's facts, one per row and fact, published as
+recorded, at least as fine as the fact's finest published level: CTDC age bands; a multi-column
+fact such as the means of control counts once, as it is shown or hidden whole), cells kept (the
+same over every column, so a fact of 18 flag columns weighs 18 times), rows kept, rows with BOTH year of
 registration and country of exploitation at full detail, seconds and peak MB (each method in a
 forked child, like bench/kanon.py). Every k-anonymized output is re-checked on whole rows.
 
@@ -81,22 +83,23 @@ def measure(view: pd.DataFrame, published: pd.DataFrame, kept_rows: np.ndarray) 
     """Cells and rows kept against the input; `kept_rows` maps published rows to input rows."""
     facts = facts_of(view)
     n = len(view)
-    cells = full_cells = 0
+    cells = full_cells = full_facts = 0
     for fact in facts:
-        for column in fact.columns:
-            cells += n
-            out = published[column].fillna("").astype(str).to_numpy()
-            if fact.hierarchy is not None:
-                ok = np.array([v != TOP and any(is_label(fact.hierarchy, v, lv) for lv in range(0, fact.finest + 1)) if v else True for v in out])
-            else:
-                ok = out != TOP
-            full_cells += int(ok.sum())
+        column = fact.columns[0]
+        out = published[column].fillna("").astype(str).to_numpy()
+        if fact.hierarchy is not None:
+            ok = np.array([v != TOP and any(is_label(fact.hierarchy, v, lv) for lv in range(0, fact.finest + 1)) if v else True for v in out])
+        else:
+            ok = out != TOP  # a fact is shown or hidden in all its columns at once
+        full_facts += int(ok.sum())
+        full_cells += int(ok.sum()) * len(fact.columns)
+        cells += n * len(fact.columns)
     year = published["yearOfRegistration"].fillna("").astype(str)
     country = published["CountryOfExploitation"].fillna("").astype(str)
     year_full = year.str.fullmatch(r"\d{4}") | (year == "")
     country_full = country.str.fullmatch(r"[A-Z]{2}") | (country == "")
     counts = Counter(map(tuple, published.fillna("").astype(str).to_numpy()))
-    return {"cells_kept": full_cells / cells, "rows_kept": len(published) / n, "year_country_full": float((year_full & country_full).sum()) / n,
+    return {"facts_kept": full_facts / (n * len(facts)), "cells_kept": full_cells / cells, "rows_kept": len(published) / n, "year_country_full": float((year_full & country_full).sum()) / n,
             "smallest_group": min(counts.values()) if counts else 0, "rows_in": n, "rows_out": len(published), "kept_rows": len(kept_rows)}
 
 
@@ -174,7 +177,7 @@ def run_synthetic(view: pd.DataFrame) -> dict[str, Any]:
     year = table["yearOfRegistration"].fillna("").astype(str)
     country = table["CountryOfExploitation"].fillna("").astype(str)
     both = (year.str.fullmatch(r"\d{4}") | (year == "")) & (country.str.fullmatch(r"[A-Z]{2}") | (country == ""))
-    return {"cells_kept": None, "rows_kept": len(table) / len(view), "year_country_full": float(both.mean()) if len(table) else 0.0,
+    return {"facts_kept": None, "cells_kept": None, "rows_kept": len(table) / len(view), "year_country_full": float(both.mean()) if len(table) else 0.0,
             "smallest_group": None, "rows_in": len(view), "rows_out": len(table)}
 
 
@@ -183,13 +186,13 @@ def markdown(rows: int, results: dict[str, dict[str, Any]]) -> str:
         return "n/a" if v is None else f"{100 * v:.1f} %"
 
     lines = [f"{rows:,} generated cases, k={K}", "",
-             "| method | cells kept | rows kept | rows with year and country at full detail | smallest group (whole rows) | time (s) | peak MB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| method | facts kept | cells kept (every column) | rows kept | rows with year and country at full detail | smallest group (whole rows) | time (s) | peak MB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | error: {r['error']} | | | | {r['seconds']:.1f} | {r['peak_mb']:.0f} |")
+            lines.append(f"| {name} | error: {r['error']} | | | | | {r['seconds']:.1f} | {r['peak_mb']:.0f} |")
             continue
-        lines.append(f"| {name} | {pct(r['cells_kept'])} | {pct(r['rows_kept'])} | {pct(r['year_country_full'])} | "
+        lines.append(f"| {name} | {pct(r['facts_kept'])} | {pct(r['cells_kept'])} | {pct(r['rows_kept'])} | {pct(r['year_country_full'])} | "
                      f"{r['smallest_group'] if r['smallest_group'] is not None else 'n/a'} | {r['seconds']:.2f} | {r['peak_mb']:.0f} |")
     return "\n".join(lines)
 

@@ -295,7 +295,7 @@ class Pipeline:
         report = ReleaseReport(run_id, "failed")
         try:
             series = None
-            previous = None
+            previous, previous_k = None, None
             if self.config.job.release.method == "k_anonymity":
                 keys, view = self._keyed_view()
                 report.records_in = len(view)
@@ -306,12 +306,13 @@ class Pipeline:
                     raise GateRefused([f"nothing to publish: the store holds {len(view)} live case(s) and a first release needs at least k={k}"])
                 if not nxt.changed:
                     report.status = "unchanged"
-                    report.release_id = self.store.last_release_id("k_anonymity")
+                    report.release_id = (self.store.last_release("k_anonymity") or {}).get("release_id")
                     report.reasons = [_held_text(nxt.held, self.config.job.release.part_min_records)] if any(nxt.held.values()) else []
                     self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0, "held": nxt.held}, None)
                     log.info("release unchanged", extra={"run_id": run_id, "reason": "no new part and no part to retire", **{f"held_{k}": v for k, v in nxt.held.items()}})
                     return report
                 table, privacy, previous, series = nxt.table, nxt.privacy, nxt.previous_csv, nxt.change
+                previous_k = ((self.store.last_release("k_anonymity") or {}).get("privacy") or {}).get("k")
             else:
                 view = self.release_view()
                 # Re-synthesizing unchanged data would spend privacy budget for nothing.
@@ -326,7 +327,7 @@ class Pipeline:
                 report.records_in = len(view)
             privacy = {**privacy, "schema_version": self.schema.version}
             privacy = publishable_record(privacy)
-            release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous)
+            release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous, previous_k=previous_k if previous else None)
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
             # Privacy budget (synthetic releases): reserved after the gate, before publishing, in a

@@ -711,11 +711,13 @@ class Store:
         with self._engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
-    def last_release_id(self, method: str) -> str | None:
-        """The newest release of that method in the ledger (what an unchanged run still stands on)."""
-        query = select(releases.c.release_id).where(releases.c.method == method).order_by(releases.c.created_at.desc()).limit(1)
+    def last_release(self, method: str) -> dict[str, Any] | None:
+        """The newest release of that method in the ledger (what an unchanged run still stands on,
+        and the k its rows were published under), with `privacy` decoded."""
+        query = select(releases.c.release_id, releases.c.privacy).where(releases.c.method == method).order_by(releases.c.created_at.desc()).limit(1)
         with self._engine.connect() as conn:
-            return conn.execute(query).scalar_one_or_none()
+            row = conn.execute(query).first()
+        return {"release_id": row.release_id, "privacy": json.loads(row.privacy)} if row else None
 
     def releases(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest releases in the ledger, newest first, with `privacy` decoded."""

@@ -115,12 +115,14 @@ def admit(
     roles: Mapping[str, str],
     domains: Mapping[str, frozenset[str]] | None = None,
     previous: bytes | None = None,
+    previous_k: int | None = None,
 ) -> Release:
     """Serialise, re-parse and check; return the Release or raise GateRefused with every reason.
 
     `domains` (default: the packaged release view's, `privacy.view.value_domains`) lists the tokens
     each coded column may hold; a cell outside it is refused as possible free text. `previous` is
-    the data.csv of the series' last published release, for the difference check.
+    the data.csv of the series' last published release, for the difference check, and
+    `previous_k` the k it was published under.
     """
     reasons: list[str] = []
     columns = tuple(str(c) for c in table.columns)
@@ -176,7 +178,7 @@ def admit(
         reasons += _check_k_anonymity(parsed, record, roles)
         if previous is not None and not reasons and isinstance(record.get("k"), int):
             previous_header, previous_rows = parse_csv_bytes(previous)
-            reasons += check_series(previous_header or None, previous_rows, header, rows, int(record["k"]))
+            reasons += check_series(previous_header or None, previous_rows, header, rows, int(record["k"]), previous_k)
     elif method == "synthetic":
         reasons += _check_synthetic(parsed, record, roles)
     else:

@@ -114,19 +114,22 @@ def row_counts(rows: Iterable[Sequence[str]]) -> Counter:
     return Counter(tuple(row) for row in rows)
 
 
-def check_series(previous_header: Sequence[str] | None, previous_rows: Iterable[Sequence[str]], header: Sequence[str], rows: Iterable[Sequence[str]], k: int) -> list[str]:
+def check_series(previous_header: Sequence[str] | None, previous_rows: Iterable[Sequence[str]], header: Sequence[str], rows: Iterable[Sequence[str]], k: int,
+                 previous_k: int | None = None) -> list[str]:
     """Reasons the step from an earlier release to this one would single someone out (empty if
-    none): the rows added and the rows removed, each a multiset of whole published rows (the part
-    label is a column of every row), must each hold every row they hold at least k times. Counts
-    only, never values."""
+    none): the rows added, and the rows removed, each a multiset of whole published rows (the part
+    label is a column of every row), must each hold every row they hold at least k times -- the
+    added ones this release's k, the removed ones the k they were published under (`previous_k`,
+    default k: raising k must not strand a series). Counts only, never values."""
     if previous_header is None:
         return []
     before, after = row_counts(previous_rows), row_counts(rows)
+    k_removed = previous_k if previous_k is not None else k
     if list(previous_header) != list(header):
         # a new column set: nothing of the old release can be matched row by row, so every old row
         # is removed and every new row added; each must stand on its own
-        return _rare("removed", before, k) + _rare("added", after, k)
-    return _rare("added", after - before, k) + _rare("removed", before - after, k)
+        return _rare("removed", before, k_removed) + _rare("added", after, k)
+    return _rare("added", after - before, k) + _rare("removed", before - after, k_removed)
 
 
 def _rare(what: str, counts: Counter, k: int) -> list[str]:

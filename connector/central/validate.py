@@ -400,7 +400,8 @@ def series_step_problems(previous_privacy: dict[str, Any], previous_csv: bytes, 
         return []
     header, rows = parse_csv_bytes(checked.files[DATA_FILE])
     previous_header, previous_rows = parse_csv_bytes(previous_csv)
-    return check_series(previous_header, previous_rows, header, rows, checked.k)
+    previous_k = previous_privacy.get("k") if isinstance(previous_privacy.get("k"), int) else None
+    return check_series(previous_header, previous_rows, header, rows, checked.k, previous_k)
 
 
 def _row_levels(table: pd.DataFrame, privacy: dict[str, Any], names: dict[str, Any]) -> list[str]:

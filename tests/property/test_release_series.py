@@ -287,3 +287,20 @@ def test_changing_or_deleting_a_held_case_changes_no_published_byte(tmp_path):
         assert not any(key in json.loads(published["privacy.json"]) for key in keys)
     finally:
         partner.close()
+
+
+def test_raising_k_starts_a_new_series_and_the_old_rows_leave_at_the_k_they_had(tmp_path):
+    partner = Partner(tmp_path, k=4, part_min=20)
+    partner.write({f"c{i}": POOL[i] for i in range(80)}, set())
+    partner.release()
+    partner.close()
+    stricter = Partner(tmp_path, k=8, part_min=20)
+    stricter.live, stricter.releases = partner.live, partner.releases
+    try:
+        report = stricter.release()
+        assert report.status == "published", report.reasons
+        (_, before), (_, after) = rows_of(stricter.releases[0]), rows_of(stricter.releases[1])
+        assert rare(Counter(after), 8) == [] and not set(before) & set(after)
+        assert rare(Counter(before) - Counter(after), 4) == []
+    finally:
+        stricter.close()

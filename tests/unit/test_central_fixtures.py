@@ -45,24 +45,27 @@ def level0_table(partner: str, copies: int = 3) -> pd.DataFrame:
     return frame
 
 
-def protected(partner: str, k: int = 3, extra_columns: dict[str, list] | None = None, levels: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict]:
+def protected(partner: str, k: int = 3, extra_columns: dict[str, list] | None = None, levels: dict[str, int] | None = None,
+              part: str = "1") -> tuple[pd.DataFrame, dict]:
+    """The partner's table protected as one release part labelled `part` (a later release of the
+    same partner carries another label, as the connector's series does)."""
     schema = load_schema()
     table = level0_table(partner, copies=k)
     release = ReleaseConfig(k=k, levels=LEVELS[partner] if levels is None else levels)
     result = protect(table, release, schema.view_roles(), hierarchy_names=HIERARCHIES)
-    out = result.table
+    out = result.table.assign(releasePart=part)
     for name, values in (extra_columns or {}).items():
         out[name] = values
-    privacy = {**result.privacy, "schema_version": schema.version}
+    privacy = {**result.privacy, "parts": {part: len(out)}, "schema_version": schema.version}
     return out, privacy
 
 
 def make_bundle(partner: str = "ngo-a", k: int = 3, roles_extra: dict[str, str] | None = None,
-                extra_columns: dict[str, list] | None = None, levels: dict[str, int] | None = None) -> Bundle:
+                extra_columns: dict[str, list] | None = None, levels: dict[str, int] | None = None, part: str = "1") -> Bundle:
     """A gate-admitted bundle; `extra_columns`/`roles_extra` let a test smuggle a column past a
     permissive gate (to test that the receiver's own gate refuses it)."""
     schema = load_schema()
-    table, privacy = protected(partner, k, extra_columns, levels)
+    table, privacy = protected(partner, k, extra_columns, levels, part)
     roles = {**schema.view_roles(), **(roles_extra or {})}
     release = admit(table, privacy, roles=roles)
     return build_bundle(release, partner=partner, schema=schema, run_ids=["run-1"], created_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
