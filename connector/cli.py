@@ -1,7 +1,9 @@
 """`htcds-connector`: a thin shell over the pipeline. Tables for people, `--json` for machines.
 
-Exit codes (also in the README): 0 ok, 1 finished with rejections, 2 config error, 3 source
-unreachable or auth failed, 4 privacy gate refused, 5 publish failed, 6 locked.
+Exit codes (also in the README): 0 ok, 1 finished with rejections, 2 config or store error, 3
+source unreachable or auth failed, 4 privacy gate refused, 5 publish failed, 6 locked, 7 internal
+error. Every failure is a `connector.errors.ConnectorError` carrying its code and a hint, caught
+once, in `main`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from connector import logs
 from connector.config import ConfigError, load_config
-from connector.lock import JobLock, LockedError
-from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline
+from connector.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError
+from connector.lock import JobLock
+from connector.pipeline import Pipeline
 
 # Not a terminal (cron, CI, a pipe): a fixed, wide layout instead of rich's 80 columns.
 out = Console(width=None if Console().is_terminal else 140)
@@ -50,13 +54,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return int(args.func(args) or EXIT_OK)
-    except ConfigError as exc:
+    except ConnectorError as exc:
+        return _failed(args, exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: exit 7 with one line, never exit 1 (rejections)
+        if args.verbose:
+            err.print_exception()
+        return _failed(args, InternalError.wrap(exc, f"running `{args.command}`"))
+
+
+def _failed(args: argparse.Namespace, exc: ConnectorError) -> int:
+    """The one place a failure is shown: one line per problem on stderr (what, then what to do),
+    and with `--json` the command's report (as far as it got) with the exit code and the error."""
+    if isinstance(exc, ConfigError):
         for problem in exc.problems:
-            err.print(f"[red]config error[/red] {problem}", highlight=False, markup=True)
-        return EXIT_CONFIG
-    except LockedError as exc:
-        err.print(f"[yellow]locked[/yellow] {exc}")
-        return EXIT_LOCKED
+            err.print(f"[red]config error[/red] {escape(problem)}", highlight=False)
+    else:
+        word = {EXIT_LOCKED: "[yellow]locked[/yellow]"}.get(exc.exit_code, "[red]error[/red]")
+        err.print(f"{word} {escape(exc.one_line())}", highlight=False)
+    if getattr(args, "json", False):
+        report = exc.report.as_dict() if exc.report is not None else {}
+        _print_json({**report, "exit_code": exc.exit_code, "error": exc.message, "hint": exc.hint})
+    return exc.exit_code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -194,11 +212,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _show_outcome(outcome, as_json: bool) -> int:
+    for message in outcome.errors:  # on stderr with --json too: cron mails it, systemd journals it
+        err.print(f"[red]error[/red] {escape(message)}", highlight=False)
     if as_json:
         _print_json(outcome.as_dict())
         return outcome.exit_code
-    for message in outcome.errors:
-        err.print(f"[red]error[/red] {message}", highlight=False)
     if outcome.sync is not None:
         _show_sync(outcome.sync, False)
     if outcome.release is not None:

@@ -10,9 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-
-class LockedError(RuntimeError):
-    """Another run of the same job holds the lock."""
+from connector.errors import LockedError
 
 
 class JobLock:

@@ -37,9 +37,9 @@ from apscheduler.triggers.cron import CronTrigger
 
 from connector import logs, notify
 from connector.config import Config, ConfigError, load_config
-from connector.lock import JobLock, LockedError
-from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline, ProgressHook, ReleaseReport, SyncReport
-from connector.store import StoreError
+from connector.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError, LockedError
+from connector.lock import JobLock
+from connector.pipeline import Pipeline, ProgressHook, ReleaseReport, SyncReport
 
 # A run that could not start on time (host asleep, daemon restarting) still starts if it is late
 # by less than this; later than that it waits for its next time. Coalescing makes several missed
@@ -90,8 +90,10 @@ def run_job(
 ) -> RunOutcome:
     """Run one job as `htcds-connector run` does: lock, sync + release, exit code, notifications.
 
-    Never raises for an outcome the README documents (config error, lock held, source, gate or
-    publish failure); the caller prints `as_dict()` or the reports and exits with `exit_code`.
+    Never raises: every failure becomes the outcome's documented `exit_code` (a bug: 7) with its
+    message in `errors` and, if the failure deserves it, a notification; the caller prints
+    `as_dict()` or the reports and exits with `exit_code`. An unattended run has nobody to read a
+    traceback, so this is where a failure turns into a code and a notice.
     `fallback_config` (the daemon passes the config it started with) is who to notify when the
     file no longer loads.
     """
@@ -114,15 +116,23 @@ def run_job(
         with JobLock(pipeline.lock_path()):
             previous = notify.previous_outcome(pipeline.store.runs(limit=HISTORY_FOR_NOTIFY), job)
             log.info("run started", extra={"job": job, "config": str(path), "previous": previous})
-            outcome.sync, outcome.release = pipeline.run()
+            outcome.sync = pipeline.sync()
+            outcome.release = pipeline.release_after(outcome.sync)
     except LockedError as exc:
         log.warning("run skipped: locked", extra={"job": job, "error": str(exc)})
-        return RunOutcome(path, EXIT_LOCKED, job=job, errors=[str(exc)])
-    except StoreError as exc:
-        outcome.exit_code, outcome.errors = EXIT_CONFIG, [str(exc)]
+        return RunOutcome(path, EXIT_LOCKED, job=job, errors=[exc.one_line()])
+    except Exception as exc:  # noqa: BLE001 - every failure becomes its exit code and a notice (above)
+        error = exc if isinstance(exc, ConnectorError) else InternalError.wrap(exc, "running the job")
+        if error.exit_code == EXIT_INTERNAL:
+            log.exception("run failed: internal error", extra={"job": job, "error": error.message})
+        outcome.exit_code, outcome.errors = error.exit_code, [error.one_line()]
+        if isinstance(error.report, SyncReport):
+            outcome.sync = error.report
+        elif isinstance(error.report, ReleaseReport):
+            outcome.release = error.report
     finally:
         pipeline.close()
-    if outcome.sync is not None and outcome.release is not None:
+    if outcome.sync is not None and outcome.release is not None and not outcome.errors:
         outcome.exit_code = run_exit_code(outcome.sync, outcome.release)
         outcome.stopped = stop() and any(s.status == "interrupted" for s in outcome.sync.sources)
     log.info(

@@ -26,7 +26,7 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,9 @@ from sqlalchemy.engine import Connection, Dialect, Engine, create_engine, make_u
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
+from connector.errors import STORAGE_ERRNOS, ReleaseRefused, StoreError, storage_problem
 from connector.faults import fault_point
-from connector.records import CaseRecord, MappedPage
+from connector.records import CaseRecord, MappedPage, Rejection
 
 SCHEMA_VERSION = 1
 RUN_KINDS = ("sync", "release", "run")
@@ -66,10 +67,6 @@ EMPTY_DATA = "{}"
 _IN_CHUNK = 500
 # Rows fetched per round trip when streaming cases out (server-side cursor on PostgreSQL).
 _STREAM_CHUNK = 1000
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or used. The message never contains a password or case data."""
 
 
 class UTCDateTime(TypeDecorator):
@@ -208,7 +205,7 @@ privacy_budget = Table(
 BUDGET_COUNTED = ("pending", "spent")
 
 
-class BudgetExceeded(ValueError):
+class BudgetExceeded(ReleaseRefused, ValueError):
     """A release would take the partner's privacy budget over its total; the message says what is left."""
 
     def __init__(self, partner: str, epsilon: float, spent: float, total: float):
@@ -299,14 +296,21 @@ class Store:
         become tombstones with data `{}` (a delete wins over a live copy on the same page). The
         earlier rejections of every record on the page are replaced by this page's. The cursor is
         set to `page.cursor` unless it is None. If anything fails, nothing of the page is written.
+
+        A record the store cannot hold (an id too long for its column, a NUL in the id) becomes a
+        rejection showing its id escaped and shortened; the rest of the page and the cursor go on.
+        A record rejected without being stored here keeps its stored version, and that version's
+        rejections of other fields.
         """
+        page = self._what_fits(source, page)
+        deleted_ids = [i for i in deleted_ids if unstorable_id(i) is None]
         incoming = self._incoming_rows(source, page, deleted_ids)
         for rejection in page.rejections:
             if rejection.source != source:
                 raise ValueError(
                     f"rejection of {rejection.source}/{rejection.record_id} on a page of source {source!r}"
                 )
-        touched_ids = set(incoming) | {r.record_id for r in page.rejections}
+        touched_ids = set(incoming)
         now = _now()
         with self._write() as conn:
             existing = self._existing_states(conn, source, list(incoming))
@@ -368,7 +372,7 @@ class Store:
 
     def cursor(self, source: str) -> str | None:
         """The cursor the last committed page of `source` reached; None before the first page."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(select(cursors.c.value).where(cursors.c.source == source)).scalar_one_or_none()
 
     def reset_cursor(self, source: str) -> None:
@@ -407,7 +411,7 @@ class Store:
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first, with `counts` decoded."""
         query = select(runs).order_by(runs.c.started_at.desc(), runs.c.run_id).limit(limit)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query).mappings().all()
         return [{**row, "counts": json.loads(row["counts"])} for row in rows]
 
@@ -426,7 +430,7 @@ class Store:
 
     def source_status(self) -> list[dict[str, Any]]:
         """One dict per source: last success, last error and `ok` (the latest outcome was a success)."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(source_status).order_by(source_status.c.source)).mappings().all()
         out = []
         for row in rows:
@@ -474,7 +478,7 @@ class Store:
         if source is not None:
             query = query.where(cases.c.source == source)
         query = query.order_by(cases.c.source, cases.c.record_id)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             result = conn.execution_options(yield_per=_STREAM_CHUNK).execute(query)
             for row in result:
                 yield CaseRecord(
@@ -488,7 +492,7 @@ class Store:
         """Per source: live, deleted and rejections; plus rejections by reason, for `status`."""
         per_source: dict[str, dict[str, int]] = {}
         by_reason: dict[str, int] = {}
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             case_rows = conn.execute(
                 select(cases.c.source, cases.c.deleted, func.count()).group_by(cases.c.source, cases.c.deleted)
             )
@@ -513,7 +517,7 @@ class Store:
         query = select(rejections).order_by(rejections.c.id.desc()).limit(limit)
         if run_id is not None:
             query = query.where(rejections.c.run_id == run_id)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     def rejections_by_reason(self) -> list[dict[str, Any]]:
@@ -524,7 +528,7 @@ class Store:
             .group_by(rejections.c.source, rejections.c.field, rejections.c.reason)
             .order_by(n.desc(), rejections.c.source, rejections.c.field, rejections.c.reason)
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     # -- releases ----------------------------------------------------------------------------
@@ -574,7 +578,7 @@ class Store:
         query = select(func.coalesce(func.sum(privacy_budget.c.epsilon), 0.0), func.coalesce(func.sum(privacy_budget.c.delta), 0.0)).where(
             privacy_budget.c.partner == partner, privacy_budget.c.status.in_(BUDGET_COUNTED)
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             epsilon, delta = conn.execute(query).one()
         return float(epsilon), float(delta)
 
@@ -617,7 +621,7 @@ class Store:
         query = select(privacy_budget.c.release_id).where(
             privacy_budget.c.partner == partner, privacy_budget.c.input_hash == input_hash, privacy_budget.c.status == "spent"
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(query.limit(1)).scalar_one_or_none()
 
     def budget_ledger(self, partner: str | None = None) -> list[dict[str, Any]]:
@@ -625,13 +629,13 @@ class Store:
         query = select(privacy_budget).order_by(privacy_budget.c.created_at, privacy_budget.c.entry_id)
         if partner is not None:
             query = query.where(privacy_budget.c.partner == partner)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     def releases(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest releases in the ledger, newest first, with `privacy` decoded."""
         query = select(releases).order_by(releases.c.created_at.desc(), releases.c.release_id).limit(limit)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query).mappings().all()
         return [{**row, "privacy": json.loads(row["privacy"])} for row in rows]
 
@@ -641,10 +645,33 @@ class Store:
     def _write(self) -> Iterator[Connection]:
         """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so
         the hashes read at its start cannot go stale before the writes."""
-        with self._engine.connect() as conn:
+        with self._guard("writing"), self._engine.connect() as conn:
             conn = conn.execution_options(htcds_write=True)
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reading, with the store's failures reported as StoreError."""
+        with self._guard("reading"), self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """Database and storage failures -> StoreError (exit 2) naming the store and the driver's
+        first line (never a statement's parameters, which are case data: `hide_parameters`).
+
+        A dropped connection, a read-only store or a full disk must end the run with its documented
+        exit code and a message that says what to fix, not with a traceback."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            message = _first_line(getattr(exc, "orig", None) or exc)
+            raise StoreError(f"the case store at {self.display_url} failed while {doing}: {message}") from None
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            raise StoreError(f"the case store at {self.display_url} failed while {doing}: {storage_problem(exc)}") from None
 
     def _check_schema_version(self) -> None:
         with self._write() as conn:
@@ -684,6 +711,23 @@ class Store:
         for record_id in deleted_ids:
             rows[record_id] = _tombstone(record_id, None)
         return rows
+
+    def _what_fits(self, source: str, page: MappedPage) -> MappedPage:
+        """The page without the records the store cannot hold, each of those a rejection instead
+        (on SQLite as on PostgreSQL: SQLite would take them, but the same job must behave the same
+        on either); rejection texts made storable (no NUL, ids shown safely)."""
+        kept: list[CaseRecord] = []
+        refused: dict[str, Rejection] = {}
+        for case in page.cases:
+            problem = unstorable_id(case.record_id)
+            if problem is None:
+                kept.append(case)
+            elif case.record_id not in refused:
+                refused[case.record_id] = Rejection(source, safe_id(case.record_id), "record_id", None, problem)
+        if not refused and all(_storable_rejection(r) for r in page.rejections):
+            return page
+        others = [_storable(r) for r in page.rejections if r.record_id not in refused]
+        return MappedPage(cases=kept, rejections=[*refused.values(), *others], cursor=page.cursor, number=page.number)
 
     def _existing_states(self, conn: Connection, source: str, ids: list[str]) -> dict[str, tuple[str, bool]]:
         states: dict[str, tuple[str, bool]] = {}
@@ -734,6 +778,19 @@ class Store:
             conn.execute(
                 sa_delete(rejections).where(rejections.c.source == source, rejections.c.record_id.in_(chunk))
             )
+        # A record rejected but not stored by this page keeps its stored version and the rejections
+        # of that version; only its earlier rejections of the same field are replaced.
+        by_field: dict[str, set[str]] = {}
+        for r in page.rejections:
+            if r.record_id not in ids:
+                by_field.setdefault(r.field, set()).add(r.record_id)
+        for field_name, field_ids in sorted(by_field.items()):
+            for chunk in _chunks(sorted(field_ids), _IN_CHUNK):
+                conn.execute(
+                    sa_delete(rejections).where(
+                        rejections.c.source == source, rejections.c.field == field_name, rejections.c.record_id.in_(chunk)
+                    )
+                )
         if page.rejections:
             conn.execute(
                 rejections.insert(),
@@ -761,8 +818,45 @@ class Store:
         if sources is not None:
             query = query.where(cases.c.source.in_(sources))
         query = query.order_by(cases.c.source, cases.c.record_id)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             yield from conn.execution_options(yield_per=_STREAM_CHUNK).execute(query)
+
+
+def unstorable_id(record_id: str) -> str | None:
+    """Why the store cannot hold a record with this id (the reason of its rejection), or None."""
+    limit = cases.c.record_id.type.length
+    if len(record_id) > limit:
+        return f"the record id is longer than the {limit} characters the store holds"
+    if "\x00" in record_id:
+        return "the record id contains a NUL character, which the store cannot hold"
+    try:
+        record_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the record id is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def safe_id(record_id: str, keep: int = 60) -> str:
+    """A record id as it may be shown and stored: control characters escaped (`\\x00`), and an id
+    longer than `keep` characters cut, saying how long it was."""
+    shown = "".join(ch if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF else ascii(ch)[1:-1] for ch in record_id[: keep + 1])
+    if len(record_id) > keep:
+        return f"{shown[:keep]}... ({len(record_id):,} characters)"
+    return shown
+
+
+def _storable_rejection(rejection: Rejection) -> bool:
+    texts = (rejection.record_id, rejection.field, rejection.value or "", rejection.reason)
+    return unstorable_id(rejection.record_id) is None and not any("\x00" in text for text in texts)
+
+
+def _storable(rejection: Rejection) -> Rejection:
+    if _storable_rejection(rejection):
+        return rejection
+    clean = {name: getattr(rejection, name).replace("\x00", "\\x00") for name in ("field", "reason") if getattr(rejection, name)}
+    value = rejection.value.replace("\x00", "\\x00") if rejection.value else rejection.value
+    record_id = safe_id(rejection.record_id) if unstorable_id(rejection.record_id) else rejection.record_id
+    return replace(rejection, record_id=record_id, value=value, **clean)
 
 
 def canonical_json(fields: dict[str, Any], where: str = "") -> str:
