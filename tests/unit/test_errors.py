@@ -121,3 +121,13 @@ def test_a_store_failure_mid_sync_marks_the_run_failed_and_keeps_the_report(tmp_
     (run,) = pipeline.store.runs()
     assert run["status"] == "failed" and "disk is full" in run["error"] and run["counts"]["fetched"] == 20
     pipeline.close()
+
+
+def test_the_readme_documents_every_exit_code():
+    from pathlib import Path
+
+    from connector.errors import EXIT_MEANINGS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert [int(line.split("|")[1]) for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()] == sorted(EXIT_MEANINGS)

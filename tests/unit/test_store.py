@@ -500,3 +500,38 @@ def test_rejections_of_records_reread_unchanged_are_not_new(store: Store) -> Non
     assert (first.rejected, first.rejected_new) == (1, 1)
     again = store.commit_page(SF, run, page(case("a", age=1), case("b", age=3), rejections=[reject("a"), reject("b")], cursor="c2"))
     assert (again.unchanged, again.updated, again.rejected, again.rejected_new) == (1, 1, 2, 1)
+
+
+# -- records the store cannot hold ---------------------------------------------------------------
+
+
+def test_records_whose_id_the_store_cannot_hold_become_rejections_and_the_page_goes_on(store: Store) -> None:
+    run = store.start_run("job", "sync")
+    long_id, nul_id = "L" * 300, "a\x00b"
+    counts = store.commit_page(
+        SF, run, page(case("ok1", age=1), case(long_id, age=2), case(nul_id, age=3), case("ok2", age=4),
+                      rejections=[reject(long_id), reject("ok2", value="v\x00")], cursor="c1")
+    )
+
+    assert [r["record_id"] for r in rows(store, cases)] == ["ok1", "ok2"]
+    assert store.cursor(SF) == "c1" and counts.inserted == 2 and counts.rejected == 3
+    got = {r["field"] + ":" + r["record_id"]: r for r in store.rejections(limit=10)}
+    assert set(got) == {"record_id:" + "L" * 60 + "... (300 characters)", "record_id:a\\x00b", "gender:ok2"}
+    assert "longer than the 255 characters" in got["record_id:" + "L" * 60 + "... (300 characters)"]["reason"]
+    assert "NUL" in got["record_id:a\\x00b"]["reason"] and got["gender:ok2"]["value"] == "v\\x00"
+
+    # the next run with the same page is not stuck on it, and does not pile up rejections
+    again = store.commit_page(SF, store.start_run("job", "sync"), page(case("ok1", age=1), case(long_id, age=2), case(nul_id, age=3), cursor="c2"))
+    assert store.cursor(SF) == "c2" and again.unchanged == 1
+    assert len([r for r in store.rejections(limit=10) if r["field"] == "record_id"]) == 2
+
+
+def test_a_record_rejected_whole_keeps_its_stored_version_and_its_other_rejections(store: Store) -> None:
+    run = store.start_run("job", "sync")
+    store.commit_page(SF, run, page(case("a", age=1), rejections=[reject("a", field="gender")]))
+    # a later copy of `a` is rejected as a duplicate: the stored copy and its gender rejection stay
+    duplicate = reject("a", field="record_id", reason="duplicate record id", value="row 3 and row 9")
+    store.commit_page(SF, run, page(rejections=[duplicate]))
+    store.commit_page(SF, run, page(rejections=[duplicate]))  # re-read (a resumed run): replaced, not doubled
+    assert current_rejections(store) == [("a", "gender", "unknown code"), ("a", "record_id", "duplicate record id")]
+    assert case_row(store, "a")["data"] == '{"age":1}'
