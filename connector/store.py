@@ -62,6 +62,10 @@ from connector.records import CaseRecord, MappedPage, Rejection
 SCHEMA_VERSION = 1
 RUN_KINDS = ("sync", "release", "run")
 FINAL_STATUSES = ("ok", "rejections", "failed")
+# A run found `running` when the next run of its job starts was cut short (kill -9, out of memory,
+# a host restart): nothing else can hold the job's lock, so it is marked so, for `status` to show.
+CRASHED = "crashed"
+CRASHED_ERROR = "the process ended without finishing this run (killed, out of memory or a restart); the next run resumed from its last committed page"
 EMPTY_DATA = "{}"
 # IN-lists are chunked: SQLite limits bound parameters, and PostgreSQL plans short lists better.
 _IN_CHUNK = 500
@@ -383,11 +387,19 @@ class Store:
     # -- runs and status ---------------------------------------------------------------------
 
     def start_run(self, job: str, kind: str) -> str:
-        """Record a run as `running` and return its id, so a crash leaves a visible trace."""
+        """Record a run as `running` and return its id, so a crash leaves a visible trace.
+
+        Runs of `job` still `running` are marked `crashed` in the same transaction: call this only
+        while holding the job's lock (every command does), so no other run of the job is live."""
         if kind not in RUN_KINDS:
             raise ValueError(f"run kind must be one of {', '.join(RUN_KINDS)}, not {kind!r}")
         run_id = str(uuid.uuid4())
         with self._write() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.job == job, runs.c.status == "running")
+                .values(status=CRASHED, finished_at=_now(), error=CRASHED_ERROR)
+            )
             conn.execute(
                 runs.insert().values(
                     run_id=run_id, job=job, kind=kind, started_at=_now(), status="running", counts=EMPTY_DATA

@@ -535,3 +535,14 @@ def test_a_record_rejected_whole_keeps_its_stored_version_and_its_other_rejectio
     store.commit_page(SF, run, page(rejections=[duplicate]))  # re-read (a resumed run): replaced, not doubled
     assert current_rejections(store) == [("a", "gender", "unknown code"), ("a", "record_id", "duplicate record id")]
     assert case_row(store, "a")["data"] == '{"age":1}'
+
+
+def test_starting_a_run_marks_the_jobs_runs_left_running_as_crashed(store: Store) -> None:
+    killed = store.start_run("job", "sync")  # never finished: the process was killed
+    other = store.start_run("other-job", "sync")  # another job's run is none of this job's business
+    store.start_run("job", "sync")
+
+    by_id = {r["run_id"]: r for r in store.runs()}
+    assert by_id[killed]["status"] == "crashed" and by_id[killed]["finished_at"] is not None
+    assert "ended without finishing" in by_id[killed]["error"]
+    assert by_id[other]["status"] == "running"
