@@ -23,7 +23,6 @@ from rich.table import Table
 from connector import logs
 from connector.config import ConfigError, load_config
 from connector.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError
-from connector.lock import JobLock
 from connector.pipeline import Pipeline
 
 # Not a terminal (cron, CI, a pipe): a fixed, wide layout instead of rich's 80 columns.
@@ -404,15 +403,20 @@ class _locked:
 
     def __init__(self, config):
         self.pipeline = Pipeline(config)
-        self.lock = JobLock(self.pipeline.lock_path())
+        self.lock: Any = None
 
     def __enter__(self) -> Pipeline:
-        self.lock.__enter__()
+        try:
+            self.lock = self.pipeline.lock()
+            self.lock.__enter__()
+        except BaseException:
+            self.pipeline.close()
+            raise
         return self.pipeline
 
     def __exit__(self, *exc: object) -> None:
-        self.pipeline.close()
         self.lock.__exit__(*exc)
+        self.pipeline.close()
 
 
 class _progress:

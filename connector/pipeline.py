@@ -156,6 +156,15 @@ class Pipeline:
     def job_name(self) -> str:
         return self.config.job.partner.id
 
+    def lock(self) -> Any:
+        """The job's lock, to hold for a run: in the store itself when it is PostgreSQL (two hosts
+        or pods may share it), a file beside an SQLite store (only one host can reach the file)."""
+        from connector.lock import JobLock
+
+        if self.config.store_url().startswith("sqlite"):
+            return JobLock(self.lock_path())
+        return self.store.job_lock(self.config.job.partner.id, self.job_name)
+
     def lock_path(self) -> Path:
         url = self.config.store_url()
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":

@@ -38,7 +38,6 @@ from apscheduler.triggers.cron import CronTrigger
 from connector import logs, notify
 from connector.config import Config, ConfigError, load_config
 from connector.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError, LockedError
-from connector.lock import JobLock
 from connector.pipeline import Pipeline, ProgressHook, ReleaseReport, SyncReport
 
 # A run that could not start on time (host asleep, daemon restarting) still starts if it is late
@@ -113,7 +112,7 @@ def run_job(
     outcome = RunOutcome(path, EXIT_OK, job=job)
     previous: str | None = None
     try:
-        with JobLock(pipeline.lock_path()):
+        with pipeline.lock():
             previous = notify.previous_outcome(pipeline.store.runs(limit=HISTORY_FOR_NOTIFY), job)
             log.info("run started", extra={"job": job, "config": str(path), "previous": previous})
             outcome.sync = pipeline.sync()

@@ -288,6 +288,19 @@ class Store:
         """Release pooled connections (and SQLite file handles, so the file can be moved)."""
         self._engine.dispose()
 
+    @property
+    def is_sqlite(self) -> bool:
+        return self._sqlite
+
+    def job_lock(self, partner: str, job: str) -> Any:
+        """The lock that keeps one run of `job` at a time across hosts: an advisory lock in this
+        PostgreSQL store (connector.lock.PostgresJobLock). SQLite stores use a lock file instead."""
+        from connector.lock import PostgresJobLock
+
+        if self._sqlite:
+            raise ValueError("an SQLite store is locked with a file beside it (connector.lock.JobLock)")
+        return PostgresJobLock(self._engine, partner, job, self.display_url)
+
     # -- pages -------------------------------------------------------------------------------
 
     def commit_page(
