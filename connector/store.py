@@ -57,9 +57,10 @@ from sqlalchemy.types import TypeDecorator
 
 from connector.errors import STORAGE_ERRNOS, ReleaseRefused, StoreError, storage_problem
 from connector.faults import fault_point
+from connector.migrations import LATEST, migrate
 from connector.records import CaseRecord, MappedPage, Rejection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = LATEST  # the schema's version and its upgrades: connector/migrations.py
 RUN_KINDS = ("sync", "release", "run")
 FINAL_STATUSES = ("ok", "rejections", "failed")
 # A run found `running` when the next run of its job starts was cut short (kill -9, out of memory,
@@ -126,6 +127,7 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("counts", Text, nullable=False, default=EMPTY_DATA),
     Column("error", Text),
+    Index("ix_runs_job_status", "job", "status"),
 )
 
 cases = Table(
@@ -268,8 +270,10 @@ class Store:
             _configure_sqlite(self._engine)
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         try:
-            metadata.create_all(self._engine)
-            self._check_schema_version()
+            migrate(self._engine, metadata, self.display_url)
+        except StoreError:
+            self._engine.dispose()
+            raise
         except SQLAlchemyError as exc:
             self._engine.dispose()
             message = _first_line(getattr(exc, "orig", None) or exc)
@@ -697,19 +701,6 @@ class Store:
             if exc.errno not in STORAGE_ERRNOS:
                 raise
             raise StoreError(f"the case store at {self.display_url} failed while {doing}: {storage_problem(exc)}") from None
-
-    def _check_schema_version(self) -> None:
-        with self._write() as conn:
-            found = conn.execute(
-                select(store_meta.c.value).where(store_meta.c.key == "schema_version")
-            ).scalar_one_or_none()
-            if found is None:
-                conn.execute(store_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(found) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"the case store at {self.display_url} has schema version {found}; this connector "
-                    f"reads version {SCHEMA_VERSION} (upgrade the connector, or use a new store)"
-                )
 
     def _incoming_rows(
         self, source: str, page: MappedPage, deleted_ids: Iterable[str]

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from connector.records import CaseRecord, MappedPage, Rejection
+from connector.migrations import LATEST
 from connector.store import PageCounts, Store, StoreError, canonical_json, cases, content_hash, cursors
 from connector.store import rejections as rejections_table
 
@@ -451,7 +452,7 @@ def test_sqlite_store_creates_its_folder_and_uses_wal(tmp_path) -> None:
     assert path.exists()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+        assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()[0] == str(LATEST)
 
 
 def test_store_reopens_with_its_data(tmp_path) -> None:
