@@ -411,6 +411,8 @@ class Pipeline:
         problems: list[Problem] = []
         try:
             self.store.counts()
+        except ConnectorError as exc:  # StoreError: a safe message (no password, no case data)
+            problems.append(Problem("store.url", exc.message, hint=exc.hint))
         except Exception as exc:  # noqa: BLE001 - any driver error is reported, not raised
             problems.append(Problem("store.url", f"cannot open the store: {type(exc).__name__}", hint="check the URL and that the server runs"))
         for i, source_config in enumerate(self.config.job.sources):

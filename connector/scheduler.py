@@ -356,7 +356,7 @@ def _scheduled_run(path: Path, stop_event: threading.Event, fallback: Config) ->
     except Exception as exc:  # noqa: BLE001 - the daemon keeps the other jobs running
         # Only the type: an unexpected error's text could carry a value from a record.
         log.error("run crashed", extra={"job": fallback.job.partner.id, "error": type(exc).__name__})
-        return EXIT_CONFIG
+        return EXIT_INTERNAL
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from tests.postgres import admin_engine, fresh_schema
 pytestmark = pytest.mark.postgres
 
 
-def start_slow_run(config, sleep_per_page: float) -> subprocess.Popen:
+def start_slow_run(config) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "HTCDS_FAULT"}
     return subprocess.Popen(cli_command("run", str(config)), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -54,7 +54,7 @@ def test_a_second_process_on_the_same_postgres_store_exits_6(tmp_path):
     with fresh_schema() as (url, _schema):
         first_dir, second_dir = tmp_path / "host-a", tmp_path / "host-b"  # separate folders: no shared lock file
         first_dir.mkdir(), second_dir.mkdir()
-        first = start_slow_run(write_job(first_dir, store_url=url, source={"sleep_per_page": 1.0}), 1.0)
+        first = start_slow_run(write_job(first_dir, store_url=url, source={"sleep_per_page": 1.0}))
         try:
             wait_for_advisory_lock(first)
             second = run_cli("run", str(write_job(second_dir, store_url=url)))
@@ -73,7 +73,7 @@ def test_a_second_process_on_the_same_postgres_store_exits_6(tmp_path):
 def test_a_killed_holder_leaves_no_stale_lock_in_the_store(tmp_path):
     with fresh_schema() as (url, _schema):
         config = write_job(tmp_path, store_url=url, source={"sleep_per_page": 0.5})
-        first = start_slow_run(config, 0.5)
+        first = start_slow_run(config)
         try:
             wait_for_advisory_lock(first)
             os.kill(first.pid, signal.SIGKILL)
@@ -90,7 +90,7 @@ def test_a_killed_holder_leaves_no_stale_lock_in_the_store(tmp_path):
 def test_different_jobs_on_one_postgres_store_do_not_block_each_other(tmp_path):
     with fresh_schema() as (url, _schema):
         (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-        first = start_slow_run(write_job(tmp_path / "a", store_url=url, source={"sleep_per_page": 0.5}), 0.5)
+        first = start_slow_run(write_job(tmp_path / "a", store_url=url, source={"sleep_per_page": 0.5}))
         try:
             wait_for_advisory_lock(first)
             other = run_cli("sync", str(write_job(tmp_path / "b", store_url=url, partner="other-ngo")))
