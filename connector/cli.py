@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with _progress(args) as hook, stop_on_signals() as stop:
         outcome = run_job(args.config, progress=hook, stop_requested=stop.is_set)
+    if args.verbose and outcome.exception is not None:  # a bug (exit 7): the traceback, on request only
+        sys.stderr.write("".join(traceback.format_exception(outcome.exception)))
     return _show_outcome(outcome, args.json)
 
 

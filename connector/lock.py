@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from connector.errors import LockedError, StoreError
+from connector.errors import LockedError, StoreError, storage_problem
 
 
 class JobLock:
@@ -34,8 +34,11 @@ class JobLock:
         self._fd: int | None = None
 
     def __enter__(self) -> "JobLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create the job's lock file {self.path}: {storage_problem(exc)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

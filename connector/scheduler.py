@@ -61,6 +61,7 @@ class RunOutcome:
     stopped: bool = False
     notices: list[str] = field(default_factory=list)
     notify_problems: list[str] = field(default_factory=list)
+    exception: BaseException | None = None  # the bug behind an internal error (exit 7), for `run -v`
 
     def as_dict(self) -> dict[str, Any]:
         """The `run --json` shape: sync and release reports, the exit code, and any run-level errors."""
@@ -123,7 +124,9 @@ def run_job(
     except Exception as exc:  # noqa: BLE001 - every failure becomes its exit code and a notice (above)
         error = exc if isinstance(exc, ConnectorError) else InternalError.wrap(exc, "running the job")
         if error.exit_code == EXIT_INTERNAL:
-            log.exception("run failed: internal error", extra={"job": job, "error": error.message})
+            # the type and place only: a traceback's text could carry a value from a record
+            log.error("run failed: internal error", extra={"job": job, "error": error.message})
+            outcome.exception = exc
         outcome.exit_code, outcome.errors = error.exit_code, [error.one_line()]
         if isinstance(error.report, SyncReport):
             outcome.sync = error.report

@@ -257,7 +257,10 @@ class Store:
         self.display_url = parsed.render_as_string(hide_password=True)
         self._sqlite = parsed.get_backend_name() == "sqlite"
         if self._sqlite:
-            _make_sqlite_folder(parsed.database)
+            try:
+                _make_sqlite_folder(parsed.database)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder of the case store at {self.display_url}: {storage_problem(exc)}") from None
         # hide_parameters: a failing statement's error must not echo case data into logs.
         options: dict[str, Any] = {"hide_parameters": True}
         if not self._sqlite:

@@ -131,3 +131,23 @@ def test_the_readme_documents_every_exit_code():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
     assert [int(line.split("|")[1]) for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()] == sorted(EXIT_MEANINGS)
+
+
+def test_a_bug_during_run_exits_7_notifies_and_shows_the_traceback_only_with_v(tmp_path, monkeypatch, capsys):
+    config = write_job(tmp_path)
+    monkeypatch.setattr(Pipeline, "release_after", lambda self, sync: {}["x"])
+    assert cli.main(["run", str(config), "--json"]) == EXIT_INTERNAL
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["exit_code"] == EXIT_INTERNAL and report["sync"]["sources"][0]["status"] == "ok"
+    assert "KeyError at test_errors.py:" in report["errors"][0] and "Traceback" not in captured.err
+    assert cli.main(["-v", "run", str(config)]) == EXIT_INTERNAL
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_lock_file_that_cannot_be_created_is_a_store_error(tmp_path):
+    from connector.lock import JobLock
+
+    (tmp_path / "state").write_text("a file where the folder should be")
+    with pytest.raises(StoreError, match="cannot create the job's lock file"):
+        JobLock(tmp_path / "state" / "cases.lock").__enter__()
