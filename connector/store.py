@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -698,7 +699,7 @@ class Store:
         try:
             yield
         except SQLAlchemyError as exc:
-            message = _first_line(getattr(exc, "orig", None) or exc)
+            message = _QUOTED_VALUE.sub(r'\1"..."', _first_line(getattr(exc, "orig", None) or exc))
             raise StoreError(f"the case store at {self.display_url} failed while {doing}: {message}") from None
         except OSError as exc:
             if exc.errno not in STORAGE_ERRNOS:
@@ -937,6 +938,11 @@ def _as_utc(value: datetime) -> datetime:
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+# A driver message ending in a quoted value (`invalid input syntax for type integer: "..."`) would
+# echo a value of a record: the value is blanked, the rest of the line kept.
+_QUOTED_VALUE = re.compile(r'(:\s*)"[^"]*"\s*$')
 
 
 def _first_line(exc: BaseException) -> str:

@@ -547,3 +547,13 @@ def test_starting_a_run_marks_the_jobs_runs_left_running_as_crashed(store: Store
     assert by_id[killed]["status"] == "crashed" and by_id[killed]["finished_at"] is not None
     assert "ended without finishing" in by_id[killed]["error"]
     assert by_id[other]["status"] == "running"
+
+
+def test_a_driver_error_quoting_a_value_does_not_echo_it(store: Store) -> None:
+    from sqlalchemy import text as sql
+
+    with pytest.raises(StoreError) as raised, store._write() as conn:
+        conn.execute(sql("SELECT CAST('Maria Papadopoulou' AS INTEGER) + 0 FROM runs WHERE 1 = 0 UNION ALL SELECT CAST('Maria Papadopoulou' AS INTEGER)"))
+        if store.is_sqlite:  # SQLite casts text to 0 instead of failing: fail the same way by hand
+            raise __import__("sqlalchemy").exc.DataError("SELECT", {}, Exception('invalid input syntax for type integer: "Maria Papadopoulou"'))
+    assert "Maria" not in str(raised.value) and 'for type integer: "..."' in str(raised.value)
