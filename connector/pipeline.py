@@ -441,12 +441,15 @@ class Pipeline:
 def _privacy_refusals() -> tuple[type[Exception], ...]:
     """The privacy step's own refusals: the gate's, the budget's, and the privacy methods' declared
     errors (k cannot be reached, nothing to synthesize, a value with no place in its hierarchy)."""
-    from privacy.hierarchies import HierarchyError
-    from privacy.kanon import KAnonymityError
-    from privacy.protect import ProtectionError
-    from privacy.synth import SynthesisError
+    import importlib
 
-    return (ReleaseRefused, HierarchyError, KAnonymityError, ProtectionError, SynthesisError)
+    found: list[type[Exception]] = [ReleaseRefused]
+    for module, name in (("privacy.hierarchies", "HierarchyError"), ("privacy.kanon", "KAnonymityError"),
+                         ("privacy.protect", "ProtectionError"), ("privacy.synth", "SynthesisError")):
+        error = getattr(importlib.import_module(module), name, None)
+        if isinstance(error, type) and issubclass(error, Exception):
+            found.append(error)
+    return tuple(found)
 
 
 DUPLICATE_ID = "duplicate record id: the first copy is stored, this one is not"
