@@ -67,10 +67,10 @@ def _failed(args: argparse.Namespace, exc: ConnectorError) -> int:
     and with `--json` the command's report (as far as it got) with the exit code and the error."""
     if isinstance(exc, ConfigError):
         for problem in exc.problems:
-            err.print(f"[red]config error[/red] {escape(problem)}", highlight=False)
+            err.print(f"[red]config error[/red] {escape(problem)}", highlight=False, soft_wrap=True)
     else:
         word = {EXIT_LOCKED: "[yellow]locked[/yellow]"}.get(exc.exit_code, "[red]error[/red]")
-        err.print(f"{word} {escape(exc.one_line())}", highlight=False)
+        err.print(f"{word} {escape(exc.one_line())}", highlight=False, soft_wrap=True)  # one line, never wrapped
     if getattr(args, "json", False):
         report = exc.report.as_dict() if exc.report is not None else {}
         _print_json({**report, "exit_code": exc.exit_code, "error": exc.message, "hint": exc.hint})
@@ -215,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _show_outcome(outcome, as_json: bool) -> int:
     for message in outcome.errors:  # on stderr with --json too: cron mails it, systemd journals it
-        err.print(f"[red]error[/red] {escape(message)}", highlight=False)
+        err.print(f"[red]error[/red] {escape(message)}", highlight=False, soft_wrap=True)
     if as_json:
         _print_json(outcome.as_dict())
         return outcome.exit_code
