@@ -34,6 +34,7 @@ from connector.errors import (
     as_connector_error,
 )
 from connector.faults import fault_point
+from connector.lock import JobLock, PostgresJobLock
 from connector.logs import get_logger
 from connector.mapping import Mapping, MappingError, load_mapping
 from connector.records import MappedPage, Page, Problem, RawRecord, Rejection
@@ -156,11 +157,9 @@ class Pipeline:
     def job_name(self) -> str:
         return self.config.job.partner.id
 
-    def lock(self) -> Any:
+    def lock(self) -> JobLock | PostgresJobLock:
         """The job's lock, to hold for a run: in the store itself when it is PostgreSQL (two hosts
         or pods may share it), a file beside an SQLite store (only one host can reach the file)."""
-        from connector.lock import JobLock
-
         if self.config.store_url().startswith("sqlite"):
             return JobLock(self.lock_path())
         return self.store.job_lock(self.config.job.partner.id, self.job_name)

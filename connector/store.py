@@ -58,6 +58,7 @@ from sqlalchemy.types import TypeDecorator
 
 from connector.errors import STORAGE_ERRNOS, ReleaseRefused, StoreError, storage_problem
 from connector.faults import fault_point
+from connector.lock import PostgresJobLock
 from connector.migrations import LATEST, migrate
 from connector.records import CaseRecord, MappedPage, Rejection
 
@@ -300,11 +301,9 @@ class Store:
     def is_sqlite(self) -> bool:
         return self._sqlite
 
-    def job_lock(self, partner: str, job: str) -> Any:
+    def job_lock(self, partner: str, job: str) -> PostgresJobLock:
         """The lock that keeps one run of `job` at a time across hosts: an advisory lock in this
         PostgreSQL store (connector.lock.PostgresJobLock). SQLite stores use a lock file instead."""
-        from connector.lock import PostgresJobLock
-
         if self._sqlite:
             raise ValueError("an SQLite store is locked with a file beside it (connector.lock.JobLock)")
         return PostgresJobLock(self._engine, partner, job, self.display_url)
