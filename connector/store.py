@@ -435,7 +435,7 @@ class Store:
             result = conn.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id)
-                .values(finished_at=_now(), status=status, counts=_dumps(counts), error=error)
+                .values(finished_at=_now(), status=status, counts=_dumps(counts), error=_no_nul(error))
             )
             if result.rowcount != 1:
                 raise StoreError(f"run {run_id} is not in the store")
@@ -454,7 +454,7 @@ class Store:
         `ok` in `source_status()` compares the two times.
         """
         now = _now()
-        values: dict[str, Any] = {"last_success_at": now} if ok else {"last_error": error, "last_error_at": now}
+        values: dict[str, Any] = {"last_success_at": now} if ok else {"last_error": _no_nul(error), "last_error_at": now}
         stmt = self._insert(source_status).values(source=source, **values)
         stmt = stmt.on_conflict_do_update(index_elements=[source_status.c.source], set_=values)
         with self._write() as conn:
@@ -704,6 +704,10 @@ class Store:
             if exc.errno not in STORAGE_ERRNOS:
                 raise
             raise StoreError(f"the case store at {self.display_url} failed while {doing}: {storage_problem(exc)}") from None
+        except ValueError as exc:
+            if "NUL" not in str(exc):  # psycopg2 refuses a NUL before sending, unwrapped by SQLAlchemy
+                raise
+            raise StoreError(f"the case store at {self.display_url} failed while {doing}: a text holds a NUL character, which it cannot store") from None
 
     def _incoming_rows(
         self, source: str, page: MappedPage, deleted_ids: Iterable[str]
@@ -862,6 +866,12 @@ def safe_id(record_id: str, keep: int = 60) -> str:
     if len(record_id) > keep:
         return f"{shown[:keep]}... ({len(record_id):,} characters)"
     return shown
+
+
+def _no_nul(text: str | None) -> str | None:
+    """A message as PostgreSQL can store it: a NUL (from a server's answer quoted in an error)
+    written as `\\x00`."""
+    return text.replace("\x00", "\\x00") if text else text
 
 
 def _storable_rejection(rejection: Rejection) -> bool:

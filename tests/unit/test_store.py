@@ -557,3 +557,11 @@ def test_a_driver_error_quoting_a_value_does_not_echo_it(store: Store) -> None:
         if store.is_sqlite:  # SQLite casts text to 0 instead of failing: fail the same way by hand
             raise __import__("sqlalchemy").exc.DataError("SELECT", {}, Exception('invalid input syntax for type integer: "Maria Papadopoulou"'))
     assert "Maria" not in str(raised.value) and 'for type integer: "..."' in str(raised.value)
+
+
+def test_a_nul_in_an_error_message_is_stored_escaped(store: Store) -> None:
+    run = store.start_run("job", "sync")
+    store.record_source_status(SF, ok=False, error="source sf: HTTP 500 (body: a\x00b)")
+    store.finish_run(run, "failed", {}, "sf: a\x00b")
+    assert store.source_status()[0]["last_error"] == "source sf: HTTP 500 (body: a\\x00b)"
+    assert store.runs()[0]["error"] == "sf: a\\x00b"
