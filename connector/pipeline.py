@@ -207,17 +207,16 @@ class Pipeline:
             cursor = self.store.cursor(source_config.id)
             log.info("sync started", extra={"run_id": run_id, "source": source_config.id, "resume": cursor is not None})
             duplicates = FirstCopies(source_config.id) if source.full_snapshot else None
-            for page in source.pages(cursor):
+            for fetched in source.pages(cursor):
                 fault_point("sync.page_fetched")
-                if duplicates is not None:
-                    page = duplicates.of(page)
+                page = duplicates.of(fetched) if duplicates is not None else fetched
                 mapped = _map_page(mapping, source_config.id, page)
                 counts = self.store.commit_page(source_config.id, run_id, mapped)
                 # Every record the read met is present, stored or rejected: none of them is "missing".
                 seen.update(raw.record_id for raw in page.records)
                 seen.update(r.record_id for r in page.rejections)
                 result.pages += 1
-                result.fetched += len(page.records)
+                result.fetched += len(fetched.records) + len(fetched.rejections)  # every record read, rejected whole or not
                 result.inserted += counts.inserted
                 result.updated += counts.updated
                 result.unchanged += counts.unchanged
