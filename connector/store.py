@@ -318,7 +318,7 @@ class Store:
         New records are inserted; a record whose content hash or deleted flag changed is updated;
         otherwise only `last_seen`/`last_run_id` move. `deleted_ids` and cases flagged deleted
         become tombstones with data `{}` (a delete wins over a live copy on the same page). The
-        earlier rejections of every record on the page are replaced by this page's. The cursor is
+        earlier rejections of every record stored on the page are replaced by this page's. The cursor is
         set to `page.cursor` unless it is None. If anything fails, nothing of the page is written.
 
         A record the store cannot hold (an id too long for its column, a NUL in the id) becomes a
