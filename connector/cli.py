@@ -23,8 +23,8 @@ from rich.table import Table
 
 from connector import logs
 from connector.config import ConfigError, load_config
-from connector.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError
-from connector.pipeline import Pipeline
+from connector.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError, ReleaseRefused
+from connector.pipeline import Pipeline, privacy_refusals
 
 # Not a terminal (cron, CI, a pipe): a fixed, wide layout instead of rich's 80 columns.
 out = Console(width=None if Console().is_terminal else 140)
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectorError as exc:
         return _failed(args, exc)
     except Exception as exc:  # noqa: BLE001 - a bug: exit 7 with one line, never exit 1 (rejections)
+        if isinstance(exc, privacy_refusals()):  # `preview`: the privacy step would refuse (exit 4)
+            return _failed(args, ReleaseRefused(f"the privacy step refuses this release: {exc}"))
         if args.verbose:
             err.print_exception()
         return _failed(args, InternalError.wrap(exc, f"running `{args.command}`"))

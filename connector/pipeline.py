@@ -358,7 +358,7 @@ class Pipeline:
             report.status, report.reasons = "refused", list(exc.reasons)
         except PublishError as exc:
             report.status, report.reasons = "failed", [str(exc)]
-        except _privacy_refusals() as exc:
+        except privacy_refusals() as exc:
             # Only the privacy step's own refusals (the model cannot be met as configured, the budget
             # is spent) are "refused" (exit 4); any other ValueError is a failure of the run.
             report.status, report.reasons = "refused", [str(exc)]
@@ -436,7 +436,7 @@ class Pipeline:
         return problems
 
 
-def _privacy_refusals() -> tuple[type[Exception], ...]:
+def privacy_refusals() -> tuple[type[Exception], ...]:
     """The privacy step's own refusals: the gate's, the budget's, and the privacy methods' declared
     errors (k cannot be reached, nothing to synthesize, a value with no place in its hierarchy)."""
     import importlib

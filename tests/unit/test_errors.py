@@ -151,3 +151,12 @@ def test_a_lock_file_that_cannot_be_created_is_a_store_error(tmp_path):
     (tmp_path / "state").write_text("a file where the folder should be")
     with pytest.raises(StoreError, match="cannot create the job's lock file"):
         JobLock(tmp_path / "state" / "cases.lock").__enter__()
+
+
+def test_preview_of_a_release_the_privacy_model_refuses_exits_4_with_the_reason(tmp_path, capsys):
+    config = write_job(tmp_path, k=1000)
+    assert cli.main(["sync", str(config)]) == 0
+    capsys.readouterr()
+    assert cli.main(["preview", str(config)]) == EXIT_GATE
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the privacy step refuses this release: k=1000" in err and "Traceback" not in err
