@@ -160,3 +160,21 @@ def test_preview_of_a_release_the_privacy_model_refuses_exits_4_with_the_reason(
     assert cli.main(["preview", str(config)]) == EXIT_GATE
     err = " ".join(capsys.readouterr().err.split())
     assert "the privacy step refuses this release: k=1000" in err and "Traceback" not in err
+
+
+def test_sync_json_on_a_full_disk_prints_the_report_so_far_with_the_error_and_hint(tmp_path, capsys):
+    from connector import faults
+
+    config = write_job(tmp_path)
+    faults.configure("store.commit:3=ENOSPC")
+    try:
+        code = cli.main(["sync", str(config), "--json"])
+    finally:
+        faults.configure(None)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == EXIT_CONFIG == report["exit_code"]
+    assert "failed while writing: disk full" in report["error"] and "disk has room" in report["hint"]
+    (source,) = report["sources"]
+    assert (source["status"], source["pages"], source["fetched"]) == ("failed", 2, 20)
+    assert "disk full" in captured.err and "Traceback" not in captured.err
