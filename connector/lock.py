@@ -94,6 +94,19 @@ class PostgresJobLock:
         self._conn = conn
         return self
 
+    def lost(self) -> bool:
+        """True when the lock's session is gone (a server restart, a failover, a terminated
+        backend): the lock went with it, and another host may start the job. The pipeline asks after
+        each committed page and stops the run; pooled store connections would reconnect silently."""
+        if self._conn is None:
+            return True
+        try:
+            return not self._conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()")
+            ).scalar_one()
+        except SQLAlchemyError:
+            return True
+
     def __exit__(self, *exc: object) -> None:
         if self._conn is None:
             return

@@ -133,11 +133,14 @@ class Pipeline:
         self._store: Store | None = None
         self._deadline: float | None = None
         self._failing_source: SourceReport | None = None  # the source whose page was in flight when the run failed
+        self._lock: JobLock | PostgresJobLock | None = None
 
     def _should_stop(self) -> str | None:
         """Why fetching must stop after the page just committed, or None to go on."""
         if self.stop_requested():
             return "stopped on request (signal or shutdown) after the last committed page"
+        if isinstance(self._lock, PostgresJobLock) and self._lock.lost():
+            return "stopped: the job's lock in the store was lost (the connection to PostgreSQL dropped); the next run continues"
         if self._deadline is not None and time.monotonic() > self._deadline:
             return f"time budget of {self.config.job.run.time_budget_minutes} min spent; the next run continues"
         return None
@@ -161,8 +164,10 @@ class Pipeline:
         """The job's lock, to hold for a run: in the store itself when it is PostgreSQL (two hosts
         or pods may share it), a file beside an SQLite store (only one host can reach the file)."""
         if self.config.store_url().startswith("sqlite"):
-            return JobLock(self.lock_path())
-        return self.store.job_lock(self.config.job.partner.id, self.job_name)
+            self._lock = JobLock(self.lock_path())
+        else:
+            self._lock = self.store.job_lock(self.config.job.partner.id, self.job_name)
+        return self._lock
 
     def lock_path(self) -> Path:
         url = self.config.store_url()

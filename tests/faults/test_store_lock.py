@@ -101,3 +101,34 @@ def test_different_jobs_on_one_postgres_store_do_not_block_each_other(tmp_path):
                 first.kill()
                 first.wait()
             first.stderr.close()
+
+
+def test_a_run_whose_store_lock_is_lost_stops_after_the_page(tmp_path):
+    """A failover mid-run drops the lock's session; the pool's connections would reconnect and the
+    run go on unlocked, while another host may start the job. It stops after the page instead."""
+    from connector.config import load_config
+    from connector.pipeline import Pipeline
+    from tests.conftest import FakeSource  # noqa: F401 - registers `fake`
+
+    with fresh_schema() as (url, _schema):
+        pipeline = Pipeline(load_config(write_job(tmp_path, store_url=url)))
+        terminated: list[int] = []
+
+        def drop_the_lock_session(source: str, pages: int, records: int) -> None:
+            if pages == 2 and not terminated:
+                engine = admin_engine()
+                with engine.begin() as conn:
+                    terminated.append(conn.execute(
+                        text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE :name"),
+                        {"name": f"htcds-connector % pid {os.getpid()}"},
+                    ).scalar_one())
+                engine.dispose()
+                time.sleep(0.2)  # the server ends the session
+
+        pipeline.progress = drop_the_lock_session
+        with pipeline.lock():
+            report = pipeline.sync()
+        pipeline.close()
+        (source,) = report.sources
+        assert terminated == [1] and source.status == "interrupted" and source.pages == 2
+        assert "lock in the store was lost" in source.error
