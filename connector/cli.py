@@ -1,7 +1,9 @@
 """`htcds-connector`: a thin shell over the pipeline. Tables for people, `--json` for machines.
 
-Exit codes (also in the README): 0 ok, 1 finished with rejections, 2 config error, 3 source
-unreachable or auth failed, 4 privacy gate refused, 5 publish failed, 6 locked.
+Exit codes (also in the README): 0 ok, 1 finished with rejections, 2 config or store error, 3
+source unreachable or auth failed, 4 privacy gate refused, 5 publish failed, 6 locked, 7 internal
+error. Every failure is a `connector.errors.ConnectorError` carrying its code and a hint, caught
+once, in `main`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,8 @@ from rich.table import Table
 
 from connector import logs
 from connector.config import ConfigError, load_config
-from connector.lock import JobLock, LockedError
-from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline
+from connector.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError, ReleaseRefused
+from connector.pipeline import Pipeline, privacy_refusals
 
 # Not a terminal (cron, CI, a pipe): a fixed, wide layout instead of rich's 80 columns.
 out = Console(width=None if Console().is_terminal else 140)
@@ -54,13 +57,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return int(args.func(args) or EXIT_OK)
-    except ConfigError as exc:
+    except ConnectorError as exc:
+        return _failed(args, exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: exit 7 with one line, never exit 1 (rejections)
+        if isinstance(exc, privacy_refusals()):  # `preview`: the privacy step would refuse (exit 4)
+            return _failed(args, ReleaseRefused(f"the privacy step refuses this release: {exc}"))
+        if args.verbose:
+            err.print_exception()
+        return _failed(args, InternalError.wrap(exc, f"running `{args.command}`"))
+
+
+def _failed(args: argparse.Namespace, exc: ConnectorError) -> int:
+    """The one place a failure is shown: one line per problem on stderr (what, then what to do),
+    and with `--json` the command's report (as far as it got) with the exit code and the error."""
+    if isinstance(exc, ConfigError):
         for problem in exc.problems:
-            err.print(f"[red]config error[/red] {problem}", highlight=False, markup=True)
-        return EXIT_CONFIG
-    except LockedError as exc:
-        err.print(f"[yellow]locked[/yellow] {exc}")
-        return EXIT_LOCKED
+            err.print(f"[red]config error[/red] {escape(problem)}", highlight=False, soft_wrap=True)
+    else:
+        word = {EXIT_LOCKED: "[yellow]locked[/yellow]"}.get(exc.exit_code, "[red]error[/red]")
+        err.print(f"{word} {escape(exc.one_line())}", highlight=False, soft_wrap=True)  # one line, never wrapped
+    if getattr(args, "json", False):
+        report = exc.report.as_dict() if exc.report is not None else {}
+        _print_json({**report, "exit_code": exc.exit_code, "error": exc.message, "hint": exc.hint})
+    return exc.exit_code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -260,15 +279,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with _progress(args) as hook, stop_on_signals() as stop:
         outcome = run_job(args.config, progress=hook, stop_requested=stop.is_set)
+    if args.verbose and outcome.exception is not None:  # a bug (exit 7): the traceback, on request only
+        sys.stderr.write("".join(traceback.format_exception(outcome.exception)))
     return _show_outcome(outcome, args.json)
 
 
 def _show_outcome(outcome, as_json: bool) -> int:
+    for message in outcome.errors:  # on stderr with --json too: cron mails it, systemd journals it
+        err.print(f"[red]error[/red] {escape(message)}", highlight=False, soft_wrap=True)
     if as_json:
         _print_json(outcome.as_dict())
         return outcome.exit_code
-    for message in outcome.errors:
-        err.print(f"[red]error[/red] {message}", highlight=False)
     if outcome.sync is not None:
         _show_sync(outcome.sync, False)
     if outcome.release is not None:
@@ -570,15 +591,20 @@ class _locked:
 
     def __init__(self, config):
         self.pipeline = Pipeline(config)
-        self.lock = JobLock(self.pipeline.lock_path())
+        self.lock: Any = None
 
     def __enter__(self) -> Pipeline:
-        self.lock.__enter__()
+        try:
+            self.lock = self.pipeline.lock()
+            self.lock.__enter__()
+        except BaseException:
+            self.pipeline.close()
+            raise
         return self.pipeline
 
     def __exit__(self, *exc: object) -> None:
-        self.pipeline.close()
         self.lock.__exit__(*exc)
+        self.pipeline.close()
 
 
 class _progress:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from connector.errors import ConfigurationError
 from connector.secrets import Secret, fold_secret_references, literal_secret_paths
 
 ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")  # ${NAME} or ${NAME:-default}
@@ -289,7 +290,7 @@ class Config:
         return _where(self.path, self.lines, tuple(loc))
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """A config that cannot be used. `problems` has one line per problem, each naming file, line and key."""
 
     def __init__(self, problems: list[str]):

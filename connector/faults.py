@@ -10,6 +10,14 @@ twice.
     HTCDS_FAULT=store.commit          # die at the first time the store is about to commit a page
     HTCDS_FAULT=sync.page_committed:3 # die after the third committed page
 
+A point can also fail instead of dying, for the failures an unattended job must report rather than
+survive: `=ENOSPC` (or any errno name: `EROFS`, `EIO`) raises that OSError there, as a full disk
+would; `=SIGSTOP` stops the process there until SIGCONT, so a test can act on the world in between
+(terminate the store's PostgreSQL connection) and let it run on:
+
+    HTCDS_FAULT=store.commit:2=ENOSPC # the second page's commit finds the disk full
+    HTCDS_FAULT=store.commit=SIGSTOP  # pause inside the first page's transaction
+
 The variable is read once at import, so in production (variable unset) a fault point is one
 comparison with None. The points in the code base:
 
@@ -24,6 +32,7 @@ comparison with None. The points in the code base:
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -31,28 +40,41 @@ import sys
 ENV_VAR = "HTCDS_FAULT"
 
 
-def _parse(value: str | None) -> tuple[str, int] | None:
-    """`name` or `name:count` -> (name, count); None when unset or empty."""
+def _parse(value: str | None) -> tuple[str, int, str] | None:
+    """`name[:count][=ACTION]` -> (name, count, action); None when unset or empty. Action: KILL
+    (default), SIGSTOP, or an errno name."""
     if not value:
         return None
-    name, _, count = value.strip().partition(":")
-    return name, max(1, int(count)) if count.strip() else 1
+    spec, _, action = value.strip().partition("=")
+    name, _, count = spec.partition(":")
+    action = action.strip().upper() or "KILL"
+    if action not in ("KILL", "SIGSTOP") and not isinstance(getattr(errno, action, None), int):
+        raise ValueError(f"{ENV_VAR}: unknown action {action!r} (KILL, SIGSTOP or an errno name such as ENOSPC)")
+    return name, max(1, int(count)) if count.strip() else 1, action
 
 
-_target: tuple[str, int] | None = _parse(os.environ.get(ENV_VAR))
+_target: tuple[str, int, str] | None = _parse(os.environ.get(ENV_VAR))
 _hits = 0
 
 
 def fault_point(name: str) -> None:
-    """Kill this process with SIGKILL if `HTCDS_FAULT` names this point (at its count-th hit)."""
+    """Act as `HTCDS_FAULT` says if it names this point (at its count-th hit): SIGKILL by default."""
     if _target is None or _target[0] != name:
         return
     global _hits
     _hits += 1
-    if _hits >= _target[1]:
-        sys.stderr.write(f"fault injected: SIGKILL at {name} (hit {_hits})\n")
-        sys.stderr.flush()
+    if _hits != _target[1] and not (_target[2] == "KILL" and _hits > _target[1]):
+        return
+    action = _target[2]
+    sys.stderr.write(f"fault injected: {'SIGKILL' if action == 'KILL' else action} at {name} (hit {_hits})\n")
+    sys.stderr.flush()
+    if action == "KILL":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "SIGSTOP":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    else:
+        code = getattr(errno, action)
+        raise OSError(code, os.strerror(code))
 
 
 def configure(value: str | None) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from connector.errors import ConfigurationError
 from connector.records import CaseRecord, MappedPage, Page, RawRecord, Rejection
 from connector.schema import FieldSpec, Schema, load_schema
 
@@ -67,8 +68,9 @@ _FOLD = re.compile(r"[^0-9a-z]+")
 NEAR_CODE = 0.8  # similarity (difflib ratio of folded text) above which a value is a misspelt code
 
 
-class MappingError(Exception):
-    """A mapping file that cannot be used; one message per problem, each naming file and line."""
+class MappingError(ConfigurationError):
+    """A mapping file that cannot be used; one message per problem, each naming file and line (exit 2
+    when it stops a command; in a sync it fails only its source)."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems

@@ -45,16 +45,17 @@ from connector.logs import get_logger
 from connector.secrets import Secret, SecretMissing
 
 FAILURE, RECOVERY, REJECTIONS, REMINDER, TEST = "failure", "recovery", "rejections", "reminder", "test"
-FAILURE_CODES = frozenset({2, 3, 4, 5})
+FAILURE_CODES = frozenset({2, 3, 4, 5, 7})
 OK_CODES = frozenset({0, 1})
 MEANING = {
     0: "ok",
     1: "finished, but some values were rejected",
-    2: "config error",
+    2: "config or store error",
     3: "a source was unreachable, refused the credentials, or failed",
     4: "the privacy gate refused the release",
     5: "publishing failed",
     6: "another run of the same job holds the lock",
+    7: "internal error (a bug; the next run resumes)",
 }
 MAX_ERROR_CHARS = 500
 log = get_logger()
@@ -202,14 +203,14 @@ def previous_outcome(runs: list[dict[str, Any]], job: str) -> str | None:
 
     `runs` is `Store.runs()` (newest first), read BEFORE the current run starts. A `run` is a sync
     record followed by a release record, so the outcome spans the latest sync and every later
-    record: any of them `failed`, or left `running` by a crash, makes it a failure.
+    record: any of them `failed`, or left `running` (or marked `crashed`) by a crash, makes it a failure.
     """
     mine = [r for r in runs if r.get("job") == job]
     if not mine:
         return None
     latest_sync = next((i for i, r in enumerate(mine) if r.get("kind") == "sync"), 0)
     group = mine[: latest_sync + 1]
-    return "failed" if any(r.get("status") in ("failed", "running") for r in group) else "ok"
+    return "failed" if any(r.get("status") in ("failed", "running", "crashed") for r in group) else "ok"
 
 
 def send(notice: Notice, settings: NotifyConfig, *, secrets: list[Secret] = ()) -> list[str]:

@@ -20,10 +20,24 @@ import pandas as pd
 
 from connector.config import Config
 from connector.destinations import PublishError, create_destination
+from connector.errors import (
+    EXIT_CONFIG,
+    EXIT_GATE,
+    EXIT_INTERNAL,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PUBLISH,
+    EXIT_REJECTIONS,
+    EXIT_SOURCE,
+    ConnectorError,
+    ReleaseRefused,
+    as_connector_error,
+)
 from connector.faults import fault_point
+from connector.lock import JobLock, PostgresJobLock
 from connector.logs import get_logger
 from connector.mapping import Mapping, MappingError, load_mapping
-from connector.records import MappedPage, Page, Problem, Rejection
+from connector.records import MappedPage, Page, Problem, RawRecord, Rejection
 from connector.release import build_bundle
 from connector.schema import Schema, load_schema
 from connector.secrets import SecretMissing
@@ -31,14 +45,8 @@ from connector.sources import source_class
 from connector.sources.base import Source, SourceError
 from connector.store import Store
 
-# Exit codes, documented in the README.
-EXIT_OK = 0
-EXIT_REJECTIONS = 1
-EXIT_CONFIG = 2
-EXIT_SOURCE = 3
-EXIT_GATE = 4
-EXIT_PUBLISH = 5
-EXIT_LOCKED = 6
+# The exit codes (connector.errors, documented in the README), importable from here as before.
+__all__ = ["EXIT_CONFIG", "EXIT_GATE", "EXIT_INTERNAL", "EXIT_LOCKED", "EXIT_OK", "EXIT_PUBLISH", "EXIT_REJECTIONS", "EXIT_SOURCE", "Pipeline"]
 
 ProgressHook = Callable[[str, int, int], None]  # (source id, pages done, records done)
 log = get_logger()
@@ -65,6 +73,8 @@ class SourceReport:
 class SyncReport:
     run_id: str
     sources: list[SourceReport] = field(default_factory=list)
+    # Set when the run itself failed (store, bug) with this documented code; see Pipeline._run_failed.
+    failure_code: int | None = None
 
     @property
     def failed(self) -> list[SourceReport]:
@@ -72,6 +82,8 @@ class SyncReport:
 
     @property
     def exit_code(self) -> int:
+        if self.failure_code is not None:
+            return self.failure_code
         if self.failed:
             return EXIT_SOURCE
         return EXIT_REJECTIONS if any(s.rejected_new for s in self.sources) else EXIT_OK
@@ -90,9 +102,12 @@ class ReleaseReport:
     records_out: int = 0
     privacy: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    failure_code: int | None = None  # set when the run itself failed (store, bug), as in SyncReport
 
     @property
     def exit_code(self) -> int:
+        if self.failure_code is not None:
+            return self.failure_code
         return {"refused": EXIT_GATE, "failed": EXIT_PUBLISH, "skipped": EXIT_SOURCE}.get(self.status, EXIT_OK)
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,11 +132,15 @@ class Pipeline:
         self.stop_requested = stop_requested or (lambda: False)
         self._store: Store | None = None
         self._deadline: float | None = None
+        self._failing_source: SourceReport | None = None  # the source whose page was in flight when the run failed
+        self._lock: JobLock | PostgresJobLock | None = None
 
     def _should_stop(self) -> str | None:
         """Why fetching must stop after the page just committed, or None to go on."""
         if self.stop_requested():
             return "stopped on request (signal or shutdown) after the last committed page"
+        if isinstance(self._lock, PostgresJobLock) and self._lock.lost():
+            return "stopped: the job's lock in the store was lost (the connection to PostgreSQL dropped); the next run continues"
         if self._deadline is not None and time.monotonic() > self._deadline:
             return f"time budget of {self.config.job.run.time_budget_minutes} min spent; the next run continues"
         return None
@@ -141,6 +160,15 @@ class Pipeline:
     def job_name(self) -> str:
         return self.config.job.partner.id
 
+    def lock(self) -> JobLock | PostgresJobLock:
+        """The job's lock, to hold for a run: in the store itself when it is PostgreSQL (two hosts
+        or pods may share it), a file beside an SQLite store (only one host can reach the file)."""
+        if self.config.store_url().startswith("sqlite"):
+            self._lock = JobLock(self.lock_path())
+        else:
+            self._lock = self.store.job_lock(self.config.job.partner.id, self.job_name)
+        return self._lock
+
     def lock_path(self) -> Path:
         url = self.config.store_url()
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -150,17 +178,23 @@ class Pipeline:
     # -- sync ----------------------------------------------------------------------------------
 
     def sync(self, only: list[str] | None = None) -> SyncReport:
+        """Sync every enabled source (or `only` these). A failing source is in the report; a failure
+        of the run itself (the store, a bug) raises ConnectorError with the partial report attached,
+        after marking the run failed."""
         run_id = self.store.start_run(self.job_name, "sync")
         report = SyncReport(run_id)
         budget = self.config.job.run.time_budget_minutes
         self._deadline = time.monotonic() + budget * 60 if budget else None
-        for source_config in self.config.job.sources:
-            if not source_config.enabled or (only and source_config.id not in only):
-                continue
-            if self._should_stop():
-                report.sources.append(SourceReport(source_config.id, "interrupted", error=f"{source_config.id}: {self._should_stop()}"))
-                continue
-            report.sources.append(self._sync_source(run_id, source_config))
+        try:
+            for source_config in self.config.job.sources:
+                if not source_config.enabled or (only and source_config.id not in only):
+                    continue
+                if self._should_stop():
+                    report.sources.append(SourceReport(source_config.id, "interrupted", error=f"{source_config.id}: {self._should_stop()}"))
+                    continue
+                report.sources.append(self._sync_source(run_id, source_config))
+        except Exception as exc:
+            raise self._run_failed(run_id, exc, "syncing", report) from exc
         counts = _total_counts(report)
         status = "failed" if report.failed else ("rejections" if counts["rejected_new"] else "ok")
         error = "; ".join(f"{s.source}: {s.error}" for s in report.failed) or None
@@ -177,13 +211,17 @@ class Pipeline:
             seen: set[str] = set()
             cursor = self.store.cursor(source_config.id)
             log.info("sync started", extra={"run_id": run_id, "source": source_config.id, "resume": cursor is not None})
-            for page in source.pages(cursor):
+            duplicates = FirstCopies(source_config.id) if source.full_snapshot else None
+            for fetched in source.pages(cursor):
                 fault_point("sync.page_fetched")
+                page = duplicates.of(fetched) if duplicates is not None else fetched
                 mapped = _map_page(mapping, source_config.id, page)
                 counts = self.store.commit_page(source_config.id, run_id, mapped)
-                seen.update(case.record_id for case in mapped.cases)
+                # Every record the read met is present, stored or rejected: none of them is "missing".
+                seen.update(raw.record_id for raw in page.records)
+                seen.update(r.record_id for r in page.rejections)
                 result.pages += 1
-                result.fetched += len(page.records)
+                result.fetched += len(fetched.records) + len(fetched.rejections)  # every record read, rejected whole or not
                 result.inserted += counts.inserted
                 result.updated += counts.updated
                 result.unchanged += counts.unchanged
@@ -210,6 +248,11 @@ class Pipeline:
             result.status, result.error = "failed", str(exc)
         except OSError as exc:
             result.status, result.error = "failed", f"{source_config.id}: {type(exc).__name__}: {exc.strerror or exc}"
+        except BaseException:
+            # The run itself failed (store, bug): `sync` reports it; the report names this source.
+            result.status, result.error = "failed", f"{source_config.id}: the run failed at page {result.pages + 1}"
+            self._failing_source = result
+            raise
         finally:
             if source is not None:
                 result.requests = source.stats.requests
@@ -356,20 +399,49 @@ class Pipeline:
             report.status, report.reasons = "refused", list(exc.reasons)
         except PublishError as exc:
             report.status, report.reasons = "failed", [str(exc)]
-        except (ValueError, NotImplementedError) as exc:
+        except privacy_refusals() as exc:
+            # Only the privacy step's own refusals (the model cannot be met as configured, the budget
+            # is spent) are "refused" (exit 4); any other ValueError is a failure of the run.
             report.status, report.reasons = "refused", [str(exc)]
+        except Exception as exc:
+            raise self._run_failed(run_id, exc, "releasing", report) from exc
         status = {"published": "ok", "unchanged": "ok"}.get(report.status, "failed")
         self.store.finish_run(run_id, status, {"records_in": report.records_in, "records_out": report.records_out}, "; ".join(report.reasons) or None)
         level = log.info if status == "ok" else log.error
         level("release " + report.status, extra={"run_id": run_id, "release_id": report.release_id, "records_out": report.records_out})
         return report
 
+    def _run_failed(self, run_id: str, exc: Exception, doing: str, report: SyncReport | ReleaseReport) -> ConnectorError:
+        """Mark the run failed (if the store still answers) and return the documented error for
+        `exc`, carrying the partial report, for `cli.main` to print and exit with."""
+        error = as_connector_error(exc, doing)
+        failing, self._failing_source = self._failing_source, None
+        if isinstance(report, SyncReport) and failing is not None and failing not in report.sources:
+            report.sources.append(failing)
+        if isinstance(report, ReleaseReport):
+            report.status, report.reasons = "failed", [error.message]
+            counts = {"records_in": report.records_in, "records_out": report.records_out}
+        else:
+            counts = _total_counts(report)
+        report.failure_code = error.exit_code
+        error.report = report
+        try:
+            self.store.finish_run(run_id, "failed", counts, error.message)
+        except Exception:  # noqa: BLE001 - the store itself may be what failed; the next start marks the run crashed
+            log.warning("could not mark the run failed", extra={"run_id": run_id})
+        log.error("run failed", extra={"run_id": run_id, "exit_code": error.exit_code, "error": error.message})
+        return error
+
     def run(self) -> tuple[SyncReport, ReleaseReport]:
         sync = self.sync()
+        return sync, self.release_after(sync)
+
+    def release_after(self, sync: SyncReport) -> ReleaseReport:
+        """The release step of `run`: skipped (exit 3) while a source did not sync, if so configured."""
         if sync.failed and self.config.job.run.release_requires_all_sources:
             names = ", ".join(s.source for s in sync.failed)
-            return sync, ReleaseReport(sync.run_id, "skipped", reasons=[f"not released: source(s) {names} did not sync"])
-        return sync, self.release([sync.run_id])
+            return ReleaseReport(sync.run_id, "skipped", reasons=[f"not released: source(s) {names} did not sync"])
+        return self.release([sync.run_id])
 
     # -- check ---------------------------------------------------------------------------------
 
@@ -380,6 +452,8 @@ class Pipeline:
         problems: list[Problem] = [*schedule_problems(self.config), *release_problems(self.config, self.schema), *notify_problems(self.config)]
         try:
             self.store.counts()
+        except ConnectorError as exc:  # StoreError: a safe message (no password, no case data)
+            problems.append(Problem("store.url", exc.message, hint=exc.hint))
         except Exception as exc:  # noqa: BLE001 - any driver error is reported, not raised
             problems.append(Problem("store.url", f"cannot open the store: {type(exc).__name__}", hint="check the URL and that the server runs"))
         for i, source_config in enumerate(self.config.job.sources):
@@ -420,8 +494,63 @@ def _always_offered(source_type: str, source: Source) -> set[str]:
     return names
 
 
+def privacy_refusals() -> tuple[type[Exception], ...]:
+    """The privacy step's own refusals: the gate's, the budget's, and the privacy methods' declared
+    errors (k cannot be reached, nothing to synthesize, a value with no place in its hierarchy)."""
+    import importlib
+
+    found: list[type[Exception]] = [ReleaseRefused]
+    for module, name in (("privacy.hierarchies", "HierarchyError"), ("privacy.kanon", "KAnonymityError"),
+                         ("privacy.protect", "ProtectionError"), ("privacy.synth", "SynthesisError")):
+        error = getattr(importlib.import_module(module), name, None)
+        if isinstance(error, type) and issubclass(error, Exception):
+            found.append(error)
+    return tuple(found)
+
+
+DUPLICATE_ID = "duplicate record id: the first copy is stored, this one is not"
+
+
+class FirstCopies:
+    """Duplicate record ids within one read of a full-snapshot source (a spreadsheet): the first copy
+    goes on, each later copy becomes a rejection naming both places, instead of silently
+    overwriting the first (300 rows in, 250 stored, no word).
+
+    Only for full-snapshot sources: an API source that delivers an id twice in a run delivers a
+    newer version of it (edited while the run paged), which must win.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self.first: dict[str, str] = {}
+
+    def of(self, page: Page) -> Page:
+        """The page with only first copies, and a rejection for each later copy."""
+        kept: list[RawRecord] = []
+        rejected: list[Rejection] = []
+        for i, raw in enumerate(page.records):
+            where = raw.position or f"page {page.number + 1}, record {i + 1}"
+            first = self.first.get(raw.record_id)
+            if first is None:
+                self.first[raw.record_id] = where
+                kept.append(raw)
+            else:
+                rejected.append(Rejection(self.source, raw.record_id, "record_id", f"{first} and {where}", DUPLICATE_ID))
+        if not rejected:
+            return page
+        return Page(kept, page.cursor, page.number, rejections=[*page.rejections, *rejected])
+
+
 def _map_page(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
-    """Map a page; a record that breaks the mapper itself becomes a rejection, not a failed run."""
+    """Map a page; a record that breaks the mapper itself becomes a rejection, not a failed run.
+    Records the source itself rejected (`page.rejections`) are added as they are."""
+    mapped = _map_records(mapping, source_id, page)
+    if page.rejections:
+        mapped.rejections.extend(page.rejections)
+    return mapped
+
+
+def _map_records(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
     try:
         return mapping.map_page(source_id, page)
     except Exception:  # noqa: BLE001 - isolate the record at fault below

@@ -28,6 +28,9 @@ class RawRecord:
     # submission the server did not decrypt): it is stored as a tombstone with a named rejection,
     # never as an empty live case.
     unreadable: tuple[str, str] | None = None
+    # Where the record is in the source, for messages about it (`row 17` of a sheet); None: its page
+    # and place on the page are used.
+    position: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class Page:
     records: list[RawRecord]
     cursor: str | None = None
     number: int = 0
+    # Records the source read but cannot pass on (a spreadsheet cell longer than a cell can be):
+    # stored as rejections with the page, so the rest of the page and the cursor go on.
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from connector import logs, notify
 from connector.config import Config, ConfigError, load_config
-from connector.lock import JobLock, LockedError
-from connector.pipeline import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, Pipeline, ProgressHook, ReleaseReport, SyncReport
-from connector.store import StoreError
+from connector.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_LOCKED, EXIT_OK, ConnectorError, InternalError, LockedError
+from connector.pipeline import Pipeline, ProgressHook, ReleaseReport, SyncReport
 
 # A run that could not start on time (host asleep, daemon restarting) still starts if it is late
 # by less than this; later than that it waits for its next time. Coalescing makes several missed
@@ -62,6 +61,7 @@ class RunOutcome:
     stopped: bool = False
     notices: list[str] = field(default_factory=list)
     notify_problems: list[str] = field(default_factory=list)
+    exception: BaseException | None = None  # the bug behind an internal error (exit 7), for `run -v`
 
     def as_dict(self) -> dict[str, Any]:
         """The `run --json` shape: sync and release reports, the exit code, and any run-level errors."""
@@ -90,8 +90,10 @@ def run_job(
 ) -> RunOutcome:
     """Run one job as `htcds-connector run` does: lock, sync + release, exit code, notifications.
 
-    Never raises for an outcome the README documents (config error, lock held, source, gate or
-    publish failure); the caller prints `as_dict()` or the reports and exits with `exit_code`.
+    Never raises: every failure becomes the outcome's documented `exit_code` (a bug: 7) with its
+    message in `errors` and, if the failure deserves it, a notification; the caller prints
+    `as_dict()` or the reports and exits with `exit_code`. An unattended run has nobody to read a
+    traceback, so this is where a failure turns into a code and a notice.
     `fallback_config` (the daemon passes the config it started with) is who to notify when the
     file no longer loads.
     """
@@ -111,18 +113,28 @@ def run_job(
     outcome = RunOutcome(path, EXIT_OK, job=job)
     previous: str | None = None
     try:
-        with JobLock(pipeline.lock_path()):
+        with pipeline.lock():
             previous = notify.previous_outcome(pipeline.store.runs(limit=HISTORY_FOR_NOTIFY), job)
             log.info("run started", extra={"job": job, "config": str(path), "previous": previous})
-            outcome.sync, outcome.release = pipeline.run()
+            outcome.sync = pipeline.sync()
+            outcome.release = pipeline.release_after(outcome.sync)
     except LockedError as exc:
         log.warning("run skipped: locked", extra={"job": job, "error": str(exc)})
-        return RunOutcome(path, EXIT_LOCKED, job=job, errors=[str(exc)])
-    except StoreError as exc:
-        outcome.exit_code, outcome.errors = EXIT_CONFIG, [str(exc)]
+        return RunOutcome(path, EXIT_LOCKED, job=job, errors=[exc.one_line()])
+    except Exception as exc:  # noqa: BLE001 - every failure becomes its exit code and a notice (above)
+        error = exc if isinstance(exc, ConnectorError) else InternalError.wrap(exc, "running the job")
+        if error.exit_code == EXIT_INTERNAL:
+            # the type and place only: a traceback's text could carry a value from a record
+            log.error("run failed: internal error", extra={"job": job, "error": error.message})
+            outcome.exception = exc
+        outcome.exit_code, outcome.errors = error.exit_code, [error.one_line()]
+        if isinstance(error.report, SyncReport):
+            outcome.sync = error.report
+        elif isinstance(error.report, ReleaseReport):
+            outcome.release = error.report
     finally:
         pipeline.close()
-    if outcome.sync is not None and outcome.release is not None:
+    if outcome.sync is not None and outcome.release is not None and not outcome.errors:
         outcome.exit_code = run_exit_code(outcome.sync, outcome.release)
         outcome.stopped = stop() and any(s.status == "interrupted" for s in outcome.sync.sources)
     log.info(
@@ -359,7 +371,7 @@ def _scheduled_run(path: Path, stop_event: threading.Event, fallback: Config) ->
     except Exception as exc:  # noqa: BLE001 - the daemon keeps the other jobs running
         # Only the type: an unexpected error's text could carry a value from a record.
         log.error("run crashed", extra={"job": fallback.job.partner.id, "error": type(exc).__name__})
-        return EXIT_CONFIG
+        return EXIT_INTERNAL
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from connector.errors import ConfigurationError
+
 # Config keys that hold secrets. A literal value under one of these is a config error.
 SECRET_KEY_NAMES = frozenset(
     {"password", "token", "secret", "client_secret", "private_key", "api_key", "security_token", "access_key", "secret_key"}
@@ -19,7 +21,7 @@ SECRET_KEY_NAMES = frozenset(
 ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
-class SecretMissing(RuntimeError):
+class SecretMissing(ConfigurationError):
     """The referenced environment variable or file is not there. The message names the reference only."""
 
 

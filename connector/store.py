@@ -23,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,21 +56,24 @@ from sqlalchemy.engine import Connection, Dialect, Engine, create_engine, make_u
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
+from connector.errors import STORAGE_ERRNOS, ReleaseRefused, StoreError, storage_problem
 from connector.faults import fault_point
-from connector.records import CaseRecord, MappedPage
+from connector.lock import PostgresJobLock
+from connector.migrations import LATEST, migrate
+from connector.records import CaseRecord, MappedPage, Rejection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = LATEST  # the schema's version and its upgrades: connector/migrations.py
 RUN_KINDS = ("sync", "release", "run")
 FINAL_STATUSES = ("ok", "rejections", "failed")
+# A run found `running` when the next run of its job starts was cut short (kill -9, out of memory,
+# a host restart): nothing else can hold the job's lock, so it is marked so, for `status` to show.
+CRASHED = "crashed"
+CRASHED_ERROR = "the process ended without finishing this run (killed, out of memory or a restart); the next run resumed from its last committed page"
 EMPTY_DATA = "{}"
 # IN-lists are chunked: SQLite limits bound parameters, and PostgreSQL plans short lists better.
 _IN_CHUNK = 500
 # Rows fetched per round trip when streaming cases out (server-side cursor on PostgreSQL).
 _STREAM_CHUNK = 1000
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or used. The message never contains a password or case data."""
 
 
 class UTCDateTime(TypeDecorator):
@@ -125,6 +129,7 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("counts", Text, nullable=False, default=EMPTY_DATA),
     Column("error", Text),
+    Index("ix_runs_job_status", "job", "status"),
 )
 
 cases = Table(
@@ -238,7 +243,7 @@ class SeriesChange:
     retired: tuple[tuple[str, int], ...] = ()  # (series id, seq)
 
 
-class BudgetExceeded(ValueError):
+class BudgetExceeded(ReleaseRefused, ValueError):
     """A release would take the partner's privacy budget over its total; the message says what is left."""
 
     def __init__(self, partner: str, epsilon: float, spent: float, total: float):
@@ -284,7 +289,10 @@ class Store:
         self.display_url = parsed.render_as_string(hide_password=True)
         self._sqlite = parsed.get_backend_name() == "sqlite"
         if self._sqlite:
-            _make_sqlite_folder(parsed.database)
+            try:
+                _make_sqlite_folder(parsed.database)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder of the case store at {self.display_url}: {storage_problem(exc)}") from None
         # hide_parameters: a failing statement's error must not echo case data into logs.
         options: dict[str, Any] = {"hide_parameters": True}
         if not self._sqlite:
@@ -297,8 +305,10 @@ class Store:
             _configure_sqlite(self._engine)
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         try:
-            metadata.create_all(self._engine)
-            self._check_schema_version()
+            migrate(self._engine, metadata, self.display_url)
+        except StoreError:
+            self._engine.dispose()
+            raise
         except SQLAlchemyError as exc:
             self._engine.dispose()
             message = _first_line(getattr(exc, "orig", None) or exc)
@@ -317,6 +327,17 @@ class Store:
         """Release pooled connections (and SQLite file handles, so the file can be moved)."""
         self._engine.dispose()
 
+    @property
+    def is_sqlite(self) -> bool:
+        return self._sqlite
+
+    def job_lock(self, partner: str, job: str) -> PostgresJobLock:
+        """The lock that keeps one run of `job` at a time across hosts: an advisory lock in this
+        PostgreSQL store (connector.lock.PostgresJobLock). SQLite stores use a lock file instead."""
+        if self._sqlite:
+            raise ValueError("an SQLite store is locked with a file beside it (connector.lock.JobLock)")
+        return PostgresJobLock(self._engine, partner, job, self.display_url)
+
     # -- pages -------------------------------------------------------------------------------
 
     def commit_page(
@@ -327,16 +348,23 @@ class Store:
         New records are inserted; a record whose content hash or deleted flag changed is updated;
         otherwise only `last_seen`/`last_run_id` move. `deleted_ids` and cases flagged deleted
         become tombstones with data `{}` (a delete wins over a live copy on the same page). The
-        earlier rejections of every record on the page are replaced by this page's. The cursor is
+        earlier rejections of every record stored on the page are replaced by this page's. The cursor is
         set to `page.cursor` unless it is None. If anything fails, nothing of the page is written.
+
+        A record the store cannot hold (an id too long for its column, a NUL in the id) becomes a
+        rejection showing its id escaped and shortened; the rest of the page and the cursor go on.
+        A record rejected without being stored here keeps its stored version, and that version's
+        rejections of other fields.
         """
+        page = self._what_fits(source, page)
+        deleted_ids = [i for i in deleted_ids if unstorable_id(i) is None]
         incoming = self._incoming_rows(source, page, deleted_ids)
         for rejection in page.rejections:
             if rejection.source != source:
                 raise ValueError(
                     f"rejection of {rejection.source}/{rejection.record_id} on a page of source {source!r}"
                 )
-        touched_ids = set(incoming) | {r.record_id for r in page.rejections}
+        touched_ids = set(incoming)
         now = _now()
         with self._write() as conn:
             existing = self._existing_states(conn, source, list(incoming))
@@ -398,7 +426,7 @@ class Store:
 
     def cursor(self, source: str) -> str | None:
         """The cursor the last committed page of `source` reached; None before the first page."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(select(cursors.c.value).where(cursors.c.source == source)).scalar_one_or_none()
 
     def reset_cursor(self, source: str) -> None:
@@ -409,11 +437,19 @@ class Store:
     # -- runs and status ---------------------------------------------------------------------
 
     def start_run(self, job: str, kind: str) -> str:
-        """Record a run as `running` and return its id, so a crash leaves a visible trace."""
+        """Record a run as `running` and return its id, so a crash leaves a visible trace.
+
+        Runs of `job` still `running` are marked `crashed` in the same transaction: call this only
+        while holding the job's lock (every command does), so no other run of the job is live."""
         if kind not in RUN_KINDS:
             raise ValueError(f"run kind must be one of {', '.join(RUN_KINDS)}, not {kind!r}")
         run_id = str(uuid.uuid4())
         with self._write() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.job == job, runs.c.status == "running")
+                .values(status=CRASHED, finished_at=_now(), error=CRASHED_ERROR)
+            )
             conn.execute(
                 runs.insert().values(
                     run_id=run_id, job=job, kind=kind, started_at=_now(), status="running", counts=EMPTY_DATA
@@ -429,7 +465,7 @@ class Store:
             result = conn.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id)
-                .values(finished_at=_now(), status=status, counts=_dumps(counts), error=error)
+                .values(finished_at=_now(), status=status, counts=_dumps(counts), error=_no_nul(error))
             )
             if result.rowcount != 1:
                 raise StoreError(f"run {run_id} is not in the store")
@@ -437,7 +473,7 @@ class Store:
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first, with `counts` decoded."""
         query = select(runs).order_by(runs.c.started_at.desc(), runs.c.run_id).limit(limit)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query).mappings().all()
         return [{**row, "counts": json.loads(row["counts"])} for row in rows]
 
@@ -448,7 +484,7 @@ class Store:
         `ok` in `source_status()` compares the two times.
         """
         now = _now()
-        values: dict[str, Any] = {"last_success_at": now} if ok else {"last_error": error, "last_error_at": now}
+        values: dict[str, Any] = {"last_success_at": now} if ok else {"last_error": _no_nul(error), "last_error_at": now}
         stmt = self._insert(source_status).values(source=source, **values)
         stmt = stmt.on_conflict_do_update(index_elements=[source_status.c.source], set_=values)
         with self._write() as conn:
@@ -456,7 +492,7 @@ class Store:
 
     def source_status(self) -> list[dict[str, Any]]:
         """One dict per source: last success, last error and `ok` (the latest outcome was a success)."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(source_status).order_by(source_status.c.source)).mappings().all()
         out = []
         for row in rows:
@@ -504,7 +540,7 @@ class Store:
         if source is not None:
             query = query.where(cases.c.source == source)
         query = query.order_by(cases.c.source, cases.c.record_id)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             result = conn.execution_options(yield_per=_STREAM_CHUNK).execute(query)
             for row in result:
                 yield CaseRecord(
@@ -518,7 +554,7 @@ class Store:
         """Per source: live, deleted and rejections; plus rejections by reason, for `status`."""
         per_source: dict[str, dict[str, int]] = {}
         by_reason: dict[str, int] = {}
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             case_rows = conn.execute(
                 select(cases.c.source, cases.c.deleted, func.count()).group_by(cases.c.source, cases.c.deleted)
             )
@@ -549,7 +585,7 @@ class Store:
             query = query.where(rejections.c.source == source)
         if field is not None:
             query = query.where(rejections.c.field == field)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     def rejections_by_reason(self) -> list[dict[str, Any]]:
@@ -560,7 +596,7 @@ class Store:
             .group_by(rejections.c.source, rejections.c.field, rejections.c.reason)
             .order_by(n.desc(), rejections.c.source, rejections.c.field, rejections.c.reason)
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     # -- releases ----------------------------------------------------------------------------
@@ -617,7 +653,7 @@ class Store:
             .where(release_parts.c.job == job, release_parts.c.retired_at.is_(None))
             .order_by(release_parts.c.series, release_parts.c.seq)
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query).mappings().all()
         return [
             (row["series"], Part(int(row["seq"]), row["label"], tuple(tuple(m) for m in json.loads(row["members"])), row["data_csv"].encode("utf-8"), int(row["rows"])))
@@ -626,7 +662,7 @@ class Store:
 
     def next_part_seq(self, job: str) -> int:
         """One more than any part `job` ever had, retired ones and other series included."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             top = conn.execute(select(func.max(release_parts.c.seq)).where(release_parts.c.job == job)).scalar_one_or_none()
         return int(top or 0) + 1
 
@@ -657,7 +693,7 @@ class Store:
         query = select(func.coalesce(func.sum(privacy_budget.c.epsilon), 0.0), func.coalesce(func.sum(privacy_budget.c.delta), 0.0)).where(
             privacy_budget.c.partner == partner, privacy_budget.c.status.in_(BUDGET_COUNTED)
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             epsilon, delta = conn.execute(query).one()
         return float(epsilon), float(delta)
 
@@ -700,7 +736,7 @@ class Store:
         query = select(privacy_budget.c.release_id).where(
             privacy_budget.c.partner == partner, privacy_budget.c.input_hash == input_hash, privacy_budget.c.status == "spent"
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(query.limit(1)).scalar_one_or_none()
 
     def budget_ledger(self, partner: str | None = None) -> list[dict[str, Any]]:
@@ -708,21 +744,21 @@ class Store:
         query = select(privacy_budget).order_by(privacy_budget.c.created_at, privacy_budget.c.entry_id)
         if partner is not None:
             query = query.where(privacy_budget.c.partner == partner)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     def last_release(self, method: str) -> dict[str, Any] | None:
         """The newest release of that method in the ledger (what an unchanged run still stands on,
         and the k its rows were published under), with `privacy` decoded."""
         query = select(releases.c.release_id, releases.c.privacy).where(releases.c.method == method).order_by(releases.c.created_at.desc()).limit(1)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(query).first()
         return {"release_id": row.release_id, "privacy": json.loads(row.privacy)} if row else None
 
     def releases(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest releases in the ledger, newest first, with `privacy` decoded."""
         query = select(releases).order_by(releases.c.created_at.desc(), releases.c.release_id).limit(limit)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query).mappings().all()
         return [{**row, "privacy": json.loads(row["privacy"])} for row in rows]
 
@@ -732,23 +768,37 @@ class Store:
     def _write(self) -> Iterator[Connection]:
         """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so
         the hashes read at its start cannot go stale before the writes."""
-        with self._engine.connect() as conn:
+        with self._guard("writing"), self._engine.connect() as conn:
             conn = conn.execution_options(htcds_write=True)
             with conn.begin():
                 yield conn
 
-    def _check_schema_version(self) -> None:
-        with self._write() as conn:
-            found = conn.execute(
-                select(store_meta.c.value).where(store_meta.c.key == "schema_version")
-            ).scalar_one_or_none()
-            if found is None:
-                conn.execute(store_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(found) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"the case store at {self.display_url} has schema version {found}; this connector "
-                    f"reads version {SCHEMA_VERSION} (upgrade the connector, or use a new store)"
-                )
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reading, with the store's failures reported as StoreError."""
+        with self._guard("reading"), self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """Database and storage failures -> StoreError (exit 2) naming the store and the driver's
+        first line (never a statement's parameters, which are case data: `hide_parameters`).
+
+        A dropped connection, a read-only store or a full disk must end the run with its documented
+        exit code and a message that says what to fix, not with a traceback."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            message = _QUOTED_VALUE.sub(r'\1"..."', _first_line(getattr(exc, "orig", None) or exc))
+            raise StoreError(f"the case store at {self.display_url} failed while {doing}: {message}") from None
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            raise StoreError(f"the case store at {self.display_url} failed while {doing}: {storage_problem(exc)}") from None
+        except ValueError as exc:
+            if "NUL" not in str(exc):  # psycopg2 refuses a NUL before sending, unwrapped by SQLAlchemy
+                raise
+            raise StoreError(f"the case store at {self.display_url} failed while {doing}: a text holds a NUL character, which it cannot store") from None
 
     def _incoming_rows(
         self, source: str, page: MappedPage, deleted_ids: Iterable[str]
@@ -775,6 +825,23 @@ class Store:
         for record_id in deleted_ids:
             rows[record_id] = _tombstone(record_id, None)
         return rows
+
+    def _what_fits(self, source: str, page: MappedPage) -> MappedPage:
+        """The page without the records the store cannot hold, each of those a rejection instead
+        (on SQLite as on PostgreSQL: SQLite would take them, but the same job must behave the same
+        on either); rejection texts made storable (no NUL, ids shown safely)."""
+        kept: list[CaseRecord] = []
+        refused: dict[str, Rejection] = {}
+        for case in page.cases:
+            problem = unstorable_id(case.record_id)
+            if problem is None:
+                kept.append(case)
+            elif case.record_id not in refused:
+                refused[case.record_id] = Rejection(source, safe_id(case.record_id), "record_id", None, problem)
+        if not refused and all(_storable_rejection(r) for r in page.rejections):
+            return page
+        others = [_storable(r) for r in page.rejections if r.record_id not in refused]
+        return MappedPage(cases=kept, rejections=[*refused.values(), *others], cursor=page.cursor, number=page.number)
 
     def _existing_states(self, conn: Connection, source: str, ids: list[str]) -> dict[str, tuple[str, bool]]:
         states: dict[str, tuple[str, bool]] = {}
@@ -825,6 +892,19 @@ class Store:
             conn.execute(
                 sa_delete(rejections).where(rejections.c.source == source, rejections.c.record_id.in_(chunk))
             )
+        # A record rejected but not stored by this page keeps its stored version and the rejections
+        # of that version; only its earlier rejections of the same field are replaced.
+        by_field: dict[str, set[str]] = {}
+        for r in page.rejections:
+            if r.record_id not in ids:
+                by_field.setdefault(r.field, set()).add(r.record_id)
+        for field_name, field_ids in sorted(by_field.items()):
+            for chunk in _chunks(sorted(field_ids), _IN_CHUNK):
+                conn.execute(
+                    sa_delete(rejections).where(
+                        rejections.c.source == source, rejections.c.field == field_name, rejections.c.record_id.in_(chunk)
+                    )
+                )
         if page.rejections:
             conn.execute(
                 rejections.insert(),
@@ -852,8 +932,51 @@ class Store:
         if sources is not None:
             query = query.where(cases.c.source.in_(sources))
         query = query.order_by(cases.c.source, cases.c.record_id)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             yield from conn.execution_options(yield_per=_STREAM_CHUNK).execute(query)
+
+
+def unstorable_id(record_id: str) -> str | None:
+    """Why the store cannot hold a record with this id (the reason of its rejection), or None."""
+    limit = cases.c.record_id.type.length
+    if len(record_id) > limit:
+        return f"the record id is longer than the {limit} characters the store holds"
+    if "\x00" in record_id:
+        return "the record id contains a NUL character, which the store cannot hold"
+    try:
+        record_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the record id is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def safe_id(record_id: str, keep: int = 60) -> str:
+    """A record id as it may be shown and stored: control characters escaped (`\\x00`), and an id
+    longer than `keep` characters cut, saying how long it was."""
+    shown = "".join(ch if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF else ascii(ch)[1:-1] for ch in record_id[: keep + 1])
+    if len(record_id) > keep:
+        return f"{shown[:keep]}... ({len(record_id):,} characters)"
+    return shown
+
+
+def _no_nul(text: str | None) -> str | None:
+    """A message as PostgreSQL can store it: a NUL (from a server's answer quoted in an error)
+    written as `\\x00`."""
+    return text.replace("\x00", "\\x00") if text else text
+
+
+def _storable_rejection(rejection: Rejection) -> bool:
+    texts = (rejection.record_id, rejection.field, rejection.value or "", rejection.reason)
+    return unstorable_id(rejection.record_id) is None and not any("\x00" in text for text in texts)
+
+
+def _storable(rejection: Rejection) -> Rejection:
+    if _storable_rejection(rejection):
+        return rejection
+    clean = {name: getattr(rejection, name).replace("\x00", "\\x00") for name in ("field", "reason") if getattr(rejection, name)}
+    value = rejection.value.replace("\x00", "\\x00") if rejection.value else rejection.value
+    record_id = safe_id(rejection.record_id) if unstorable_id(rejection.record_id) else rejection.record_id
+    return replace(rejection, record_id=record_id, value=value, **clean)
 
 
 def canonical_json(fields: dict[str, Any], where: str = "") -> str:
@@ -915,6 +1038,11 @@ def _as_utc(value: datetime) -> datetime:
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+# A driver message ending in a quoted value (`invalid input syntax for type integer: "..."`) would
+# echo a value of a record: the value is blanked, the rest of the line kept.
+_QUOTED_VALUE = re.compile(r'(:\s*)"[^"]*"\s*$')
 
 
 def _first_line(exc: BaseException) -> str:

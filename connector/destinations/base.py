@@ -5,12 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from connector.errors import PublishError
 from connector.records import Problem
 from connector.release import Bundle
-
-
-class PublishError(RuntimeError):
-    """Publishing failed; nothing partial is visible at the destination."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+# SourceError and SourceAuthError live under the error root; sources import them from here as before.
+from connector.errors import SourceAuthError, SourceError  # noqa: F401
 from connector.records import Page, Problem
 
 if TYPE_CHECKING:
@@ -25,22 +27,6 @@ class SourceOptions(BaseModel):
     """Base of each source type's `options:` model; unknown keys are config errors."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class SourceError(RuntimeError):
-    """A source failed in a way the run cannot work around (unreachable, auth refused, bad answer).
-
-    `where` names the source, and where known the object/form, record id and field.
-    """
-
-    def __init__(self, where: str, message: str, *, transient: bool = False):
-        self.where = where
-        self.transient = transient
-        super().__init__(f"{where}: {message}")
-
-
-class SourceAuthError(SourceError):
-    """Credentials were refused or could not be read."""
 
 
 @dataclass(frozen=True)

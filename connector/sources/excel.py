@@ -27,6 +27,7 @@ import json
 import re
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -38,7 +39,7 @@ from openpyxl.utils import column_index_from_string, get_column_letter
 from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import Field, field_validator
 
-from connector.records import Page, Problem, RawRecord
+from connector.records import Page, Problem, RawRecord, Rejection
 from connector.sources import register
 from connector.sources.base import FieldInfo, Source, SourceError, SourceOptions
 
@@ -48,6 +49,14 @@ warnings.filterwarnings("ignore", message="Data Validation extension is not supp
 FIELD_NAME = re.compile(r"^[a-z]{2,4}_[A-Za-z][A-Za-z0-9_]*$")
 COLUMN_LETTERS = re.compile(r"^[A-Z]{1,3}$")
 EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xltx", ".xltm")
+# What reading a damaged workbook raises (a sheet's XML cut short, a bad zip entry): a source
+# failure (exit 3) naming the file, never a traceback. ParseError and lxml's are SyntaxErrors.
+UNREADABLE_WORKBOOK = (SyntaxError, zipfile.BadZipFile, EOFError, zlib.error)
+# Excel's own limit on a cell's text; a longer CSV cell rejects its record, not the file.
+MAX_CELL_CHARS = 32_767
+# Python's csv module refuses fields over 128 KiB by default and fails the whole file; a field up
+# to this size is read so that only its record is rejected.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 # The named columns of "HTCDS Excel Spreadsheet v2.0.xlsx" (row 1), spelt as the template spells
 # them, plus the label of its one unnamed column. `check` lists which of these a sheet lacks.
@@ -235,8 +244,8 @@ class ExcelSource(Source):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "Data Validation extension is not supported"
                 workbook = load_workbook(path, read_only=True, data_only=True)
-        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
-            raise SourceError(self._where(), f"cannot open as an Excel workbook ({type(exc).__name__}: {exc}); is it a valid .xlsx file?") from None
+        except (InvalidFileException, KeyError, OSError, ValueError, *UNREADABLE_WORKBOOK) as exc:
+            raise SourceError(self._where(), f"cannot open as an Excel workbook ({type(exc).__name__}: {exc}); is it a valid, complete .xlsx file?") from None
         try:
             sheets = workbook.sheetnames
             if not sheets:
@@ -246,15 +255,28 @@ class ExcelSource(Source):
                     raise SourceError(self._where(), f"no sheet {self.options.sheet!r}; sheets: {', '.join(sheets)}")
                 name = self.options.sheet
             else:
-                name = next((s for s in sheets if self._sheet_has_field_names(workbook[s])), sheets[0])
-            rows = (
-                (number, list(cells))
-                for number, cells in enumerate(workbook[name].iter_rows(values_only=True), start=1)
+                try:
+                    name = next((s for s in sheets if self._sheet_has_field_names(workbook[s])), sheets[0])
+                except UNREADABLE_WORKBOOK as exc:
+                    raise SourceError(self._where(), f"a sheet cannot be read ({type(exc).__name__}); is the file complete? Save it again from Excel") from None
+            rows = self._guarded(
+                ((number, list(cells)) for number, cells in enumerate(workbook[name].iter_rows(values_only=True), start=1)), name
             )
             return rows, workbook, name
         except Exception:
             workbook.close()
             raise
+
+    def _guarded(self, rows: Iterator[tuple[int, list[Any]]], sheet: str) -> Iterator[tuple[int, list[Any]]]:
+        """The rows of a sheet; a sheet whose XML breaks off (a file cut short by a copy or an
+        upload) is a SourceError naming the last row read, so pages before it stay committed."""
+        last = 0
+        try:
+            for number, cells in rows:
+                last = number
+                yield number, cells
+        except UNREADABLE_WORKBOOK as exc:
+            raise SourceError(self._where(sheet), f"the sheet cannot be read after row {last} ({type(exc).__name__}); is the file complete? Save it again from Excel") from None
 
     @staticmethod
     def _sheet_has_field_names(sheet: Any) -> bool:
@@ -264,6 +286,8 @@ class ExcelSource(Source):
         return False
 
     def _csv_rows(self, path: Path) -> Iterator[tuple[int, list[Any]]]:
+        if csv.field_size_limit() < CSV_FIELD_LIMIT:
+            csv.field_size_limit(CSV_FIELD_LIMIT)
         try:
             with path.open("r", encoding=self.options.encoding, newline="") as handle:
                 for number, cells in enumerate(csv.reader(handle, delimiter=self.options.delimiter), start=1):
@@ -325,6 +349,7 @@ class ExcelSource(Source):
     def _paged(self, layout: Layout, rows: Iterator[tuple[int, list[Any]]], sha256: str, resume_after: int, sheet: str | None) -> Iterator[Page]:
         size = self.options.page_size
         pending: list[RawRecord] = []
+        rejected: list[Rejection] = []
         pending_row = resume_after
         number = 0
         for row_number, cells in rows:
@@ -334,20 +359,28 @@ class ExcelSource(Source):
             if record is None:
                 continue
             if len(pending) >= size:
-                yield Page(pending, make_cursor(sha256, pending_row, False), number)
+                yield Page(pending, make_cursor(sha256, pending_row, False), number, rejections=rejected)
                 number += 1
-                pending = []
-            pending.append(record)
+                pending, rejected = [], []
+            if isinstance(record, Rejection):
+                rejected.append(record)
+            else:
+                pending.append(record)
             pending_row = row_number
-        yield Page(pending, make_cursor(sha256, pending_row, True), number)
+        yield Page(pending, make_cursor(sha256, pending_row, True), number, rejections=rejected)
 
-    def _record(self, layout: Layout, row_number: int, cells: list[Any]) -> RawRecord | None:
+    def _record(self, layout: Layout, row_number: int, cells: list[Any]) -> RawRecord | Rejection | None:
+        """The row as a record; a Rejection of the row when a cell is longer than a cell can be
+        (only a CSV can hold one); None for an empty row."""
         fields: dict[str, Any] = {}
         present = False
+        too_long: tuple[str, int] | None = None
         for i, name in enumerate(layout.names):
             if name is None or i == layout.id_index:
                 continue
             value = _text(cells[i]) if i < len(cells) else None
+            if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
+                too_long = too_long or (name, len(value))
             fields[name] = value
             present = present or value is not None
         if not present:
@@ -355,7 +388,12 @@ class ExcelSource(Source):
         record_id = _text(cells[layout.id_index]) if layout.id_index < len(cells) else None
         if isinstance(record_id, datetime):
             record_id = record_id.isoformat()
-        return RawRecord(record_id=str(record_id).strip() if record_id is not None else f"row-{row_number}", fields=fields)
+        record_id = str(record_id).strip() if record_id is not None else f"row-{row_number}"
+        if too_long is not None:
+            name, length = too_long
+            reason = f"a cell longer than the {MAX_CELL_CHARS:,} characters a spreadsheet cell holds; the row is not stored"
+            return Rejection(self.id, record_id, name, f"row {row_number}: {length:,} characters", reason)
+        return RawRecord(record_id=record_id, fields=fields, position=f"row {row_number}")
 
     # -- check and fields --------------------------------------------------------------------------
 
@@ -382,7 +420,7 @@ class ExcelSource(Source):
         try:
             layout, sheet = self._read_layout()
         except SourceError as exc:
-            return [Problem(exc.where, str(exc)[len(exc.where) + 2 :], hint="fix `options` of this source or the file")]
+            return [Problem(exc.where, exc.what, hint="fix `options` of this source or the file")]
         problems: list[Problem] = []
         missing = self._missing_required(layout)
         if missing:

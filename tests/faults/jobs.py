@@ -38,6 +38,9 @@ class ScriptedOptions(SourceOptions):
     fail: Literal["none", "unreachable", "auth"] = "none"
     fail_at_page: int = 0
     password: Secret | None = None
+    # Records (by index) whose id the store cannot hold: 300 characters long, or with a NUL in it.
+    long_id_at: list[int] = []
+    nul_id_at: list[int] = []
 
 
 def raw_records(cases: int, seed: int, mess_rate: float) -> list[RawRecord]:
@@ -62,6 +65,10 @@ class ScriptedSource(Source):
         if options.password is not None:
             options.password.get()  # as a real source would, at connect time
         records = raw_records(options.cases, options.seed, options.mess_rate)
+        for i in options.long_id_at:
+            records[i] = RawRecord("L" * 300, records[i].fields, records[i].updated_at)
+        for i in options.nul_id_at:
+            records[i] = RawRecord(f"nul\x00{i}", records[i].fields, records[i].updated_at)
         start = int(cursor) if cursor else 0
         for number, i in enumerate(range(start, len(records), options.page_size)):
             if options.fail != "none" and number >= options.fail_at_page:
@@ -76,14 +83,17 @@ class ScriptedSource(Source):
             yield Page(chunk, cursor=str(i + len(chunk)), number=number)
 
 
-def write_job(folder: Path, *, name: str = "job.yaml", partner: str = "test-ngo", k: int = 3, source: dict[str, Any] | None = None, extra: str = "") -> Path:
-    """A job config in `folder`: scripted source -> SQLite store in state/ -> folder releases/."""
+def write_job(
+    folder: Path, *, name: str = "job.yaml", partner: str = "test-ngo", k: int = 3, source: dict[str, Any] | None = None, extra: str = "",
+    store_url: str = "sqlite:///state/cases.sqlite",
+) -> Path:
+    """A job config in `folder`: scripted source -> SQLite store in state/ (or `store_url`) -> folder releases/."""
     options = {"cases": 60, "seed": 3, "page_size": 10, **(source or {})}
     config = folder / name
     config.write_text(
         f"""\
 partner: {{id: {partner}, datasource: Case Management}}
-store: {{url: "sqlite:///state/cases.sqlite"}}
+store: {{url: {json.dumps(store_url)}}}
 sources:
   - id: cases
     type: scripted

@@ -59,10 +59,11 @@ def test_run_killed_at_a_stage_then_rerun_equals_an_uninterrupted_run(tmp_path, 
     assert report["release"]["status"] == ("unchanged" if release_visible else "published")
     assert job_state(tmp_path) == uninterrupted
 
-    # the crashed run stays visible in the run history, and the next run was not blocked by its lock
+    # the crashed run stays visible in the run history, marked crashed by the next start, and the
+    # next run was not blocked by its lock
     with sqlite3.connect(tmp_path / "state" / "cases.sqlite") as db:
         statuses = [row[0] for row in db.execute("select status from runs order by started_at")]
-    assert statuses.count("running") == 1 and statuses[-1] == "ok"
+    assert statuses.count("crashed") == 1 and "running" not in statuses and statuses[-1] == "ok"
 
 
 def test_a_third_run_after_recovery_changes_nothing(tmp_path, size, uninterrupted):
@@ -80,3 +81,13 @@ def test_no_staging_folder_is_left_after_a_crash_while_writing(tmp_path, size):
     assert run_cli("run", str(config), fault="release.write:2").returncode == -signal.SIGKILL
     assert run_cli("run", str(config)).returncode == 0
     assert [p.name for p in (tmp_path / "releases" / "test-ngo").iterdir() if p.name.startswith(".")] == []
+
+
+def test_status_shows_a_killed_run_as_crashed_after_the_next_start(tmp_path, size):
+    config = write_job(tmp_path, source=size)
+    assert run_cli("run", str(config), fault="sync.page_committed:1").returncode == -signal.SIGKILL
+    assert run_cli("sync", str(config)).returncode == 0
+    status = json.loads(run_cli("status", str(config), "--json").stdout)
+    assert [(r["kind"], r["status"]) for r in reversed(status["runs"])] == [("sync", "crashed"), ("sync", "ok")]
+    table = run_cli("status", str(config)).stdout
+    assert "crashed" in table and "ended without finishing" in " ".join(table.split())

@@ -6,7 +6,7 @@ databases, so the two dialects are held to exactly the same behaviour. Each Post
 its own schema (via the connection's `search_path`), dropped afterwards.
 
 The server is `HTCDS_TEST_POSTGRES_URL` (default postgres@127.0.0.1:5432/test); the PostgreSQL
-cases are skipped only when nothing listens there.
+cases are skipped only when nothing listens there, and fail instead in CI (`CI` set).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from connector.store import Store
+from tests.postgres import require_postgres
 
 PG_URL = os.environ.get("HTCDS_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -45,23 +45,10 @@ def _behaviour_tests() -> dict[str, object]:
 globals().update(_behaviour_tests())
 
 
-def _unreachable(url: str) -> str | None:
-    """Why the server cannot be reached, or None. Only this may skip: any other failure is a failure."""
-    parsed = make_url(url)
-    host, port = parsed.host or "127.0.0.1", parsed.port or 5432
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return None
-    except OSError as exc:
-        return f"PostgreSQL at {host}:{port} is unreachable ({exc.strerror or exc}); set HTCDS_TEST_POSTGRES_URL"
-
-
 @pytest.fixture
 def pg_store() -> Iterator[Store]:
     """A PostgreSQL store in a fresh schema of its own, dropped afterwards."""
-    reason = _unreachable(PG_URL)
-    if reason:
-        pytest.skip(reason)
+    require_postgres()  # skips with the reason when the server is absent; fails in CI
     schema = f"htcds_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as conn:

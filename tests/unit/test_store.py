@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from connector.records import CaseRecord, MappedPage, Rejection
+from connector.migrations import LATEST
 from connector.store import PageCounts, Store, StoreError, canonical_json, cases, content_hash, cursors
 from connector.store import rejections as rejections_table
 
@@ -451,7 +452,7 @@ def test_sqlite_store_creates_its_folder_and_uses_wal(tmp_path) -> None:
     assert path.exists()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+        assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()[0] == str(LATEST)
 
 
 def test_store_reopens_with_its_data(tmp_path) -> None:
@@ -500,3 +501,67 @@ def test_rejections_of_records_reread_unchanged_are_not_new(store: Store) -> Non
     assert (first.rejected, first.rejected_new) == (1, 1)
     again = store.commit_page(SF, run, page(case("a", age=1), case("b", age=3), rejections=[reject("a"), reject("b")], cursor="c2"))
     assert (again.unchanged, again.updated, again.rejected, again.rejected_new) == (1, 1, 2, 1)
+
+
+# -- records the store cannot hold ---------------------------------------------------------------
+
+
+def test_records_whose_id_the_store_cannot_hold_become_rejections_and_the_page_goes_on(store: Store) -> None:
+    run = store.start_run("job", "sync")
+    long_id, nul_id = "L" * 300, "a\x00b"
+    counts = store.commit_page(
+        SF, run, page(case("ok1", age=1), case(long_id, age=2), case(nul_id, age=3), case("ok2", age=4),
+                      rejections=[reject(long_id), reject("ok2", value="v\x00")], cursor="c1")
+    )
+
+    assert [r["record_id"] for r in rows(store, cases)] == ["ok1", "ok2"]
+    assert store.cursor(SF) == "c1" and counts.inserted == 2 and counts.rejected == 3
+    got = {r["field"] + ":" + r["record_id"]: r for r in store.rejections(limit=10)}
+    assert set(got) == {"record_id:" + "L" * 60 + "... (300 characters)", "record_id:a\\x00b", "gender:ok2"}
+    assert "longer than the 255 characters" in got["record_id:" + "L" * 60 + "... (300 characters)"]["reason"]
+    assert "NUL" in got["record_id:a\\x00b"]["reason"] and got["gender:ok2"]["value"] == "v\\x00"
+
+    # the next run with the same page is not stuck on it, and does not pile up rejections
+    again = store.commit_page(SF, store.start_run("job", "sync"), page(case("ok1", age=1), case(long_id, age=2), case(nul_id, age=3), cursor="c2"))
+    assert store.cursor(SF) == "c2" and again.unchanged == 1
+    assert len([r for r in store.rejections(limit=10) if r["field"] == "record_id"]) == 2
+
+
+def test_a_record_rejected_whole_keeps_its_stored_version_and_its_other_rejections(store: Store) -> None:
+    run = store.start_run("job", "sync")
+    store.commit_page(SF, run, page(case("a", age=1), rejections=[reject("a", field="gender")]))
+    # a later copy of `a` is rejected as a duplicate: the stored copy and its gender rejection stay
+    duplicate = reject("a", field="record_id", reason="duplicate record id", value="row 3 and row 9")
+    store.commit_page(SF, run, page(rejections=[duplicate]))
+    store.commit_page(SF, run, page(rejections=[duplicate]))  # re-read (a resumed run): replaced, not doubled
+    assert current_rejections(store) == [("a", "gender", "unknown code"), ("a", "record_id", "duplicate record id")]
+    assert case_row(store, "a")["data"] == '{"age":1}'
+
+
+def test_starting_a_run_marks_the_jobs_runs_left_running_as_crashed(store: Store) -> None:
+    killed = store.start_run("job", "sync")  # never finished: the process was killed
+    other = store.start_run("other-job", "sync")  # another job's run is none of this job's business
+    store.start_run("job", "sync")
+
+    by_id = {r["run_id"]: r for r in store.runs()}
+    assert by_id[killed]["status"] == "crashed" and by_id[killed]["finished_at"] is not None
+    assert "ended without finishing" in by_id[killed]["error"]
+    assert by_id[other]["status"] == "running"
+
+
+def test_a_driver_error_quoting_a_value_does_not_echo_it(store: Store) -> None:
+    from sqlalchemy import text as sql
+
+    with pytest.raises(StoreError) as raised, store._write() as conn:
+        conn.execute(sql("SELECT CAST('Maria Papadopoulou' AS INTEGER) + 0 FROM runs WHERE 1 = 0 UNION ALL SELECT CAST('Maria Papadopoulou' AS INTEGER)"))
+        if store.is_sqlite:  # SQLite casts text to 0 instead of failing: fail the same way by hand
+            raise __import__("sqlalchemy").exc.DataError("SELECT", {}, Exception('invalid input syntax for type integer: "Maria Papadopoulou"'))
+    assert "Maria" not in str(raised.value) and 'for type integer: "..."' in str(raised.value)
+
+
+def test_a_nul_in_an_error_message_is_stored_escaped(store: Store) -> None:
+    run = store.start_run("job", "sync")
+    store.record_source_status(SF, ok=False, error="source sf: HTTP 500 (body: a\x00b)")
+    store.finish_run(run, "failed", {}, "sf: a\x00b")
+    assert store.source_status()[0]["last_error"] == "source sf: HTTP 500 (body: a\\x00b)"
+    assert store.runs()[0]["error"] == "sf: a\\x00b"
