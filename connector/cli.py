@@ -308,20 +308,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from privacy.gate import GateRefused, admit
 
-    from privacy.kanon import KAnonymityError
-    from privacy.protect import ProtectionError
-    from privacy.synth import SynthesisError
-
     config = load_config(args.config)
     pipeline = Pipeline(config)
     try:
         view = pipeline.release_view()
         if len(view) == 0:
             return _preview_empty(args)
-        try:
-            view, table, privacy = pipeline.protected_view(view)
-        except (KAnonymityError, ProtectionError, SynthesisError) as exc:
-            return _preview_unprotectable(args, len(view), str(exc))
+        # The privacy step refusing (k out of reach, too many synthetic columns) is not caught here:
+        # `main` prints why, with exit 4, as `run` would exit.
+        view, table, privacy = pipeline.protected_view(view)
     finally:
         pipeline.close()
     verdict: dict[str, Any] = {"passes_gate": True, "reasons": []}
@@ -377,15 +372,6 @@ def _preview_empty(args: argparse.Namespace) -> int:
         _print_json({"records_in": 0, "empty": True, "message": message})
     else:
         out.print(message, highlight=False)
-    return EXIT_OK
-
-
-def _preview_unprotectable(args: argparse.Namespace, records: int, reason: str) -> int:
-    """Protection itself gave up (too few cases for k, nothing to synthesize): a preview result, not a crash."""
-    if args.json:
-        _print_json({"records_in": records, "passes_gate": False, "reasons": [reason]})
-    else:
-        out.print(f"release view: {records} cases; [red]no release can be made[/red]: {escape(reason)}", highlight=False)
     return EXIT_OK
 
 

@@ -312,8 +312,12 @@ class Pipeline:
 
         job = self.config.job
         if job.release.method == "k_anonymity":
+            from privacy.protect import ProtectionError
+
             keys, keyed = self._keyed_view()
             nxt = self.next_k_release(keys, keyed)
+            if not nxt.changed and not nxt.previous_csv:
+                raise ProtectionError(_nothing_yet(len(keyed), job.release.k))
             return keyed, nxt.table, {**nxt.privacy, "held": nxt.held, "changes": nxt.changed}
         view = self.release_view() if view is None else view
         hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
@@ -345,8 +349,7 @@ class Pipeline:
                 nxt = self.next_k_release(keys, view)
                 if not nxt.changed and not nxt.previous_csv:
                     # nothing was ever published and no first part can be formed: say so, loudly
-                    k = self.config.job.release.k
-                    raise GateRefused([f"nothing to publish: the store holds {len(view)} live case(s) and a first release needs at least k={k}"])
+                    raise GateRefused([_nothing_yet(len(view), self.config.job.release.k)])
                 if not nxt.changed:
                     report.status = "unchanged"
                     report.release_id = (self.store.last_release("k_anonymity") or {}).get("release_id")
@@ -572,6 +575,10 @@ def _release_metrics(basis: Any, table: pd.DataFrame, reporting_length: int, pri
 
     qis = [q for q in privacy.get("quasi_identifiers", []) if q in table.columns]
     return compare(basis, table, reporting_length=reporting_length, quasi_identifiers=qis, threshold=threshold, seed=seed or 0)
+
+
+def _nothing_yet(cases: int, k: int) -> str:
+    return f"nothing to publish: the store holds {cases} live case(s) and a first release needs at least k={k}"
 
 
 def _held_text(held: dict[str, int], part_min: int) -> str:

@@ -55,9 +55,9 @@ def test_preview_of_every_view_column_as_synthetic_names_a_column_list_that_work
     job = _job(tmp_path, release="{method: synthetic}")
     assert main(["sync", str(job)]) in (0, 1)
     capsys.readouterr()
-    assert main(["preview", str(job)]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert "no release can be made" in out and "columns: [yearOfRegistration, gender," in out
+    assert main(["preview", str(job)]) == 4
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the privacy step refuses this release" in err and "columns: [yearOfRegistration, gender," in err
 
 
 def test_preview_when_protection_gives_up_says_why_instead_of_a_traceback(tmp_path, capsys):
@@ -66,7 +66,8 @@ def test_preview_when_protection_gives_up_says_why_instead_of_a_traceback(tmp_pa
     capsys.readouterr()
     code = main(["preview", str(job)])
     captured = capsys.readouterr()
-    assert code == 0 and "Traceback" not in captured.err
+    assert code == 4 and "Traceback" not in captured.err  # as `run` would exit: the privacy step refuses
+    assert "k=50" in " ".join(captured.err.split())
 
 
 @pytest.mark.parametrize("value", [pd.NA, None, float("nan"), pd.NaT])

@@ -59,10 +59,10 @@ def test_a_value_error_in_the_release_step_is_an_internal_error_not_a_refusal(tm
     config = write_job(tmp_path)
     assert cli.main(["sync", str(config)]) == 0
 
-    def pandas_bug(self, view=None):
+    def pandas_bug(self, *args, **kwargs):
         raise ValueError("Length of values (3) does not match length of index (4)")
 
-    monkeypatch.setattr(Pipeline, "protected_view", pandas_bug)
+    monkeypatch.setattr(Pipeline, "next_k_release", pandas_bug)
     capsys.readouterr()
     code = cli.main(["release", str(config), "--json"])
     captured = capsys.readouterr()
@@ -159,7 +159,7 @@ def test_preview_of_a_release_the_privacy_model_refuses_exits_4_with_the_reason(
     capsys.readouterr()
     assert cli.main(["preview", str(config)]) == EXIT_GATE
     err = " ".join(capsys.readouterr().err.split())
-    assert "the privacy step refuses this release: k=1000" in err and "Traceback" not in err
+    assert "the privacy step refuses this release: nothing to publish" in err and "k=1000" in err and "Traceback" not in err
 
 
 def test_sync_json_on_a_full_disk_prints_the_report_so_far_with_the_error_and_hint(tmp_path, capsys):

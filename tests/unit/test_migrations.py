@@ -48,7 +48,7 @@ def store_with_history(url: str) -> tuple[dict, list]:
 
 def downgrade_to_version_1(url: str) -> None:
     """What a store written by the connector before migrations looks like (version 1)."""
-    execute(url, "DROP TABLE schema_migrations", "DROP INDEX ix_runs_job_status", "UPDATE store_meta SET value = '1' WHERE key = 'schema_version'")
+    execute(url, "DROP TABLE schema_migrations", "DROP TABLE release_parts", "DROP INDEX ix_runs_job_status", "UPDATE store_meta SET value = '1' WHERE key = 'schema_version'")
 
 
 def test_the_latest_shape_is_the_store_metadata():
@@ -68,8 +68,10 @@ def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_ledger_and_cursors
         with store._engine.connect() as conn:
             steps = applied(conn)
             indexes = {i["name"] for i in inspect(conn).get_indexes("runs")}
-    assert [s["version"] for s in steps] == [1, 2] and "recorded on upgrade" in steps[0]["name"]
+    assert [s["version"] for s in steps] == [m.version for m in MIGRATIONS] and "recorded on upgrade" in steps[0]["name"]
     assert "ix_runs_job_status" in indexes
+    with Store(url) as store:  # the release series' table came with migration 3
+        assert store.active_parts("ngo") == [] and store.next_part_seq("ngo") == 1
 
     with Store(url) as store:  # opening again changes nothing
         with store._engine.connect() as conn:
@@ -87,7 +89,7 @@ def test_a_new_store_records_every_migration(url):
     "damage, problem",
     [
         ("ALTER TABLE cursors RENAME TO cursors_old", "table cursors is missing"),
-        ("ALTER TABLE cases ADD COLUMN nickname TEXT", "column cases.nickname is not in version 2"),
+        ("ALTER TABLE cases ADD COLUMN nickname TEXT", f"column cases.nickname is not in version {LATEST}"),
     ],
 )
 def test_a_store_whose_tables_do_not_match_its_version_is_refused(url, damage, problem):
@@ -95,7 +97,7 @@ def test_a_store_whose_tables_do_not_match_its_version_is_refused(url, damage, p
     execute(url, damage)
     with pytest.raises(StoreError) as raised:
         Store(url)
-    assert "records schema version 2 but its tables do not match it" in str(raised.value) and problem in str(raised.value)
+    assert f"records schema version {LATEST} but its tables do not match it" in str(raised.value) and problem in str(raised.value)
 
 
 def test_a_damaged_version_1_store_is_refused_before_any_migration_runs(url):
@@ -119,7 +121,7 @@ def test_tables_without_a_recorded_version_are_refused(url):
 def test_a_newer_store_is_refused(url):
     Store(url).close()
     execute(url, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'from the future', '2030-01-01')")
-    with pytest.raises(StoreError, match="has schema version 99; this connector knows versions up to 2"):
+    with pytest.raises(StoreError, match=f"has schema version 99; this connector knows versions up to {LATEST}"):
         Store(url)
 
 
@@ -153,4 +155,4 @@ def test_jobs_creating_a_new_postgres_store_at_once_all_succeed():
             thread.join(timeout=120)
         assert errors == []
         with Store(url) as store, store._engine.connect() as conn:
-            assert [s["version"] for s in applied(conn)] == [1, 2]
+            assert [s["version"] for s in applied(conn)] == [m.version for m in MIGRATIONS]
