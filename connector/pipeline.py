@@ -281,6 +281,24 @@ class Pipeline:
         view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
         return keys, view.reset_index(drop=True)
 
+    def release_marker(self) -> str:
+        """What a release is computed from, short of the cases themselves: the store's change
+        counter, and every setting that reaches the published bytes (release settings, partner,
+        enabled sources, destination, schema and connector versions)."""
+        from connector import __version__
+
+        job = self.config.job
+        settings = {
+            "release": job.release.model_dump(mode="json"),
+            "partner": job.partner.model_dump(mode="json"),
+            "sources": [s.id for s in job.sources if s.enabled],
+            "destination": job.destination.model_dump(mode="json"),
+            "schema": self.schema.version,
+            "connector": __version__,
+        }
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return f"{self.store.cases_version()}:{digest}"
+
     def synthesis_input_hash(self, view: pd.DataFrame) -> str:
         """What a synthetic release is made from: the view's content and the release settings."""
         from privacy.gate import to_csv_bytes
@@ -340,7 +358,18 @@ class Pipeline:
 
         run_id = self.store.start_run(self.job_name, "release")
         report = ReleaseReport(run_id, "failed")
+        method = self.config.job.release.method
         try:
+            marker = self.release_marker()
+            if self.store.release_marker(self.job_name, method) == marker:
+                # nothing that reaches the release view changed since the last release with these
+                # settings: not a case is read (issue #16's unchanged night)
+                report.status = "unchanged"
+                report.release_id = (self.store.last_release(method) or {}).get("release_id")
+                report.reasons = ["nothing changed since the last release"]
+                self.store.finish_run(run_id, "ok", {"records_in": 0, "records_out": 0, "skipped": 1}, None)
+                log.info("release unchanged", extra={"run_id": run_id, "reason": "no case changed since the last release"})
+                return report
             series = None
             previous, previous_k = None, None
             if self.config.job.release.method == "k_anonymity":
@@ -354,6 +383,7 @@ class Pipeline:
                     report.status = "unchanged"
                     report.release_id = (self.store.last_release("k_anonymity") or {}).get("release_id")
                     report.reasons = [_held_text(nxt.held, self.config.job.release.part_min_records)] if any(nxt.held.values()) else []
+                    self.store.mark_released(self.job_name, method, marker)
                     self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0, "held": nxt.held}, None)
                     log.info("release unchanged", extra={"run_id": run_id, "reason": "no new part and no part to retire", **{f"held_{k}": v for k, v in nxt.held.items()}})
                     return report
@@ -365,6 +395,7 @@ class Pipeline:
                 input_hash = self.synthesis_input_hash(view)
                 already = self.store.released_input(self.job_name, input_hash)
                 if already is not None:
+                    self.store.mark_released(self.job_name, method, marker)
                     report.status, report.release_id, report.records_in = "unchanged", already, len(view)
                     self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0}, None)
                     log.info("release unchanged", extra={"run_id": run_id, "release_id": already, "reason": "same input, no budget spent"})
@@ -395,6 +426,7 @@ class Pipeline:
             self.store.record_release(
                 bundle.release_id, run_id, str(privacy.get("method")), destination.describe(), release.privacy, budget_entry=budget_entry, series=series
             )
+            self.store.mark_released(self.job_name, method, marker)
             report.status = "published" if result.published else "unchanged"
             report.release_id, report.location = bundle.release_id, result.location
             report.records_out, report.privacy = release.row_count, release.privacy

@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
+    cast,
     Boolean,
     Column,
     DateTime,
@@ -385,6 +386,8 @@ class Store:
                     updated += 1
             unchanged_ids = set(unchanged)
             self._upsert_cases(conn, source, run_id, changed, now)
+            if changed:
+                self._bump_cases_version(conn)
             self._touch_cases(conn, source, run_id, unchanged, now)
             self._replace_rejections(conn, source, run_id, touched_ids, page, now)
             if page.cursor is not None:
@@ -420,7 +423,38 @@ class Store:
                 conn.execute(
                     sa_delete(rejections).where(rejections.c.source == source, rejections.c.record_id.in_(chunk))
                 )
+            if missing:
+                self._bump_cases_version(conn)
         return len(missing)
+
+    # -- the change marker -------------------------------------------------------------------
+    # `cases_version` moves in the same transaction as any change to a case (insert, update,
+    # delete); a release remembers the version and settings it was computed from, so a night on
+    # which nothing changed skips the release step without reading a case.
+
+    def cases_version(self) -> int:
+        with self._read() as conn:
+            value = conn.execute(select(store_meta.c.value).where(store_meta.c.key == "cases_version")).scalar_one_or_none()
+        return int(value or 0)
+
+    def release_marker(self, job: str, method: str) -> str | None:
+        """What the last release of `job` by `method` was computed from (`mark_released`)."""
+        with self._read() as conn:
+            return conn.execute(select(store_meta.c.value).where(store_meta.c.key == _marker_key(job, method))).scalar_one_or_none()
+
+    def mark_released(self, job: str, method: str, marker: str) -> None:
+        """Remember that a release (published, or found unchanged) was computed from `marker`."""
+        key = _marker_key(job, method)
+        with self._write() as conn:
+            conn.execute(sa_delete(store_meta).where(store_meta.c.key == key))
+            conn.execute(store_meta.insert().values(key=key, value=marker))
+
+    def _bump_cases_version(self, conn: Connection) -> None:
+        updated = conn.execute(
+            update(store_meta).where(store_meta.c.key == "cases_version").values(value=cast(cast(store_meta.c.value, Integer) + 1, String(64)))
+        ).rowcount
+        if not updated:
+            conn.execute(store_meta.insert().values(key="cases_version", value="1"))
 
     # -- cursors -----------------------------------------------------------------------------
 
@@ -977,6 +1011,10 @@ def _storable(rejection: Rejection) -> Rejection:
     value = rejection.value.replace("\x00", "\\x00") if rejection.value else rejection.value
     record_id = safe_id(rejection.record_id) if unstorable_id(rejection.record_id) else rejection.record_id
     return replace(rejection, record_id=record_id, value=value, **clean)
+
+
+def _marker_key(job: str, method: str) -> str:
+    return f"released:{hashlib.sha256(f'{job}|{method}'.encode()).hexdigest()[:40]}"
 
 
 def canonical_json(fields: dict[str, Any], where: str = "") -> str:

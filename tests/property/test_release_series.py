@@ -304,3 +304,23 @@ def test_raising_k_starts_a_new_series_and_the_old_rows_leave_at_the_k_they_had(
         assert rare(Counter(before) - Counter(after), 4) == []
     finally:
         stricter.close()
+
+
+def test_a_night_with_nothing_changed_skips_the_release_without_reading_a_case(tmp_path, monkeypatch):
+    from connector.store import Store
+
+    partner = Partner(tmp_path, k=5, part_min=20)
+    try:
+        partner.write({f"c{i}": POOL[i] for i in range(60)}, set())
+        first = partner.release()
+        partner.write({f"c{i}": POOL[i] for i in range(60)}, set())  # the same cases read again: no change
+        with monkeypatch.context() as patch:
+            patch.setattr(Store, "snapshot", lambda *a, **k: (_ for _ in ()).throw(AssertionError("read the cases")))
+            again = partner.release()
+        assert again.status == "unchanged" and again.release_id == first.release_id
+        assert again.reasons == ["nothing changed since the last release"]
+        partner.write({"c1": POOL[99]}, set())  # a correction: the release step runs again
+        third = partner.release()
+        assert third.status == "published" and third.release_id != first.release_id  # its part, re-protected
+    finally:
+        partner.close()
