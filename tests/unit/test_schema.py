@@ -210,7 +210,8 @@ CTDC_VIEW_ORDER = (
 
 
 def test_view_has_ctdc_columns_in_ctdc_order_with_agreed_conventions(schema: Schema) -> None:
-    assert list(schema.view) == [*CTDC_VIEW_ORDER, "releasePart"]  # CTDC's columns, then the series' part label
+    # CTDC's columns, then its trafficking duration (issue 15), then the series' part label
+    assert list(schema.view) == [*CTDC_VIEW_ORDER, "traffickMonths", "releasePart"]
     assert schema.view["releasePart"].role == "process"
     v = schema.view
     assert (v["yearOfRegistration"].role, v["yearOfRegistration"].hierarchy) == ("quasi_identifier", "year")
