@@ -35,7 +35,8 @@ File format::
     ignore: [cas_CaseOwner]        # raw fields knowingly left out
 
 A `records` field (`ext_Perpetrators`, `ext_TraffickingEvents`) is a list of dicts, or None when the
-record has no such child. Each entry's values are normalised by the schema type of its key, and a
+record has no such child. `from: .` reads the record itself as its one entry, for a flat sheet with
+one perpetrator's columns per row; an entry with every value empty is then no entry. Each entry's values are normalised by the schema type of its key, and a
 value that cannot be read is a rejection naming that key (`per_Gender`) and is None in the entry.
 `age_at` inside `each` reads a birth date on the child and stores only the age on a case field's
 date (the birth date itself is never stored). Entries are sorted by their values in `items` order,
@@ -149,7 +150,10 @@ class Mapping:
         names: set[str] = set()
         for rule in self.rules:
             for source in rule.sources:
-                names.add(source.split(".")[0])
+                if source == SELF:
+                    names.update(s.split(".")[0] for sub in rule.each for s in sub.sources)
+                else:
+                    names.add(source.split(".")[0])
         return names
 
     def missing_fields(self, offered: set[str], always: set[str] | frozenset[str] = frozenset()) -> list[str]:
@@ -166,7 +170,9 @@ class Mapping:
         missing = []
         for rule in self.rules:
             child = rule.pick or rule.collect
-            wanted = [f"{source}.{child}" if child else source for source in rule.sources]
+            wanted = [f"{source}.{child}" if child else source for source in rule.sources if source != SELF]
+            if SELF in rule.sources:  # `from: .`: the entry keys' own columns
+                wanted += [source for sub in rule.each for source in sub.sources]
             if not any(_plain(path) in names or path.split(".")[0] in names for path in wanted):
                 missing.append(f"{rule.target} <- {' | '.join(wanted)}")
         return missing
@@ -232,7 +238,11 @@ class Mapping:
                     entry[sub.target] = rejected.partial
                     shown = rejected.value if rejected.value is not None else value
                     rejections.append(Rejection(source_id, raw.record_id, sub.target, redact(spec, shown, rejected.near_code), rejected.reason))
+            if SELF in rule.sources and all(v is None for v in entry.values()):
+                continue  # a flat row whose perpetrator columns are all empty has no perpetrator
             entries.append(entry)
+        if not entries:
+            return None
         order = list(self.schema.fields[rule.target].items)
         return sorted(entries, key=lambda e: [json.dumps(e.get(k), sort_keys=True, default=str) for k in order])
 
@@ -514,9 +524,14 @@ def _filtered(value: Any, rule: FieldRule) -> list[dict[str, Any]]:
     return children
 
 
+SELF = "."  # `from: .` in a records rule: the record itself is the one entry (a flat sheet's columns)
+
+
 def _children(fields: dict[str, Any], rule: FieldRule) -> list[dict[str, Any]]:
     """The child records a `records` rule reads: the first source that has any."""
     for source in rule.sources:
+        if source == SELF:
+            return _filtered([fields], rule)
         value = _get(fields, source)
         if isinstance(value, list) and value:
             return _filtered(value, rule)
