@@ -13,6 +13,12 @@ Trafficking Event fields have been added to the Activity standard object" (so Ev
 Picklist API values are the HTCDS codes, multi-selects are ';'-joined, and the generator's mess is
 applied to the rendered text as a careless user would type it into an unrestricted picklist.
 
+A Connected Person or Organisation row points at the perpetrator's own Contact (gender, birth date,
+nationality), which a query reaches as `Connected_Contact__r.Gender__c`, inside a child subquery
+too (SOQL and SOSL Reference, "Using Relationship Queries"). `Money_Paid__c` is not in the package:
+it stands for a field a partner adds ("money paid or received for the victim", a Yes/No picklist so
+that unknown stays blank).
+
 `set_cases` compares each record with its previous version and re-stamps only the records that
 changed, as Salesforce does: editing a perpetrator row changes that row's SystemModstamp, not the
 Case's. The HTTP layer (`salesforce.py`) turns queries into pages; this module only answers them.

@@ -161,6 +161,9 @@ FIELDS: dict[str, list[Want]] = {
 }
 # The perpetrator's person details live on their Contact (the row's Connected Contact lookup): read
 # through the relationship, under the Contact's conventional names, as `Connected_Contact` on the row.
+# SOQL allows child-to-parent paths inside a parent-to-child subquery ("Using Relationship Queries",
+# SOQL and SOSL Reference: `SELECT Name, (SELECT CreatedBy.Name FROM Notes) FROM Account`), and a
+# custom lookup `X__c` is traversed as `X__r` ("Understanding Relationship Names").
 CONNECTED_PERSON = ("Gender__c", "Birthdate", "Nationality__c")
 CONNECTED_PERSON_KEY = "Connected_Contact"
 OWNER_NAME = "Owner.Name"  # the case owner's name, through the standard Owner relationship
