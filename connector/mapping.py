@@ -36,8 +36,9 @@ File format::
 
 A `records` field (`ext_Perpetrators`, `ext_TraffickingEvents`) is a list of dicts, or None when the
 record has no such child. `from: .` reads the record itself as its one entry, for a flat sheet with
-one perpetrator's columns per row; an entry with every value empty is then no entry. Each entry's values are normalised by the schema type of its key, and a
-value that cannot be read is a rejection naming that key (`per_Gender`) and is None in the entry.
+one perpetrator's columns per row; an entry with every value empty is then no entry. Each entry's
+values are normalised by the schema type of its key, and a value that cannot be read is a
+rejection naming that key (`per_Gender`) and is None in the entry.
 `age_at` inside `each` reads a birth date on the child and stores only the age on a case field's
 date (the birth date itself is never stored). Entries are sorted by their values in `items` order,
 so the same children in any API order store the same. Records rules run after the plain rules
