@@ -22,15 +22,36 @@ File format::
       ext_PerpetratorRoles:
         from: perpetrators
         collect: per_RoleInProcess # union of the children's values
+      ext_Perpetrators:            # a `records` field: one entry per child record
+        from: perpetrators
+        unless: {Type__c: Victim}  # children left out (the same test as `where`)
+        each:                      # entry key (one of the field's `items`) -> rule on the child
+          per_Gender: Connected_Contact.Gender__c
+          per_AgeAtRegistration: {age_at: {birth: Connected_Contact.Birthdate, on: ext_RegistrationDate}}
     derive:
       ext_AgeAtRegistration: {age_at: {birth: prs_Birthdate, date: ext_RegistrationDate}}
       ext_MajorityStatus: {majority_from: ext_AgeAtRegistration}
+      ext_TraffickMonths: {months_from_events: {events: ext_TraffickingEvents, types: [Recruitment, Exploitation], until: ext_RegistrationDate}}
     ignore: [cas_CaseOwner]        # raw fields knowingly left out
+
+A `records` field (`ext_Perpetrators`, `ext_TraffickingEvents`) is a list of dicts, or None when the
+record has no such child. `from: .` reads the record itself as its one entry, for a flat sheet with
+one perpetrator's columns per row; an entry with every value empty is then no entry. Each entry's
+values are normalised by the schema type of its key, and a value that cannot be read is a
+rejection naming that key (`per_Gender`) and is None in the entry.
+`age_at` inside `each` reads a birth date on the child and stores only the age on a case field's
+date (the birth date itself is never stored). Entries are sorted by their values in `items` order,
+so the same children in any API order store the same. Records rules run after the plain rules
+(their `age_at` may use a plain rule's value), derivations after both.
+
+`months_from_events` gives whole months from the earliest event of `types` to `until`: None when
+either is unknown; an event dated after `until` is a rejection of `hte_Date` and the months are None.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -94,21 +115,25 @@ class FieldRule:
     where: dict[str, str] | None = None
     pick: str | None = None
     collect: str | None = None
+    each: tuple[FieldRule, ...] = ()  # a `records` field: one rule per entry key, read on each child
+    unless: dict[str, str] | None = None  # children left out of `each`
+    age_at: tuple[str, str] | None = None  # inside `each`: (birth date on the child, case field with the date)
 
 
 @dataclass(frozen=True)
 class Derivation:
     target: str
-    kind: str  # "age_at" | "majority_from"
-    args: dict[str, str]
+    kind: str  # "age_at" | "majority_from" | "months_from_events"
+    args: dict[str, Any]
 
 
 class _Rejected(Exception):
-    def __init__(self, reason: str, value: Any = None, partial: Any = None, near_code: bool = False):
+    def __init__(self, reason: str, value: Any = None, partial: Any = None, near_code: bool = False, field: str | None = None):
         self.reason = reason
         self.value = value
         self.partial = partial  # what could still be read (the known items of a multi-select)
         self.near_code = near_code  # the value is a misspelt code: safe and useful to show
+        self.field = field  # the field to name in the rejection, when not the rule's own
 
 
 class Mapping:
@@ -128,7 +153,10 @@ class Mapping:
         names: set[str] = set()
         for rule in self.rules:
             for source in rule.sources:
-                names.add(source.split(".")[0])
+                if source == SELF:
+                    names.update(s.split(".")[0] for sub in rule.each for s in sub.sources)
+                else:
+                    names.add(source.split(".")[0])
         return names
 
     def missing_fields(self, offered: set[str], always: set[str] | frozenset[str] = frozenset()) -> list[str]:
@@ -148,7 +176,9 @@ class Mapping:
         missing = []
         for rule in self.rules:
             child = rule.pick or rule.collect
-            wanted = [f"{source}.{child}" if child else source for source in rule.sources]
+            wanted = [f"{source}.{child}" if child else source for source in rule.sources if source != SELF]
+            if SELF in rule.sources:  # `from: .`: the entry keys' own columns
+                wanted += [source for sub in rule.each for source in sub.sources]
             if not any(_plain(path) in names or _plain(path).split(".")[0] in opaque for path in wanted):
                 missing.append(f"{rule.target} <- {' | '.join(wanted)}")
         return missing
@@ -173,6 +203,8 @@ class Mapping:
         values: dict[str, Any] = {}
         rejections: list[Rejection] = []
         for rule in self.rules:
+            if rule.each:
+                continue
             spec = self.schema.fields[rule.target]
             value = _extract(raw.fields, rule)
             try:
@@ -181,15 +213,47 @@ class Mapping:
                 values[rule.target] = rejected.partial
                 shown = rejected.value if rejected.value is not None else value
                 rejections.append(Rejection(source_id, raw.record_id, rule.target, redact(spec, shown, rejected.near_code), rejected.reason))
+        for rule in self.rules:
+            if rule.each:
+                values[rule.target] = self._records(source_id, raw, rule, values, rejections)
         for derivation in self.derivations:
             try:
                 values[derivation.target] = _derive(derivation, values)
             except _Rejected as rejected:
                 values[derivation.target] = None
-                field_name = derivation.args.get("birth", derivation.target)
+                field_name = rejected.field or derivation.args.get("birth", derivation.target)
                 spec = self.schema.fields[field_name]
                 rejections.append(Rejection(source_id, raw.record_id, field_name, redact(spec, rejected.value), rejected.reason))
         return CaseRecord(source_id, raw.record_id, values, raw.updated_at), rejections
+
+    def _records(self, source_id: str, raw: RawRecord, rule: FieldRule, values: dict[str, Any], rejections: list[Rejection]) -> list[dict[str, Any]] | None:
+        """The entries of a `records` field: one per child left after `where` and `unless`."""
+        children = _children(raw.fields, rule)
+        if not children:
+            return None
+        entries = []
+        for child in children:
+            entry: dict[str, Any] = {}
+            for sub in rule.each:
+                spec = self.schema.fields[sub.target]
+                value = _extract(child, sub)
+                try:
+                    if sub.age_at is not None:
+                        born = None if _is_blank(value) else _parse_date(value, sub.formats, self.schema.fields["prs_Birthdate"])
+                        entry[sub.target] = _age(born, values.get(sub.age_at[1]))
+                    else:
+                        entry[sub.target] = self._normalise(spec, sub, value)
+                except _Rejected as rejected:
+                    entry[sub.target] = rejected.partial
+                    shown = rejected.value if rejected.value is not None else value
+                    rejections.append(Rejection(source_id, raw.record_id, sub.target, redact(spec, shown, rejected.near_code), rejected.reason))
+            if SELF in rule.sources and all(v is None for v in entry.values()):
+                continue  # a flat row whose perpetrator columns are all empty has no perpetrator
+            entries.append(entry)
+        if not entries:
+            return None
+        order = list(self.schema.fields[rule.target].items)
+        return sorted(entries, key=lambda e: [json.dumps(e.get(k), sort_keys=True, default=str) for k in order])
 
     # -- normalisation by schema type ------------------------------------------------------------
 
@@ -302,7 +366,7 @@ def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base
             problems.append(f"{where('derive', target)}: {target!r} is not a common-schema field")
             continue
         if not isinstance(entry, dict) or len(entry) != 1:
-            problems.append(f"{where('derive', target)}: a derivation is one of age_at, majority_from")
+            problems.append(f"{where('derive', target)}: a derivation is one of age_at, majority_from, months_from_events")
             continue
         (kind, args), = entry.items()
         if kind == "age_at" and isinstance(args, dict):
@@ -313,6 +377,16 @@ def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base
             derivations.append(Derivation(target, kind, {"birth": args["birth"], "on": args["on"]}))
         elif kind == "majority_from" and isinstance(args, str):
             derivations.append(Derivation(target, kind, {"age": args}))
+        elif kind == "months_from_events" and isinstance(args, dict) and set(args) == {"events", "types", "until"}:
+            events, until, types = args["events"], args["until"], args["types"]
+            if schema.fields.get(events) is None or "hte_Date" not in schema.fields[events].items:
+                problems.append(f"{where('derive', target, kind, 'events')}: {events!r} is not a records field of events (with hte_Date)")
+            elif until not in schema.fields or schema.fields[until].type != "date":
+                problems.append(f"{where('derive', target, kind, 'until')}: {until!r} is not a date field")
+            elif not isinstance(types, list) or any(str(t) not in schema.codelists["event_type"] for t in types):
+                problems.append(f"{where('derive', target, kind, 'types')}: types must be a list of event_type codes")
+            else:
+                derivations.append(Derivation(target, kind, {"events": events, "types": tuple(str(t) for t in types), "until": until}))
         else:
             problems.append(f"{where('derive', target)}: unknown derivation {kind!r} or bad arguments")
     if problems:
@@ -329,10 +403,21 @@ def _parse_rule(target: str, entry: Any, schema: Schema, where, problems: list[s
     if not isinstance(entry, dict) or "from" not in entry:
         problems.append(f"{where()}: {target}: needs `from:`")
         return None
-    allowed = {"from", "map", "split", "formats", "where", "pick", "collect"}
+    allowed = {"from", "map", "split", "formats", "where", "pick", "collect", "each", "unless"}
     for key in sorted(set(entry) - allowed):
         problems.append(f"{where(key)}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
     spec = schema.fields[target]
+    each: list[FieldRule] = []
+    if (spec.type == "records") != ("each" in entry):
+        problems.append(f"{where()}: {target}: `each:` is for a records field, and a records field needs it")
+    elif "each" in entry:
+        if not isinstance(entry["each"], dict) or not entry["each"]:
+            problems.append(f"{where('each')}: `each:` maps entry keys ({', '.join(spec.items)}) to rules")
+        else:
+            for key, sub in entry["each"].items():
+                rule = _parse_item_rule(str(key), sub, spec, schema, lambda *loc, k=key: where("each", k, *loc), problems)
+                if rule is not None:
+                    each.append(rule)
     sources = entry["from"] if isinstance(entry["from"], list) else [entry["from"]]
     split = entry.get("split", ";")
     if split not in SPLITS:
@@ -352,7 +437,32 @@ def _parse_rule(target: str, entry: Any, schema: Schema, where, problems: list[s
         where=entry.get("where"),
         pick=entry.get("pick"),
         collect=entry.get("collect"),
+        each=tuple(each),
+        unless=entry.get("unless"),
     )
+
+
+def _parse_item_rule(key: str, entry: Any, spec: FieldSpec, schema: Schema, where, problems: list[str]) -> FieldRule | None:
+    """One key of an `each:` block: a plain rule read on the child, or `{age_at: {birth, on}}`."""
+    if key not in spec.items:
+        problems.append(f"{where()}: {key!r} is not an entry key of {spec.name} ({', '.join(spec.items)})")
+        return None
+    if isinstance(entry, dict) and "age_at" in entry:
+        args = entry["age_at"]
+        if isinstance(args, dict):
+            args = {("on" if k is True else k): v for k, v in args.items()}  # YAML 1.1 reads `on:` as true
+        item_type = schema.fields[key].type
+        if set(entry) != {"age_at"} or not isinstance(args, dict) or set(args) != {"birth", "on"} or item_type != "integer":
+            problems.append(f"{where('age_at')}: age_at needs {{birth: RAW, on: FIELD}} and an integer entry key")
+            return None
+        if args["on"] not in schema.fields or schema.fields[args["on"]].type != "date":
+            problems.append(f"{where('age_at', 'on')}: {args['on']!r} is not a date field")
+            return None
+        return FieldRule(target=key, sources=(str(args["birth"]),), age_at=(str(args["birth"]), str(args["on"])))
+    if isinstance(entry, dict) and set(entry) & {"each", "unless", "where", "pick", "collect"}:
+        problems.append(f"{where()}: an entry key reads one value of the child (from, map, split, formats)")
+        return None
+    return _parse_rule(key, entry, schema, where, problems)
 
 
 def _read_mapping(name: str, base_dir: Path | None) -> tuple[Path, str]:
@@ -401,9 +511,7 @@ def _extract(fields: dict[str, Any], rule: FieldRule) -> Any:
             break
     if rule.pick is None and rule.collect is None:
         return value
-    children = [c for c in (value or []) if isinstance(c, dict)]
-    if rule.where:
-        children = [c for c in children if all(_matches(_get(c, k), v) for k, v in rule.where.items())]
+    children = _filtered(value, rule)
     if rule.pick is not None:
         for child in children:
             picked = _get(child, rule.pick)
@@ -414,6 +522,29 @@ def _extract(fields: dict[str, Any], rule: FieldRule) -> Any:
     for child in children:
         collected.extend(_split(_get(child, rule.collect), rule.split))  # type: ignore[arg-type]
     return collected
+
+
+def _filtered(value: Any, rule: FieldRule) -> list[dict[str, Any]]:
+    children = [c for c in (value if isinstance(value, list) else []) if isinstance(c, dict)]
+    if rule.where:
+        children = [c for c in children if all(_matches(_get(c, k), v) for k, v in rule.where.items())]
+    if rule.unless:
+        children = [c for c in children if not all(_matches(_get(c, k), v) for k, v in rule.unless.items())]
+    return children
+
+
+SELF = "."  # `from: .` in a records rule: the record itself is the one entry (a flat sheet's columns)
+
+
+def _children(fields: dict[str, Any], rule: FieldRule) -> list[dict[str, Any]]:
+    """The child records a `records` rule reads: the first source that has any."""
+    for source in rule.sources:
+        if source == SELF:
+            return _filtered([fields], rule)
+        value = _get(fields, source)
+        if isinstance(value, list) and value:
+            return _filtered(value, rule)
+    return []
 
 
 def _matches(value: Any, wanted: Any) -> bool:
@@ -516,18 +647,47 @@ def _parse_bool(rule: FieldRule, value: Any) -> bool:
     raise _Rejected("not a yes/no value", value)
 
 
+def _age(born: date | None, on: str | None) -> int | None:
+    """Whole years from `born` to the ISO date `on`; None when either is unknown."""
+    if born is None or on is None:
+        return None
+    seen = date.fromisoformat(on)
+    age = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
+    if age < 0:
+        raise _Rejected("birth date after the registration date", born)
+    if age > MAX_AGE:
+        raise _Rejected(f"age at registration over {MAX_AGE}", born)
+    return age
+
+
+def traffick_months(start: date, end: date) -> int:
+    """Whole months from `start` to `end` (a month counts once its day of the month is reached)."""
+    return (end.year - start.year) * 12 + end.month - start.month - (end.day < start.day)
+
+
+def _months_from_events(args: dict[str, Any], values: dict[str, Any]) -> int | None:
+    """Why a rejection for a late event: a case is registered once the person is out of the
+    situation, so an event after it is a typo in a date; guessing which date is wrong would
+    publish a made-up duration, so the duration stays unknown and the partner is told."""
+    until = values.get(args["until"])
+    events = [e for e in values.get(args["events"]) or [] if isinstance(e, dict) and e.get("hte_Date")]
+    if until is None:
+        return None
+    for event in events:
+        if event["hte_Date"] > until:
+            raise _Rejected(f"a {event.get('hte_Type') or 'trafficking'} event dated after the registration date ({args['until']})", event["hte_Date"], field="hte_Date")
+    starts = [e["hte_Date"] for e in events if e.get("hte_Type") in args["types"]]
+    if not starts:
+        return None
+    return traffick_months(date.fromisoformat(min(starts)), date.fromisoformat(until))
+
+
 def _derive(derivation: Derivation, values: dict[str, Any]) -> Any:
     if derivation.kind == "age_at":
-        birth, on = values.get(derivation.args["birth"]), values.get(derivation.args["on"])
-        if birth is None or on is None:
-            return None
-        born, seen = date.fromisoformat(birth), date.fromisoformat(on)
-        age = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
-        if age < 0:
-            raise _Rejected("birth date after the registration date", birth)
-        if age > MAX_AGE:
-            raise _Rejected(f"age at registration over {MAX_AGE}", birth)
-        return age
+        birth = values.get(derivation.args["birth"])
+        return _age(None if birth is None else date.fromisoformat(birth), values.get(derivation.args["on"]))
+    if derivation.kind == "months_from_events":
+        return _months_from_events(derivation.args, values)
     age = values.get(derivation.args["age"])
     if age is None:
         return None

@@ -1046,6 +1046,8 @@ def _json_value(value: Any, where: str) -> Any:
         return value.isoformat()
     if isinstance(value, (list, tuple)):
         return [_json_value(item, where) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):  # an entry of a `records` field
+        return {key: _json_value(item, where) for key, item in value.items()}
     raise StoreError(f"{where}: a value of type {type(value).__name__} cannot be stored")
 
 

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 TOP = "*"
-BUILTIN = ("age", "country", "gender", "majority", "year")
+BUILTIN = ("age", "country", "gender", "majority", "year", "region", "perpetrator_age")
 # Which packaged hierarchy generalizes which release-view column, when the view does not say.
 DEFAULT_COLUMN_HIERARCHIES = {
     "yearOfRegistration": "year",

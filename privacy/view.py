@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from privacy.hierarchies import load_builtin
 from privacy.series import PART_COLUMN
 from connector.schema import FORBIDDEN_ROLES, Schema, ViewColumn
 
 # The rule kinds privacy.view interprets; a rule is a dict whose first key is its kind.
-RULE_KINDS = ("config", "year_of", "copy", "first_of", "map", "flag", "all_flags", "not_specified", "concat", "join", "unavailable")
+RULE_KINDS = ("config", "year_of", "copy", "first_of", "map", "flag", "all_flags", "not_specified", "concat", "join", "unavailable", "bands", "region_of")
 # Frictionless types a view column may have, with the pandas dtype that holds them.
 DTYPES = {"integer": "Int64", "year": "Int64", "number": "Float64", "boolean": "boolean", "string": "string"}
 CONFIG_KEYS = ("datasource",)
@@ -96,6 +97,30 @@ def _typed(values: pd.Series, column: ViewColumn) -> pd.Series:
     return values.map(lambda v: pd.NA if _is_unknown(v) else str(v)).astype("string")
 
 
+def band_labels(cuts: Iterable[int]) -> list[str]:
+    """Labels of the bands a `bands` rule cuts: [0, 13, 25] -> "0--12", "13--24", "25+" (CTDC's way)."""
+    points = list(cuts)
+    return [f"{lo}--{hi - 1}" if hi - 1 > lo else str(lo) for lo, hi in zip(points, points[1:])] + [f"{points[-1]}+"]
+
+
+def _band(value: Any, cuts: list[int], labels: list[str]) -> Any:
+    if _is_unknown(value):
+        return pd.NA
+    number = float(value)
+    if number < cuts[0]:
+        return pd.NA
+    index = sum(1 for cut in cuts if number >= cut) - 1
+    return labels[index]
+
+
+def _region(value: Any) -> Any:
+    """The UN M49 region of a country code (level 2 of hierarchy `country`); a code without a place raises."""
+    code = _first(value)
+    if _is_unknown(code):
+        return pd.NA
+    return load_builtin("country").path(str(code), "region_of")[2]
+
+
 # ---------------------------------------------------------------------------------------------------
 # derivation
 
@@ -103,9 +128,10 @@ def _typed(values: pd.Series, column: ViewColumn) -> pd.Series:
 class _Deriver:
     """Derives view columns on demand, so a rule may use another column whether or not it is requested."""
 
-    def __init__(self, cases: pd.DataFrame, schema: Schema, datasource: str) -> None:
+    def __init__(self, cases: pd.DataFrame, schema: Schema, datasource: str, view: dict[str, ViewColumn] | None = None) -> None:
         self.cases = cases
         self.schema = schema
+        self.view = schema.view if view is None else view
         self.datasource = datasource
         self.columns: dict[str, pd.Series] = {}
         self.codes: dict[str, pd.Series] = {}
@@ -127,7 +153,7 @@ class _Deriver:
             if name in self.pending:
                 raise ValueError(f"release_view.yaml: column {name}: its rule depends on itself")
             self.pending.add(name)
-            column = self.schema.view[name]
+            column = self.view[name]
             self.columns[name] = _typed(self.derive(column), column)
             self.pending.discard(name)
         return self.columns[name]
@@ -142,6 +168,12 @@ class _Deriver:
             return pd.Series([pd.NA] * len(index), index=index, dtype=object)
         if kind == "year_of":
             return self.field(rule["year_of"]).map(_year)
+        if kind == "bands":
+            cuts = [int(c) for c in rule["cuts"]]
+            labels = band_labels(cuts)
+            return self.field(rule["bands"]).map(lambda v: _band(v, cuts, labels))
+        if kind == "region_of":
+            return self.field(rule["region_of"]).map(_region)
         if kind == "copy":
             return self.field(rule["copy"]).map(lambda v: pd.NA if _is_unknown(v) else v)
         if kind == "first_of":
@@ -181,7 +213,7 @@ class _Deriver:
         raise AssertionError(kind)  # rule_kind admits only RULE_KINDS
 
 
-def value_domains(schema: Schema) -> dict[str, frozenset[str]]:
+def value_domains(schema: Schema, view: dict[str, ViewColumn] | None = None) -> dict[str, frozenset[str]]:
     """Per release-view column, the tokens its cells may hold (a cell is ';'-joined tokens, or empty).
 
     The gate checks every published cell against this, so a column that should hold codes cannot
@@ -190,7 +222,7 @@ def value_domains(schema: Schema) -> dict[str, frozenset[str]]:
     Columns fed from the partner's config (Datasource) carry no record value and are left out too.
     """
     domains: dict[str, frozenset[str]] = {}
-    for name, column in schema.view.items():
+    for name, column in (schema.view if view is None else view).items():
         kind = rule_kind(column.rule)
         if column.role == "quasi_identifier" or kind == "config" or name == PART_COLUMN:
             continue  # the part label has a pattern of its own, checked by the gate
@@ -231,7 +263,7 @@ def derive_release_view(
 
 def _fields_of(rule: dict[str, Any]) -> list[str]:
     kind = rule_kind(rule)
-    if kind in ("year_of", "copy", "first_of", "map", "flag", "not_specified", "join"):
+    if kind in ("year_of", "copy", "first_of", "map", "flag", "not_specified", "join", "bands", "region_of"):
         return [rule[kind]]
     return []
 
@@ -245,7 +277,7 @@ def _columns_of(rule: dict[str, Any]) -> list[str]:
     return []
 
 
-def check_view(schema: Schema) -> list[str]:
+def check_view(schema: Schema, view: dict[str, ViewColumn] | None = None) -> list[str]:
     """Every problem of the release view, each naming its column; empty when the view is sound.
 
     Why: the view decides what may leave the partner, so it must never carry a direct identifier or
@@ -253,7 +285,8 @@ def check_view(schema: Schema) -> list[str]:
     make a flag 0 for every case).
     """
     problems: list[str] = []
-    for name, column in schema.view.items():
+    view = schema.view if view is None else view
+    for name, column in view.items():
         where = f"column {name}"
         try:
             kind = rule_kind(column.rule)
@@ -268,8 +301,14 @@ def check_view(schema: Schema) -> list[str]:
             problems.append(f"{where}: a quasi-identifier needs a hierarchy, and only a quasi-identifier has one")
         if kind == "config" and column.rule["config"] not in CONFIG_KEYS:
             problems.append(f"{where}: config key {column.rule['config']!r} is not one of {', '.join(CONFIG_KEYS)}")
+        if kind == "bands":
+            cuts = column.rule.get("cuts")
+            if not isinstance(cuts, list) or len(cuts) < 2 or any(not isinstance(c, int) for c in cuts) or cuts != sorted(set(cuts)):
+                problems.append(f"{where}: bands needs `cuts`, two or more whole numbers in increasing order")
+            elif list(column.values) != band_labels(cuts):
+                problems.append(f"{where}: values must be the band labels {band_labels(cuts)}")
         for other in _columns_of(column.rule):
-            if other not in schema.view:
+            if other not in view:
                 problems.append(f"{where}: uses unknown column {other}")
         for field_name in _fields_of(column.rule):
             spec = schema.fields.get(field_name)
@@ -282,6 +321,10 @@ def check_view(schema: Schema) -> list[str]:
             named = list(column.rule.get("any_of", [])) + list(column.rule.get("values", {}) if kind == "map" else [])
             if kind in ("flag", "map", "join") and not codes:
                 problems.append(f"{where}: {kind} needs a coded field, {field_name} has no code list")
+            if kind == "bands" and spec.type not in ("integer", "number"):
+                problems.append(f"{where}: bands needs a number field, {field_name} is {spec.type}")
+            if kind == "region_of" and spec.codelist != "countries":
+                problems.append(f"{where}: region_of needs a country field, {field_name} is not one")
             for code in named:
                 if codes and code not in codes:
                     problems.append(f"{where}: code {code!r} is not in {field_name}'s code list {spec.codelist}")
@@ -300,17 +343,18 @@ def _enum(column: ViewColumn, schema: Schema) -> list[Any]:
     return []
 
 
-def view_table_schema(schema: Schema, columns: Iterable[str] | None = None) -> dict[str, Any]:
+def view_table_schema(schema: Schema, columns: Iterable[str] | None = None, view: dict[str, ViewColumn] | None = None) -> dict[str, Any]:
     """The Frictionless Table Schema of the (un-generalized) view, for datapackage.json.
 
     Each field carries a custom `role` property so the release gate can check roles from the
     package alone. Generalized columns change type (e.g. ageBroad becomes a band): the privacy step
     that generalizes a column must rewrite its entry.
     """
-    names = list(schema.view) if columns is None else list(columns)
+    view = schema.view if view is None else view
+    names = list(view) if columns is None else list(columns)
     fields = []
     for name in names:
-        column = schema.view[name]
+        column = view[name]
         entry: dict[str, Any] = {"name": name, "type": column.type, "description": column.description, "role": column.role}
         enum = _enum(column, schema)
         if enum:
@@ -352,4 +396,8 @@ def describe_rule(rule: dict[str, Any]) -> str:
         return f"The codes of `{arg}` in code-list order, joined with '{SEPARATOR}'; blank if none."
     if kind == "unavailable":
         return f"Always blank: {arg}"
+    if kind == "bands":
+        return f"`{arg}` in bands {', '.join(band_labels(rule['cuts']))}; blank if unknown."
+    if kind == "region_of":
+        return f"The UN M49 region of `{arg}` (its first country when several), never the country; blank if unknown."
     raise AssertionError(kind)

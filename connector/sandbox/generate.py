@@ -20,12 +20,20 @@ Where the joint distributions come from (rough shapes, not estimates; fake peopl
   common means of coercion.
 - CTDC global k-anonymized dataset (IOM, 2021): means-of-control multi-selects of 2-4 items, a
   large share of domestic cases, recruiter relations (intimate partner, friend, family, other).
+- Perpetrators and duration (CTDC global victim-perpetrator data and UNODC GLOTIP 2022 in rough
+  shape): most recruiters are men in their thirties or forties, of the victim's own citizenship
+  when they are family, partners or friends; family recruiters often sell the person on and
+  intimate partners control them; money changes hands mostly where someone is sold, bought or
+  brokered. Forced marriage and domestic servitude last longest, then labour, then sexual
+  exploitation; begging and organ removal are short.
 - US TIP Report country narratives for the corridors: UA->PL, NG->IT (via NE/LY), PH->SA, ET->SA
   (domestic work), MM->TH and KH->TH (fishing, agriculture, construction), RO->GB, VN->GB
   (cannabis farms, nail bars), VE->CO, NP->IN, SY->TR, and domestic cases in US, PH (online sexual
   exploitation of children), IN (bonded labour), NG, UA, TH.
 
 Determinism: everything is drawn from one `random.Random(seed)`; no global random state, no clock.
+The perpetrators' person details are drawn from a second generator seeded by the case's own
+values, so adding them did not shift any earlier draw (every older value is as it was).
 Mess that a source applies at render time is a pure function of (case id, field), so two sources
 rendering the same case produce the same messy text.
 """
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import json
 import random
 import unicodedata
 import zlib
@@ -386,6 +395,10 @@ _OTHER_ROLES = {
     "HarbouredIndividual": 1, "BoughtIndividual": 1, "SoldIndividual": 1, "ReceivedIndividual": 1, "TravellingPartner": 1,
     "Kidnapper": 1, "Other": 1,
 }  # fmt: skip
+# profile -> factor on the days from the start of exploitation to registration (see the docstring)
+_DURATION_SCALE = {"S": 0.8, "L": 1.0, "D": 1.6, "M": 2.0, "B": 0.6, "O": 0.3}
+_MONEY_ROLES = {"SoldIndividual", "BoughtIndividual", "BrokerTravelAgent", "ReceivedIndividual", "TransferredIndividual"}
+LATE_EVENT_SHARE = 0.1  # of mess_rate: cases whose exploitation event is (by a typo) dated after registration
 _DECISION_ORG = {"Police": 30, "NGO": 35, "CourtOrProsecution": 10, "NonPoliceGovernmentalOrganization": 20, "Other": 5}
 _TITLES = ("Domestic worker", "Farm worker", "Student", "Seamstress", "Waitress", "Construction worker", "Fisherman", "Nail technician")
 _ORGS = ("Safe Haven Shelter", "Migrant Rights Centre", "City Police Anti-Trafficking Unit", "Labour Inspectorate",
@@ -578,13 +591,15 @@ def _new_case(rng: random.Random, created_at: datetime, mess_rate: float) -> Gen
             roles.append(_pick(rng, _ROLE_TABLE))
         relation = _pick(rng, _RELATION_TABLES[relation_key]) if i == 0 else ("Other" if rng.random() < 0.7 else "Unknown")
         p_gender = "Masculine" if rng.random() < 0.65 else "Feminine"
-        first, second, _ = _person(rng, cit if rng.random() < 0.6 else coe, p_gender)
+        home_country = cit if rng.random() < 0.6 else coe
+        first, second, _ = _person(rng, home_country, p_gender)
         perpetrators.append(
-            {"per_RoleInProcess": sorted(set(roles)), "relation": relation, "prs_FirstName": first, "prs_SecondName": second, "prs_Gender": p_gender}
+            {"per_RoleInProcess": sorted(set(roles)), "relation": relation, "prs_FirstName": first, "prs_SecondName": second, "prs_Gender": p_gender,
+             "home": home_country}
         )
 
     # events: recruitment at home, maybe transit, exploitation abroad (or at home)
-    exploit_start = registered - timedelta(days=_ri(rng, 7, 900))
+    exploit_start = registered - timedelta(days=max(7, int(_ri(rng, 7, 900) * _DURATION_SCALE[profile])))
     recruit_date = exploit_start - timedelta(days=_ri(rng, 1, 120))
     events = [{"hte_Type": "Recruitment", "hte_Country": cit, "hte_Date": recruit_date, "hte_City": _ch(rng, COUNTRIES[cit].cities)}]
     for j, transit in enumerate(corridor.transit):
@@ -667,9 +682,34 @@ def _new_case(rng: random.Random, created_at: datetime, mess_rate: float) -> Gen
             "spl_Objectives": f"Help {first} {second} with {_ch(rng, _NEEDS)} near {victim['prs_MailingCity'] or city}.",
         })  # fmt: skip
     updated = min(created_at + timedelta(minutes=_ri(rng, 0, 60 * 24 * 120)), END)
+    sub = random.Random(zlib.crc32(f"{first}|{second}|{recruit_date}|{created_at.isoformat()}".encode()))
+    _perpetrator_details(sub, perpetrators, cit, registered)
+    if sub.random() < mess_rate * LATE_EVENT_SHARE:
+        events[-1]["hte_Date"] = min(registered + timedelta(days=_ri(sub, 1, 60)), END.date())  # a typo: after registration
     generated = GeneratedCase("", created_at, max(updated, created_at), False, victim, case, perpetrators, events, plans)
     generated.mess = _choose_mess(rng, generated, mess_rate)
     return generated
+
+
+def _perpetrator_details(rng: random.Random, perpetrators: list[dict], cit: str, registered: date) -> None:
+    """Birth date, citizenship, money paid, and the roles that go with the relation (in place)."""
+    for perp in perpetrators:
+        relation = perp["relation"]
+        close = relation in ("Family", "IntimatePartner", "Friend")
+        roles = set(perp["per_RoleInProcess"])
+        if relation == "Family" and rng.random() < 0.3:
+            roles.add("SoldIndividual")
+        elif relation == "IntimatePartner" and rng.random() < 0.4:
+            roles.add("ControlledIndividual")
+        perp["per_RoleInProcess"] = sorted(roles)
+        perp["citizenship"] = cit if close and rng.random() < 0.9 else perp.pop("home", cit)
+        perp.pop("home", None)
+        age = (45 if relation == "Family" else 28 if relation in ("IntimatePartner", "Friend") else 36) + int(rng.gauss(0, 8))
+        perp["prs_Birthdate"] = None if rng.random() < 0.25 else registered - timedelta(days=365 * max(age, 16) + _ri(rng, 1, 360))
+        if rng.random() < 0.3:
+            perp["money_paid"] = None  # not recorded
+        else:
+            perp["money_paid"] = rng.random() < (0.7 if roles & _MONEY_ROLES else 0.15)
 
 
 def _case_status(rng: random.Random, registered: date) -> str:
@@ -936,18 +976,74 @@ def expected_fields(case: GeneratedCase) -> dict[str, Any]:
     relations = {p["relation"] for p in case.perpetrators if "RecruiterOrIntermediary" in p["per_RoleInProcess"]}
     out["ext_RecruiterRelation"] = sorted(relations) or None
     out["ext_PerpetratorRoles"] = sorted({r for p in case.perpetrators for r in p["per_RoleInProcess"]}) or None
+    out["ext_Perpetrators"] = _entries([
+        {
+            "per_RoleInProcess": sorted(p["per_RoleInProcess"]) or None,
+            "per_Gender": p.get("prs_Gender"),
+            "per_AgeAtRegistration": _age_on(p["prs_Birthdate"], registered) if p.get("prs_Birthdate") else None,
+            "per_Citizenship": p.get("citizenship"),
+            "per_RelationshipToVictim": p.get("relation"),
+            "per_MoneyPaid": p.get("money_paid"),
+        }
+        for p in case.perpetrators
+    ], PERPETRATOR_ITEMS)
+    out["ext_TraffickingEvents"] = _entries([
+        {"hte_Date": _normal(e["hte_Date"]), "hte_Type": e["hte_Type"], "hte_Country": e["hte_Country"]}
+        for e in case.events
+    ], EVENT_ITEMS)
+    if out["ext_TraffickingEvents"] and out["ext_CountryOfExploitation"] is None and coe is not None:
+        for entry in out["ext_TraffickingEvents"]:  # the messed country lives on the first Exploitation event
+            if entry["hte_Type"] == "Exploitation" and entry["hte_Country"] == coe:
+                entry["hte_Country"] = None
+                break
+        out["ext_TraffickingEvents"] = _entries(out["ext_TraffickingEvents"], EVENT_ITEMS)
+    out["ext_TraffickMonths"] = traffick_months_truth(case)
     return out
 
 
-def expected_rejections(case: GeneratedCase) -> set[str]:
+PERPETRATOR_ITEMS = ("per_RoleInProcess", "per_Gender", "per_AgeAtRegistration", "per_Citizenship", "per_RelationshipToVictim", "per_MoneyPaid")
+EVENT_ITEMS = ("hte_Date", "hte_Type", "hte_Country")
+
+
+def _entries(entries: list[dict[str, Any]], order: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """A records field as the mapping stores it: sorted by the values in `items` order; None if empty."""
+    key = lambda e: [json.dumps(e.get(k), sort_keys=True, default=str) for k in order]  # noqa: E731
+    return sorted(entries, key=key) or None
+
+
+def has_late_event(case: GeneratedCase) -> bool:
+    """An event dated after registration: the duration is unknown and `hte_Date` is rejected."""
+    return any(e["hte_Date"] > case.created_at.date() for e in case.events)
+
+
+def traffick_months_truth(case: GeneratedCase) -> int | None:
+    """Whole months from the earliest Recruitment or Exploitation event to registration."""
+    registered = case.created_at.date()
+    if has_late_event(case):
+        return None
+    starts = [e["hte_Date"] for e in case.events if e["hte_Type"] in ("Recruitment", "Exploitation")]
+    if not starts:
+        return None
+    start = min(starts)
+    return (registered.year - start.year) * 12 + registered.month - start.month - (registered.day < start.day)
+
+
+def expected_rejections(case: GeneratedCase, *, events: bool = False) -> set[str]:
     """Fields whose rendered value mapping must reject: unknown codes, free text, a future birth date.
 
     `vic_LocationOfExploitation` mess is reported under `ext_CountryOfExploitation`, the field it feeds.
+    `events=True` for a source whose mapping reads the events themselves (`ext_TraffickingEvents`):
+    that messed country is then rejected as `hte_Country` too, and an event dated after
+    registration as `hte_Date`.
     """
     fields = {name for name, kind in case.mess.items() if kind in (UNKNOWN_CODE, FREE_TEXT)}
     if "vic_LocationOfExploitation" in fields:
         fields.discard("vic_LocationOfExploitation")
         fields.add("ext_CountryOfExploitation")
+        if events:
+            fields.add("hte_Country")
+    if events and has_late_event(case):
+        fields.add("hte_Date")
     if is_future_birth(case) and case.mess.get("prs_Birthdate") not in (BLANK, FREE_TEXT):
         fields.add("prs_Birthdate")
     return fields
@@ -990,6 +1086,8 @@ __all__ = [
     "expected_fields",
     "expected_rejections",
     "exploitation_country",
+    "has_late_event",
+    "traffick_months_truth",
     "generate_cases",
     "personal_values",
     "recruitment_country",

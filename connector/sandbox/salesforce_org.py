@@ -13,6 +13,12 @@ Trafficking Event fields have been added to the Activity standard object" (so Ev
 Picklist API values are the HTCDS codes, multi-selects are ';'-joined, and the generator's mess is
 applied to the rendered text as a careless user would type it into an unrestricted picklist.
 
+A Connected Person or Organisation row points at the perpetrator's own Contact (gender, birth date,
+nationality), which a query reaches as `Connected_Contact__r.Gender__c`, inside a child subquery
+too (SOQL and SOSL Reference, "Using Relationship Queries"). `Money_Paid__c` is not in the package:
+it stands for a field a partner adds ("money paid or received for the victim", a Yes/No picklist so
+that unknown stays blank).
+
 `set_cases` compares each record with its previous version and re-stamps only the records that
 changed, as Salesforce does: editing a perpetrator row changes that row's SystemModstamp, not the
 Case's. The HTTP layer (`salesforce.py`) turns queries into pages; this module only answers them.
@@ -103,6 +109,8 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("Connected_Contact__c", "reference", "Connected Contact"),
         ("Connected_Organistion__c", "reference", "Connected Organistion"),
         ("Role_in_Process__c", "multipicklist", "Role in Process"),
+        # Not in the package: a partner's own field (CTDC's "money paid or received for the victim").
+        ("Money_Paid__c", "picklist", "Money Paid or Received"),
     ],
     "Event": [
         ("Subject", "string", "Subject"),
@@ -240,8 +248,9 @@ LOOKUPS = {  # Case lookup field -> the object it points to
 }
 EVENT_FIELDS = {"hte_Type": "Type__c", "hte_Country": "Country__c", "hte_Date": "Date__c", "hte_City": "City__c", "hte_State": "State__c", "hte_Street": "Street__c", "hte_PostalCode": "Postal_Code__c", "hte_Description": "Description__c"}
 SUPPORT_FIELDS = {"spl_Type": "Type__c", "spl_PlannedEndDate": "Planned_End_Date__c", "spl_ActualEndDate": "Actual_End_Date__c", "spl_Objectives": "Objectives__c", "spl_ActionPlan": "Action_Plan__c"}
-PERPETRATOR_FIELDS = {"per_RoleInProcess": "Role_in_Process__c", "relation": "Type__c"}
-PERPETRATOR_PERSON = {"prs_FirstName": "FirstName", "prs_SecondName": "LastName", "prs_Gender": "Gender__c"}
+PERPETRATOR_FIELDS = {"per_RoleInProcess": "Role_in_Process__c", "relation": "Type__c", "money_paid": "Money_Paid__c"}
+# the perpetrator's own Contact (the row's Connected Contact): name, gender, birth date, nationality
+PERPETRATOR_PERSON = {"prs_FirstName": "FirstName", "prs_SecondName": "LastName", "prs_Gender": "Gender__c", "prs_Birthdate": "Birthdate", "citizenship": "Nationality__c"}
 
 
 def _utc_seconds(value: datetime) -> datetime:
@@ -413,10 +422,11 @@ class Org:
 
         for i, perp in enumerate(getattr(case, "perpetrators", None) or []):
             person_id = self.record_id("Contact", ("perpetrator", cid, i))
-            person = {api: value(name, perp.get(name), _kind("Contact", api)) for name, api in PERPETRATOR_PERSON.items()}
+            # `per:` names: the victim's mess (on prs_Gender, prs_Birthdate) is not the perpetrator's
+            person = {api: value(f"per:{name}", perp.get(name), _kind("Contact", api)) for name, api in PERPETRATOR_PERSON.items()}
             person = {**{api: None for _, api in VICTIM_FIELDS.items()}, "Mobile_Phone__c": None, **person}
             yield "Contact", person_id, person, created, stamp, deleted
-            row = {api: value(name, perp.get(name), _kind("Connected_Person_or_Organisation__c", api)) for name, api in PERPETRATOR_FIELDS.items()}
+            row = {api: value(f"per:{name}", perp.get(name), _kind("Connected_Person_or_Organisation__c", api)) for name, api in PERPETRATOR_FIELDS.items()}
             row.update({"Name": f"CP-{cid}-{i + 1}", "Case__c": case_id, "Connected_Contact__c": person_id, "Connected_Organistion__c": None})
             yield "Connected_Person_or_Organisation__c", self.record_id("Connected_Person_or_Organisation__c", (cid, i)), row, created, stamp, deleted
         # Historic events: the package's fields are on Activity, so some organisations log them as

@@ -17,6 +17,11 @@ The field-name row is found, not assumed: the first of the top rows whose cells 
 names (`prs_FirstName`), which in the template is the hidden row 1. A column without a field name
 is named by its label in the row below (the template's 'Reason for Outgoing Referral'). Rows with
 nothing but an id (the template ships with 1000 pre-numbered rows) are skipped.
+
+Perpetrators and events: the template has no columns for them, so the packaged `excel_htcds`
+mapping gives none. Extra columns a partner adds (one perpetrator's `per_Gender`, `per_RoleInProcess`
+... per row) reach the mapping like every other column; `mappings/excel_htcds.yaml` shows the
+`ext_Perpetrators: {from: ., each: ...}` rule that maps them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@
 
 One raw record per Case (record id = Case Id): the Case's fields, `Contact` (the victim, nested),
 `Owner` (`{"Name"}`), and the lists `perpetrators` (Connected Person or Organisation rows),
-`events` (Event and Task rows: type, country, city, date; deleted rows left out) and `support_plans`. Field names are the
+`events` (Event and Task rows: type, country, city, date; deleted rows left out) and `support_plans`.
+A perpetrator row carries its person's gender, birth date and nationality under `Connected_Contact`
+(read through the Connected Contact lookup). Field names are the
 package's conventional API names whatever the org calls them (`field_names` + describe).
 
 Incremental by `SystemModstamp` (or `LastModifiedDate`), ordered by it then Id, with a lookback; the
@@ -64,6 +66,7 @@ from connector.sources.salesforce_auth import AuthSettings, ConnectorAdapter, To
 from connector.sources.salesforce_bulk import CaseSpool, ChildStore, bulk_rows, typed_value
 from connector.sources.salesforce_soql import (
     CHILD_ROLES,
+    CONNECTED_PERSON_KEY,
     FIELDS,
     VICTIM_TYPE,
     Cursor,
@@ -75,6 +78,7 @@ from connector.sources.salesforce_soql import (
     changed_contacts_query,
     children_by_case_query,
     children_in_window_query,
+    connected_person_relationship,
     count_query,
     orphan_contacts_query,
     parse_sf_datetime,
@@ -620,8 +624,23 @@ class SalesforceSource(Source):
         return {names.get(k.lower(), k): v for k, v in rec.items() if k != "attributes" and not isinstance(v, dict)}
 
     def _child(self, layout: Layout, role: str, row: dict[str, Any]) -> dict[str, Any]:
-        """A child row under conventional names (a mapping `where` matches multi-select members)."""
-        return self._rename(layout, role, row)
+        """A child row under conventional names (a mapping `where` matches multi-select members).
+
+        A connected person's Contact fields come nested (REST: `{"Connected_Contact__r": {...}}`) or
+        dotted (Bulk CSV: `Connected_Contact__r.Gender__c`); either way they land under
+        `Connected_Contact` with the Contact's conventional names, or None without a Contact.
+        """
+        out = {k: v for k, v in self._rename(layout, role, row).items() if "." not in k}
+        relationship = connected_person_relationship(layout) if role == "connected" else None
+        if relationship:
+            nested = _get_ci(row, relationship)
+            person = {k: v for k, v in nested.items() if k != "attributes"} if isinstance(nested, dict) else {}
+            prefix = relationship.lower() + "."
+            person.update({k[len(prefix):]: v for k, v in row.items() if k.lower().startswith(prefix)})
+            names = layout.conventional_names("contact")
+            person = {names.get(k.lower(), k): v for k, v in person.items()}
+            out[CONNECTED_PERSON_KEY] = person if any(v not in (None, "") for v in person.values()) else None
+        return out
 
     def _check_victims(self, case_id: str, fields: dict[str, Any]) -> None:
         victims = (1 if fields.get("Contact") else 0) + sum(1 for p in fields["perpetrators"] if str(p.get("Type__c") or "").strip().lower() == VICTIM_TYPE)

@@ -128,6 +128,7 @@ FIELDS: dict[str, list[Want]] = {
         _w("Case__c", "Case", required=True),
         _w("Type__c", "Type", "ext_RecruiterRelation"),
         _w("Role_in_Process__c", "Role in Process", "ext_PerpetratorRoles"),
+        _w("Money_Paid__c", ("Money Paid or Received", "Money Paid", "Money Received"), "per_MoneyPaid"),  # not in the package: a partner's field
         _w("Connected_Contact__c", "Connected Contact"),
         _w("Connected_Organistion__c", ("Connected Organistion", "Connected Organisation", "Connected Organization")),
     ],
@@ -158,6 +159,13 @@ FIELDS: dict[str, list[Want]] = {
         _w("Objectives__c", "Objectives", "spl_Objectives"),
     ],
 }
+# The perpetrator's person details live on their Contact (the row's Connected Contact lookup): read
+# through the relationship, under the Contact's conventional names, as `Connected_Contact` on the row.
+# SOQL allows child-to-parent paths inside a parent-to-child subquery ("Using Relationship Queries",
+# SOQL and SOSL Reference: `SELECT Name, (SELECT CreatedBy.Name FROM Notes) FROM Account`), and a
+# custom lookup `X__c` is traversed as `X__r` ("Understanding Relationship Names").
+CONNECTED_PERSON = ("Gender__c", "Birthdate", "Nationality__c")
+CONNECTED_PERSON_KEY = "Connected_Contact"
 OWNER_NAME = "Owner.Name"  # the case owner's name, through the standard Owner relationship
 VICTIM_TYPE = "victim"  # a connected person row of this Type__c is a further victim
 
@@ -378,10 +386,27 @@ def case_fields(layout: Layout, with_owner: bool = True) -> list[str]:
     return fields
 
 
+def connected_person_relationship(layout: Layout) -> str | None:
+    """The relationship name of the Connected Contact lookup (`X__c` -> `X__r`), None if the org lacks it."""
+    ref = layout.actual("connected", "Connected_Contact__c")
+    if ref is None:
+        return None
+    return ref[:-3] + "__r" if ref.endswith("__c") else ref.removesuffix("Id")
+
+
+def child_fields(layout: Layout, role: str) -> list[str]:
+    """A child object's fields; for a connected person also their Contact's gender, birth date, nationality."""
+    fields = layout.select(role)
+    relationship = connected_person_relationship(layout) if role == "connected" else None
+    if relationship:
+        fields += [f"{relationship}.{actual}" for name in CONNECTED_PERSON if (actual := layout.actual("contact", name))]
+    return fields
+
+
 def child_subquery(layout: Layout, role: str) -> str:
     """A child relationship's live rows: the case query runs under queryAll, which returns deleted
     rows for the whole query, subqueries included, so the subquery filters them itself."""
-    return f"(SELECT {', '.join(layout.select(role))} FROM {layout.relationships[role]} WHERE IsDeleted = false ORDER BY Id)"
+    return f"(SELECT {', '.join(child_fields(layout, role))} FROM {layout.relationships[role]} WHERE IsDeleted = false ORDER BY Id)"
 
 
 def case_query(layout: Layout, window: Window, *, subqueries: bool, extra: str = "", ordered: bool = True) -> str:
@@ -416,14 +441,14 @@ def children_by_case_query(layout: Layout, role: str, case_ids: Iterable[str]) -
     """One child object's rows for a chunk of cases (the keyed alternative to subqueries)."""
     ref = layout.actual(role, CHILD_ROLES[role][1]) or CHILD_ROLES[role][1]
     id_list = ", ".join(soql_string(i) for i in case_ids)
-    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({id_list}) AND IsDeleted = false ORDER BY {ref}, Id"
+    return f"SELECT {', '.join(child_fields(layout, role))} FROM {layout.objects[role]} WHERE {ref} IN ({id_list}) AND IsDeleted = false ORDER BY {ref}, Id"
 
 
 def children_in_window_query(layout: Layout, role: str, window: Window) -> str:
     """One child object's rows for every case of the window (Bulk: a semi-join, no subqueries, no ORDER BY)."""
     ref = layout.actual(role, CHILD_ROLES[role][1]) or CHILD_ROLES[role][1]
     inner = f"SELECT Id FROM {layout.objects['case']}{_where(window.condition())}"
-    return f"SELECT {', '.join(layout.select(role))} FROM {layout.objects[role]} WHERE {ref} IN ({inner}) AND IsDeleted = false"
+    return f"SELECT {', '.join(child_fields(layout, role))} FROM {layout.objects[role]} WHERE {ref} IN ({inner}) AND IsDeleted = false"
 
 
 def changed_children_query(layout: Layout, role: str, since: datetime, upper: datetime | None, cursor_field: str, strict: bool = False) -> str:

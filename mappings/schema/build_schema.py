@@ -198,6 +198,7 @@ ROLES: dict[str, tuple[str, str]] = {
 
 # The keys of connector.schema.FieldSpec, in the order the YAML lists them.
 FIELD_KEYS = ("name", "section", "label", "type", "role", "codelist", "core", "description", "origin")
+OPTIONAL_KEYS = ("items",)  # written only when a field has them (the `records` fields)
 
 # Fields the connector derives; they are not in HTCDS 2.0.
 EXTENSION_FIELDS: list[dict[str, Any]] = [
@@ -258,6 +259,92 @@ EXTENSION_FIELDS: list[dict[str, Any]] = [
         "role": SENSITIVE,
         "codelist": "perpetrator_role",
         "description": "Every per_RoleInProcess code of the perpetrators linked to the case, combined.",
+    },
+    # One entry per perpetrator linked to the case (Salesforce: a Connected Person or Organisation
+    # row). Its keys are the `items` below, each typed and checked like a field of its own.
+    {
+        "name": "ext_Perpetrators",
+        "section": "perpetrator_context",
+        "label": "Perpetrators",
+        "type": "records",
+        "role": QUASI,
+        "codelist": None,
+        "items": ["per_RoleInProcess", "per_Gender", "per_AgeAtRegistration", "per_Citizenship", "per_RelationshipToVictim", "per_MoneyPaid"],
+        "description": "The perpetrators linked to the case, one entry each: role in the process, gender, age at the "
+                       "case's registration, citizenship, relationship to the victim, money paid or received for the "
+                       "victim. Published only through the victim-perpetrator view, generalized.",
+    },
+    {
+        "name": "per_Gender",
+        "section": "perpetrator_context",
+        "label": "Perpetrator Gender",
+        "type": "code",
+        "role": QUASI,
+        "codelist": "gender",
+        "description": "prs_Gender of the perpetrator's person record; a key of ext_Perpetrators entries.",
+    },
+    {
+        "name": "per_AgeAtRegistration",
+        "section": "perpetrator_context",
+        "label": "Perpetrator Age at Registration",
+        "type": "integer",
+        "role": QUASI,
+        "codelist": None,
+        "description": "The perpetrator's age in whole years on the case's ext_RegistrationDate, from their birth date "
+                       "(never stored); a key of ext_Perpetrators entries.",
+    },
+    {
+        "name": "per_Citizenship",
+        "section": "perpetrator_context",
+        "label": "Perpetrator Citizenship",
+        "type": "code",
+        "role": QUASI,
+        "codelist": "countries",
+        "description": "ISO 3166-1 alpha-2 citizenship of the perpetrator (the first when several); published only as a "
+                       "UN M49 region. A key of ext_Perpetrators entries.",
+    },
+    {
+        "name": "per_RelationshipToVictim",
+        "section": "perpetrator_context",
+        "label": "Relationship to Victim",
+        "type": "code",
+        "role": SENSITIVE,
+        "codelist": "recruiter_relation",
+        "description": "How the victim knew this perpetrator, in CTDC's categories (the package's Connected Person "
+                       "Type); a key of ext_Perpetrators entries.",
+    },
+    {
+        "name": "per_MoneyPaid",
+        "section": "perpetrator_context",
+        "label": "Money Paid or Received",
+        "type": "boolean",
+        "role": SENSITIVE,
+        "codelist": None,
+        "description": "Whether this perpetrator paid or received money for the victim (not in HTCDS 2.0 nor the "
+                       "package: a field the partner adds); a key of ext_Perpetrators entries.",
+    },
+    {
+        "name": "ext_TraffickingEvents",
+        "section": "historic_events",
+        "label": "Trafficking Events",
+        "type": "records",
+        "role": QUASI,
+        "codelist": None,
+        "items": ["hte_Date", "hte_Type", "hte_Country"],
+        "description": "The historic trafficking events of the case (Salesforce: Event and Task activities), one entry "
+                       "each with its type, date and country. Never published itself: ext_TraffickMonths and "
+                       "ext_CountryOfExploitation are derived from it.",
+    },
+    {
+        "name": "ext_TraffickMonths",
+        "section": "historic_events",
+        "label": "Months Trafficked",
+        "type": "integer",
+        "role": SENSITIVE,
+        "codelist": None,
+        "description": "Whole months from the earliest Recruitment or Exploitation event to the registration date (HTCDS "
+                       "has no exit event); unknown when either date is missing or an event is dated after registration "
+                       "(a rejection). Published in CTDC's traffickMonths bands.",
     },
 ]
 
@@ -385,7 +472,7 @@ def build(rows: list[dict[str, str]], countries: list[dict[str, str]]) -> tuple[
         raise ValueError(f"ROLES names fields the CSV does not have: {sorted(unused)}")
     for spec in EXTENSION_FIELDS:
         entry = {**spec, "core": False, "origin": "extension"}
-        fields.append({key: entry[key] for key in FIELD_KEYS})
+        fields.append({key: entry[key] for key in FIELD_KEYS + OPTIONAL_KEYS if key in entry})
     codelists["countries"] = countries
     codelists.update(EXTENSION_CODELISTS)
     fields_doc = {"standard": "HTCDS", "standard_version": "2.0", "schema_version": "1.0.0", "fields": fields}

@@ -67,3 +67,18 @@ def test_codebook_follows_the_schema_data(schema: Schema) -> None:
     relabelled = dataclasses.replace(schema, codelists={**schema.codelists, "gender": {"Feminine": "Woman"}})
     assert "| `Feminine` | Woman |" in render_codebook_markdown(relabelled)
     assert codebook_json(relabelled)["codelists"]["gender"] == [{"code": "Feminine", "label": "Woman"}]
+
+
+def test_victim_perpetrator_view_is_documented_with_what_was_followed_and_assumed(schema: Schema) -> None:
+    text = render_codebook_markdown(schema)
+    section = text[text.index("## Victim-perpetrator view") :]
+    assert "What was followed" in section and "What was assumed" in section
+    for name in schema.vp_view:
+        assert f"| `{name}` |" in section, name
+    data = codebook_json(schema)["victim_perpetrator_view"]
+    assert [c["name"] for c in data["columns"]] == list(schema.vp_view)
+    assert {c["name"] for c in data["columns"] if c["shared_with_victim_view"]} == set(schema.vp_view) & set(schema.view)
+    assert data["sources"]["followed"] and data["sources"]["assumed"]
+    perpetrators = next(f for f in codebook_json(schema)["fields"] if f["name"] == "ext_Perpetrators")
+    assert perpetrators["items"] == list(schema.fields["ext_Perpetrators"].items)
+    assert "Entry keys: `per_RoleInProcess`" in text

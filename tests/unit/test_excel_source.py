@@ -249,3 +249,38 @@ def test_a_csv_cell_of_a_megabyte_rejects_its_row_only(tmp_path, cases):
 def test_records_carry_their_row_number(tmp_path, workbook):
     first = next(iter(make_source(tmp_path, workbook).pages(None))).records[0]
     assert first.position == "row 3"  # under the template's field-name and label rows
+
+
+def test_perpetrator_columns_a_partner_added_map_where_present(tmp_path, cases):
+    """The template has none; a sheet with one perpetrator's columns per row maps them (`from: .`)."""
+    import csv as csv_module
+
+    path = write_csv(cases[:3], tmp_path / "c.csv")
+    rows = list(csv_module.reader(path.read_text(encoding="utf-8").splitlines()))
+    added = {"per_RoleInProcess": ["Recruiter or intermediary; exploiter", "", ""], "per_Gender": ["Masculine", "", ""],
+             "per_Birthdate": ["1980-01-01", "", ""], "per_Citizenship": ["UA", "", ""], "per_RelationshipToVictim": ["Friend", "", ""]}
+    data_start = len(rows) - 3
+    for name, values in added.items():
+        for i, row in enumerate(rows):
+            row.append(name if i == 0 else values[i - data_start] if i >= data_start else "")
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv_module.writer(handle).writerows(rows)
+    text = (Path(__file__).resolve().parents[2] / "mappings" / "excel_htcds.yaml").read_text(encoding="utf-8")
+    block = [line.replace("  # ", "", 1) for line in text.splitlines() if line.startswith("  #   ")]  # the commented example
+    mapping_path = tmp_path / "with_perpetrators.yaml"
+    mapping_path.write_text(text.replace("derive:\n", "\n".join(block) + "\nderive:\n"), encoding="utf-8")
+    mapping = load_mapping(mapping_path)
+    mapped = [mapping.map_record("sheet", raw) for raw in records(make_source(tmp_path, path, type_name="csv"))]
+    (first, first_rejections), *others = mapped
+    registered = cases[0].created_at.date()
+    age = registered.year - 1980 - ((registered.month, registered.day) < (1, 1))
+    assert first.fields["ext_Perpetrators"] == [
+        {"per_RoleInProcess": ["Exploiter", "RecruiterOrIntermediary"], "per_Gender": "Masculine", "per_Citizenship": "UA",
+         "per_RelationshipToVictim": "Friend", "per_MoneyPaid": None, "per_AgeAtRegistration": age}
+    ]
+    assert all(case.fields["ext_Perpetrators"] is None for case, _ in others)  # empty columns: no perpetrator
+    assert "ext_Perpetrators" not in load_mapping("excel_htcds").targets()  # the packaged mapping: the template has none
+    # `check` asks for the entry keys' own columns, not for a column named "."
+    assert not any(m.startswith("ext_Perpetrators") for m in mapping.missing_fields({"per_Gender"}))
+    assert any(m.startswith("ext_Perpetrators <- per_RoleInProcess") for m in mapping.missing_fields(set()))
+    assert "per_Gender" in mapping.raw_fields() and "." not in mapping.raw_fields()

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from connector.mapping import fold
+from connector.sandbox import generate as gen
 from connector.sandbox.generate import (
     LABELS,
     MESS_KINDS,
@@ -156,7 +157,7 @@ def test_expected_fields_are_normalised_and_consistent(cases, expected):
             assert _add_years(born, age) <= c.created_at.date() < _add_years(born, age + 1)
             assert e["ext_MajorityStatus"] == ("Minor" if age < 18 else "Adult")
         for name, value in e.items():
-            if isinstance(value, list):
+            if isinstance(value, list) and name not in ("ext_Perpetrators", "ext_TraffickingEvents"):  # records: lists of dicts
                 assert value == sorted(value) and value
         for name in ("vic_MethodsOfControl", "prs_Gender", "cas_Status"):
             kind = c.mess.get(name)
@@ -264,3 +265,34 @@ def _add_years(day: date, years: int) -> date:
         return day.replace(year=day.year + years)
     except ValueError:
         return day.replace(year=day.year + years, day=28)
+
+
+def test_perpetrator_details_go_with_the_relation(cases, expected):
+    entries = [p for c in cases for p in expected[c.case_id]["ext_Perpetrators"] or []]
+    assert len(entries) == sum(len(c.perpetrators) for c in cases)
+
+    def share(rows, test):
+        return sum(1 for r in rows if test(r)) / max(1, len(rows))
+
+    family = [p for p in entries if p["per_RelationshipToVictim"] == "Family"]
+    strangers = [p for p in entries if p["per_RelationshipToVictim"] == "Other"]
+    assert family and strangers
+    assert share(family, lambda p: "SoldIndividual" in p["per_RoleInProcess"]) > 2 * share(strangers, lambda p: "SoldIndividual" in p["per_RoleInProcess"])
+    ages = lambda rows: [p["per_AgeAtRegistration"] for p in rows if p["per_AgeAtRegistration"] is not None]  # noqa: E731
+    assert sum(ages(family)) / len(ages(family)) > sum(ages(strangers)) / len(ages(strangers)) + 3
+    sellers = [p for p in entries if {"SoldIndividual", "BoughtIndividual", "BrokerTravelAgent"} & set(p["per_RoleInProcess"])]
+    others = [p for p in entries if p not in sellers]
+    assert share(sellers, lambda p: p["per_MoneyPaid"] is True) > 2 * share(others, lambda p: p["per_MoneyPaid"] is True)
+    assert any(p["per_MoneyPaid"] is None for p in entries) and any(p["per_AgeAtRegistration"] is None for p in entries)
+
+
+def test_forced_marriage_lasts_longer_than_sexual_exploitation_and_a_late_event_leaves_it_unknown(cases, expected):
+    def mean_months(kind):
+        months = [expected[c.case_id]["ext_TraffickMonths"] for c in cases if kind in (c.case["vic_TypeOfExploitation"] or [])]
+        known = [m for m in months if m is not None]
+        return sum(known) / len(known)
+
+    assert mean_months("ForcedMarriage") > 1.5 * mean_months("SexualExploitation")
+    late = [c for c in cases if gen.has_late_event(c)]
+    assert late and all(expected[c.case_id]["ext_TraffickMonths"] is None for c in late)
+    assert all("hte_Date" in expected_rejections(c, events=True) and "hte_Date" not in expected_rejections(c) for c in late)

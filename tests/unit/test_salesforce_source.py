@@ -420,3 +420,48 @@ def test_case_spool_gives_bulk_rows_back_in_cursor_order_whatever_order_they_arr
         assert [[r["Id"] for r in page] for page in spool.pages(3)] == [["500Z", "500C", "500A"], ["500B"]]
     finally:
         spool.close()
+
+
+@responses.activate
+def test_a_perpetrators_contact_is_read_through_connected_contact_and_mapped_per_perpetrator(key_file):
+    token_ok(responses)
+    describes(responses)
+    limits(responses)
+    person = {"attributes": {"type": "Contact"}, "Gender__c": "Masculine", "Birthdate": "1980-03-01", "Nationality__c": "UA"}
+    perpetrators = {"totalSize": 2, "done": True, "records": [
+        {"attributes": {}, "Type__c": "Family", "Role_in_Process__c": "RecruiterOrIntermediary;SoldIndividual", "Money_Paid__c": "Yes", "Connected_Contact__r": person},
+        {"attributes": {}, "Type__c": "Other", "Role_in_Process__c": "Exploiter", "Money_Paid__c": None, "Connected_Contact__r": None},
+    ]}  # fmt: skip
+    events = {"totalSize": 1, "done": True, "records": [{"attributes": {}, "Type__c": "Recruitment", "Country__c": "UA", "Date__c": "2022-11-20"}]}
+    tasks = {"totalSize": 1, "done": True, "records": [{"attributes": {}, "Type__c": "Exploitation", "Country__c": "PL", "Date__c": "2023-02-01"}]}
+    row = case_row(1, Connected_Persons_or_Organisations__r=perpetrators, Events=events, Tasks=tasks)
+    responses.get(f"{DATA}/queryAll/", json={"totalSize": 1, "done": True, "records": [row]})
+    (page, _) = list(source(key_file, api="rest").pages(None))
+    query = parse_qs(responses.calls[len(OBJECTS) + 2].request.url.split("?", 1)[1])["q"][0]
+    assert "Connected_Contact__r.Gender__c" in query and "Connected_Contact__r.Birthdate" in query and "Money_Paid__c" in query
+    first, second = page.records[0].fields["perpetrators"]
+    assert first["Connected_Contact"] == {"Gender__c": "Masculine", "Birthdate": "1980-03-01", "Nationality__c": "UA"}
+    assert second["Connected_Contact"] is None
+    from connector.mapping import load_mapping
+
+    case, rejections = load_mapping("salesforce_htcds").map_record("sf", page.records[0])
+    assert rejections == []
+    assert case.fields["ext_Perpetrators"] == [
+        {"per_RoleInProcess": ["Exploiter"], "per_Gender": None, "per_AgeAtRegistration": None, "per_Citizenship": None,
+         "per_RelationshipToVictim": "Other", "per_MoneyPaid": None},
+        {"per_RoleInProcess": ["RecruiterOrIntermediary", "SoldIndividual"], "per_Gender": "Masculine", "per_AgeAtRegistration": 43,
+         "per_Citizenship": "UA", "per_RelationshipToVictim": "Family", "per_MoneyPaid": True},
+    ]  # fmt: skip
+    assert [e["hte_Type"] for e in case.fields["ext_TraffickingEvents"]] == ["Recruitment", "Exploitation"]  # an Event and a Task
+    assert case.fields["ext_TraffickMonths"] == 13  # 2022-11-20 -> registered 2024-01-01
+
+
+def test_a_bulk_csv_connected_contact_column_nests_like_the_rest_answer(key_file):
+    src = source(key_file)
+    layout = Layout.conventional()
+    row = {"Id": "a01A", "Type__c": "Friend", "Connected_Contact__r.Gender__c": "Feminine", "Connected_Contact__r.Birthdate": "1990-01-02", "Connected_Contact__r.Nationality__c": None}
+    child = src._child(layout, "connected", row)
+    assert child["Connected_Contact"] == {"Gender__c": "Feminine", "Birthdate": "1990-01-02", "Nationality__c": None}
+    assert not any("." in key for key in child)
+    empty = src._child(layout, "connected", {"Id": "a01B", "Connected_Contact__r.Gender__c": None})
+    assert empty["Connected_Contact"] is None
