@@ -344,6 +344,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
         for column, shares in privacy["detail"].items():
             detail.add_row(column, *(f"{100 * shares.get(key, 0):.0f}%" for key in ("full", "coarser", "suppressed")))
         out.print(detail)
+    if isinstance(privacy.get("year_and_country_full"), (int, float)):
+        out.print(f"rows with year of registration and country of exploitation both in full: {100 * privacy['year_and_country_full']:.0f}%", highlight=False)
     if privacy.get("held"):
         held = privacy["held"]
         out.print(

@@ -243,6 +243,7 @@ def describe_release(published: pd.DataFrame, setup: KSetup) -> dict[str, Any]:
         "records_out": int(len(published)),
         "parts": {str(label): int(n) for label, n in published[PART_COLUMN].value_counts(sort=False).sort_index().items()} if len(published) else {},
         "detail": detail_shares(published, setup),
+        "year_and_country_full": year_and_country_full(published, setup),
     }
     if setup.l_rule is not None:
         by_name = {f.name: f for f in setup.facts}
@@ -250,6 +251,22 @@ def describe_release(published: pd.DataFrame, setup: KSetup) -> dict[str, Any]:
     sizes = published.fillna("").groupby(list(published.columns), sort=False).size() if len(published) else pd.Series(dtype=int)
     record["smallest_group"] = int(sizes.min()) if len(sizes) else 0
     return record
+
+
+def year_and_country_full(published: pd.DataFrame, setup: KSetup) -> float | None:
+    """Share of published rows showing both year of registration and country of exploitation at
+    their finest level (blank counts: unknown is as detailed as the record): what the central team
+    counts cases by. None when the release has not both columns."""
+    facts = {f.columns[0]: f for f in setup.facts if f.hierarchy is not None}
+    pair = [facts.get("yearOfRegistration"), facts.get("CountryOfExploitation")]
+    if None in pair or not len(published):
+        return None
+    full = pd.Series(True, index=published.index)
+    for fact in pair:
+        cells = published[fact.columns[0]].fillna("")
+        labels = {v for v in cells.unique() if v == "" or (v != SUPPRESSED and is_label(fact.hierarchy, v, fact.finest))}
+        full &= cells.isin(labels)
+    return round(float(full.mean()), 4)
 
 
 def detail_shares(published: pd.DataFrame, setup: KSetup) -> dict[str, dict[str, float]]:

@@ -238,8 +238,10 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
         ]
         levels = {c: b.get("level_name") for c, b in (privacy.get("binning") or {}).items()}
     elif privacy.get("guarantee") == "full_row":
+        both = privacy.get("year_and_country_full")
         numbers += [
             ("k (every published row occurs at least this many times)", privacy.get("k")),
+            ("rows with year of registration and country of exploitation both in full", _pct(both) if isinstance(both, (int, float)) else "-"),
             ("smallest group of identical rows", privacy.get("smallest_group")),
             ("parts of the series (rows per part)", ", ".join(f"{label}: {n}" for label, n in (privacy.get("parts") or {}).items())),
         ]

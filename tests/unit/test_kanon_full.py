@@ -122,3 +122,10 @@ def test_every_whole_row_occurs_at_least_k_times_and_every_cell_tells_the_truth(
                 assert cell == str(true)
     again, _ = protect_rows(frame, facts, k)
     assert again.equals(published)  # deterministic: release ids are content hashes
+
+
+def test_the_record_says_how_many_rows_keep_year_and_country_in_full_counting_published_rows_only():
+    protected = protect(view(600), ReleaseConfig(k=10), ROLES, rules=RULES)
+    table, share = protected.table, protected.privacy["year_and_country_full"]
+    own = (table["yearOfRegistration"].str.fullmatch(r"\d{4}") & table["CountryOfExploitation"].str.fullmatch(r"[A-Z]{2}")).mean()
+    assert share == round(float(own), 4) and share > 0.9
