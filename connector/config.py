@@ -115,6 +115,9 @@ class ReleaseConfig(Strict):
     levels: dict[str, int] = Field(default_factory=dict, description="finest hierarchy level published per quasi-identifier (default: age in CTDC bands)")
     importance: list[str] = Field(default_factory=list, description="columns whose detail is kept first, most important first")
     part_min_records: int = Field(50, ge=2, description="new or corrected records wait until this many (and at least k) can be released together")
+    tables: list[Literal["victims", "victim_perpetrator"]] = Field(
+        default_factory=lambda: ["victims"], description="the tables a release carries: victims, and CTDC's victim-perpetrator table"
+    )
     # Kept so that older configs still load; the full-row guarantee does not use them (see README).
     search: Literal["optimal", "fixed"] = "optimal"
     metric: Literal["loss", "discernibility", "entropy"] = "loss"
@@ -130,6 +133,14 @@ class ReleaseConfig(Strict):
         if len(set(value)) != len(value):
             raise ValueError("quasi-identifiers must be distinct")
         return value
+
+    @model_validator(mode="after")
+    def _tables(self) -> "ReleaseConfig":
+        if "victims" not in self.tables:
+            raise ValueError("tables must include victims (the victim-perpetrator table is published with it)")
+        if "victim_perpetrator" in self.tables and self.method != "k_anonymity":
+            raise ValueError("the victim-perpetrator table is published by method k_anonymity only (synthetic: not yet)")
+        return self
 
 
 # -- destinations: a union discriminated on `type` (a missing `type` means folder, as before) ------

@@ -22,7 +22,8 @@ import pandas as pd
 
 from connector.store import SeriesChange, Store
 from privacy.gate import to_csv_bytes
-from privacy.protect import KSetup, describe_release, protect_part
+from privacy.protect import KSetup, describe_release, protect_part_tables
+from privacy.vp_release import OWNER, describe_vp
 from privacy.series import PART_COLUMN, Part, Plan, part_label, plan_parts
 
 
@@ -36,6 +37,9 @@ class NextRelease:
     change: SeriesChange
     plan: Plan
     held: dict[str, int] = field(default_factory=dict)  # local only: never in a published file
+    vp_table: pd.DataFrame | None = None  # the victim-perpetrator rows of every part, when published
+    previous_vp_csv: bytes | None = None
+    vp_new: tuple[pd.DataFrame, tuple[Any, ...]] | None = None  # the new part's rows and their victims (in-process)
 
     @property
     def changed(self) -> bool:
@@ -54,10 +58,15 @@ def read_part(part: Part) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(part.data_csv), dtype=str, keep_default_na=False)
 
 
-def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: pd.DataFrame, setup: KSetup, *, min_new: int) -> NextRelease:
+def read_vp(part: Part) -> pd.DataFrame | None:
+    return pd.read_csv(io.BytesIO(part.vp_csv), dtype=str, keep_default_na=False) if part.vp_csv is not None else None
+
+
+def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: pd.DataFrame, setup: KSetup, *, min_new: int, schema: Any = None) -> NextRelease:
     """Plan and build the next release from the live records' keys and their publishable rows
     (`table`, aligned with `keys`, identifiers and free text already dropped)."""
     digests = dict(zip(keys, row_digests(table)))
+    vp_new = None
     stored = store.active_parts(job)
     same = [part for series, part in stored if series == setup.series_id]
     stale = [(series, part) for series, part in stored if series != setup.series_id]  # settings changed: a new series
@@ -67,23 +76,49 @@ def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: p
     if plan.new_members:
         positions = {key: i for i, key in enumerate(keys)}
         label = part_label(plan.next_seq, setup.series_id, plan.new_members, digests)
-        published = protect_part(table.iloc[[positions[key] for key in plan.new_members]], setup, label)
+        rows = table.iloc[[positions[key] for key in plan.new_members]]
+        published, vp = protect_part_tables(rows, setup, label, schema)
         members = tuple((s, r, digests[(s, r)]) for s, r in plan.new_members)
-        added.append((setup.series_id, Part(plan.next_seq, label, members, to_csv_bytes(published), len(published))))
+        vp_bytes = None
+        if vp is not None:
+            owners = vp.pop(OWNER)
+            vp_new = (vp, tuple(owners))
+            vp_bytes = to_csv_bytes(vp)
+        added.append((setup.series_id, Part(plan.next_seq, label, members, to_csv_bytes(published), len(published), vp_bytes)))
     frames = [read_part(p) for p in plan.keep] + [read_part(p) for _, p in added]
     retired = [(setup.series_id, p.seq) for p in plan.retire]
     if added:  # a new series replaces the old one only once it has a part of its own
         retired += [(series, p.seq) for series, p in stale]
     composed = _compose(frames, setup)
     held = {"new": plan.held_new, "corrected_still_published": plan.held_changed, "deleted_still_published": plan.held_deleted}
+    privacy = describe_release(composed, setup)
+    vp_table = previous_vp = None
+    if setup.with_vp:
+        vp_columns = [*schema.vp_view, PART_COLUMN]
+        vp_table = _compose_columns([f for f in (read_vp(p) for p in [*plan.keep, *(p for _, p in added)]) if f is not None], vp_columns)
+        old_vp = [f for f in (read_vp(p) for _, p in stored) if f is not None]
+        if old_vp:
+            previous_vp = to_csv_bytes(_compose_columns(old_vp, vp_columns))
+        privacy["victim_perpetrator"] = describe_vp(vp_table)
     return NextRelease(
         table=composed,
-        privacy=describe_release(composed, setup),
+        privacy=privacy,
         previous_csv=to_csv_bytes(previous.where(previous != "", None)) if previous is not None else None,
         change=SeriesChange(job, tuple(added), tuple(retired)),
         plan=plan,
         held=held,
+        vp_table=vp_table,
+        previous_vp_csv=previous_vp,
+        vp_new=vp_new,
     )
+
+
+def _compose_columns(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    out = pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True)
+    out = out.astype(object).where(out.notna(), "")
+    return out.where(out != "", None)
 
 
 def _compose(frames: list[pd.DataFrame], setup: KSetup) -> pd.DataFrame:

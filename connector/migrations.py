@@ -78,6 +78,10 @@ def _v3(conn: Connection) -> None:
     release_parts.create(conn, checkfirst=True)
 
 
+def _v4(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE release_parts ADD COLUMN vp_csv TEXT"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -106,6 +110,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _v3,
         adds={"release_parts": ("job", "series", "seq", "label", "created_at", "release_id", "retired_at", "retired_by", "rows", "data_csv", "members")},
     ),
+    Migration(4, "each release part keeps its victim-perpetrator rows", _v4, adds={"release_parts": ("vp_csv",)}),
 )
 LATEST = MIGRATIONS[-1].version
 

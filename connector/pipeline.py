@@ -279,6 +279,12 @@ class Pipeline:
         snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
         keys = list(zip(snapshot["source"].astype(str), snapshot["record_id"].astype(str)))
         view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
+        if "victim_perpetrator" in job.release.tables:  # each victim's perpetrators, one value (privacy.vp_release)
+            from privacy.view_vp import derive_vp_view
+            from privacy.vp_release import PROFILE, perpetrator_columns, profiles
+
+            vp = derive_vp_view(snapshot, self.schema, datasource=job.partner.datasource)
+            view[PROFILE] = profiles(vp, perpetrator_columns(self.schema), snapshot.index).reindex(view.index).to_numpy()
         return keys, view.reset_index(drop=True)
 
     def release_marker(self) -> str:
@@ -316,9 +322,13 @@ class Pipeline:
         job = self.config.job
         hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
         rules = {c.name: c.rule for c in self.schema.view.values()}
+        from privacy.vp_release import PROFILE
+
+        profile = view.pop(PROFILE) if PROFILE in view.columns else None
         prepared = prepare(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names)
         setup = k_setup(list(prepared.table.columns), job.release, self.schema.view_roles(), hierarchies=prepared.hierarchies, rules=rules)
-        nxt = next_k_release(self.store, self.job_name, keys, prepared.table, setup, min_new=job.release.part_min_records)
+        table = prepared.table if profile is None else prepared.table.assign(**{PROFILE: profile.to_numpy()})
+        nxt = next_k_release(self.store, self.job_name, keys, table, setup, min_new=job.release.part_min_records, schema=self.schema)
         nxt.privacy.update(prepared.notes())
         return nxt
 
@@ -371,7 +381,7 @@ class Pipeline:
                 log.info("release unchanged", extra={"run_id": run_id, "reason": "no case changed since the last release"})
                 return report
             series = None
-            previous, previous_k = None, None
+            previous, previous_k, extra = None, None, None
             if self.config.job.release.method == "k_anonymity":
                 keys, view = self._keyed_view()
                 report.records_in = len(view)
@@ -388,6 +398,13 @@ class Pipeline:
                     log.info("release unchanged", extra={"run_id": run_id, "reason": "no new part and no part to retire", **{f"held_{k}": v for k, v in nxt.held.items()}})
                     return report
                 table, privacy, previous, series = nxt.table, nxt.privacy, nxt.previous_csv, nxt.change
+                if nxt.vp_table is not None:
+                    from privacy.gate import ExtraTable
+                    from privacy.view import value_domains
+                    from privacy.vp_release import VP_FILE
+
+                    vp_roles = {**{c: col.role for c, col in self.schema.vp_view.items()}, "releasePart": "process"}
+                    extra = {VP_FILE: ExtraTable(nxt.vp_table, vp_roles, value_domains(self.schema, self.schema.vp_view), nxt.previous_vp_csv, nxt.vp_new)}
                 previous_k = ((self.store.last_release("k_anonymity") or {}).get("privacy") or {}).get("k")
             else:
                 view = self.release_view()
@@ -404,7 +421,7 @@ class Pipeline:
                 report.records_in = len(view)
             privacy = {**privacy, "schema_version": self.schema.version}
             privacy = publishable_record(privacy)
-            release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous, previous_k=previous_k if previous else None)
+            release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous, previous_k=previous_k if previous else None, extra=extra)
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
             # Privacy budget (synthetic releases): reserved after the gate, before publishing, in a

@@ -69,12 +69,36 @@ def canonical_json(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+# Further tables a release may carry (the gate checked them with data.csv); hashed after the
+# content files when present, so a release without them keeps the id it always had.
+TABLE_FILES = ("victim_perpetrator.csv",)
+
+
+def content_files(files: dict[str, bytes]) -> tuple[str, ...]:
+    return (*CONTENT_FILES, *(name for name in TABLE_FILES if name in files))
+
+
 def release_id_of(files: dict[str, bytes]) -> str:
     """The content hash a release is named by; the central receiver recomputes it on upload."""
     digest = hashlib.sha256()
-    for name in CONTENT_FILES:
+    for name in content_files(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).hexdigest().encode() + b"\n")
     return "r-" + digest.hexdigest()[:20]
+
+
+def vp_table_schema(schema: Schema) -> dict[str, Any]:
+    """Frictionless Table Schema of the victim-perpetrator table (its view's columns, then the part)."""
+    fields = []
+    for name, column in [*schema.vp_view.items()]:
+        kind = column.type if column.type in _FRICTIONLESS and column.role != "quasi_identifier" and column.type != "year" else "string"
+        spec: dict[str, Any] = {"name": name, "type": kind, "role": column.role}
+        if column.description:
+            spec["description"] = column.description
+        if column.values and column.role != "quasi_identifier":
+            spec["constraints"] = {"enum": list(column.values)}
+        fields.append(spec)
+    fields.append({"name": "releasePart", "type": "string", "role": "process"})
+    return {"fields": fields, "missingValues": ["", "*"]}
 
 
 def table_schema(release: Release, schema: Schema) -> dict[str, Any]:
@@ -120,12 +144,18 @@ def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: lis
         ],
         "htcds": {"schema_version": schema.version, "method": release.privacy.get("method")},
     }
+    for name, _ in release.tables:
+        datapackage["resources"].append({
+            "name": name.removesuffix(".csv").replace("_", "-"), "path": name, "profile": "tabular-data-resource", "format": "csv",
+            "mediatype": "text/csv", "encoding": "utf-8", "schema": vp_table_schema(schema),
+        })
     files = {
         DATA_FILE: release.data_csv,
         "datapackage.json": canonical_json(datapackage),
         "codebook.md": render_codebook_markdown(schema).encode("utf-8"),
         "privacy.json": canonical_json(release.privacy),
         REPORT_FILE: render_report(release.privacy, partner=partner),
+        **dict(release.tables),
     }
     release_id = release_id_of(files)
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
@@ -138,7 +168,7 @@ def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: lis
         "connector_version": __version__,
         "method": release.privacy.get("method"),
         "rows": release.row_count,
-        "files": {name: {"sha256": hashlib.sha256(files[name]).hexdigest(), "bytes": len(files[name])} for name in CONTENT_FILES},
+        "files": {name: {"sha256": hashlib.sha256(files[name]).hexdigest(), "bytes": len(files[name])} for name in content_files(files)},
     }
     files[MANIFEST_FILE] = canonical_json(manifest)
     return _sealed(release_id, partner, files, manifest)

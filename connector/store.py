@@ -232,6 +232,7 @@ release_parts = Table(
     Column("rows", Integer, nullable=False),
     Column("data_csv", Text, nullable=False),
     Column("members", Text, nullable=False),
+    Column("vp_csv", Text),
 )
 
 
@@ -690,7 +691,8 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(query).mappings().all()
         return [
-            (row["series"], Part(int(row["seq"]), row["label"], tuple(tuple(m) for m in json.loads(row["members"])), row["data_csv"].encode("utf-8"), int(row["rows"])))
+            (row["series"], Part(int(row["seq"]), row["label"], tuple(tuple(m) for m in json.loads(row["members"])), row["data_csv"].encode("utf-8"), int(row["rows"]),
+                                 row["vp_csv"].encode("utf-8") if row["vp_csv"] is not None else None))
             for row in rows
         ]
 
@@ -716,6 +718,7 @@ class Store:
                     release_parts.insert().values(
                         job=change.job, series=series, seq=part.seq, label=part.label, created_at=now, release_id=release_id, rows=part.rows,
                         data_csv=part.data_csv.decode("utf-8"), members=json.dumps([list(m) for m in part.members]),
+                        vp_csv=part.vp_csv.decode("utf-8") if part.vp_csv is not None else None,
                     )
                 )
 

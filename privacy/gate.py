@@ -60,9 +60,27 @@ class GateRefused(Exception):
         super().__init__("release refused: " + "; ".join(self.reasons))
 
 
-def _seal(data_csv: bytes, columns: tuple[str, ...], row_count: int, privacy: Mapping[str, Any]) -> bytes:
+def _seal(data_csv: bytes, columns: tuple[str, ...], row_count: int, privacy: Mapping[str, Any], tables: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     message = json.dumps([list(columns), row_count, privacy], sort_keys=True).encode("utf-8") + b"\x00" + data_csv
-    return hmac.new(_KEY, message, hashlib.sha256).digest()
+    digest = hmac.new(_KEY, message, hashlib.sha256)
+    for name, data in tables:
+        digest.update(b"\x00" + name.encode() + b"\x00" + hashlib.sha256(data).digest())
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class ExtraTable:
+    """A second table of the release (CTDC's victim-perpetrator table), checked with the first.
+
+    `owners` (in-process only, never published) names the victim each row of `table` belongs to, for
+    the rows the gate can count per victim (a new part's); rows without an owner (parts published
+    before, byte for byte as checked then) are counted as rows."""
+
+    table: pd.DataFrame
+    roles: Mapping[str, str]
+    domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    previous: bytes | None = None
+    owners: tuple[pd.DataFrame, tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,9 +92,10 @@ class Release:
     row_count: int
     privacy: dict[str, Any]
     _seal: bytes = field(default=b"", repr=False, compare=False)
+    tables: tuple[tuple[str, bytes], ...] = ()  # further tables (file name, CSV bytes), checked too
 
     def __post_init__(self) -> None:
-        if not hmac.compare_digest(self._seal, _seal(self.data_csv, self.columns, self.row_count, self.privacy)):
+        if not hmac.compare_digest(self._seal, _seal(self.data_csv, self.columns, self.row_count, self.privacy, self.tables)):
             raise TypeError("a Release is made only by privacy.gate.admit, which checks its privacy guarantees")
 
 
@@ -116,6 +135,7 @@ def admit(
     domains: Mapping[str, frozenset[str]] | None = None,
     previous: bytes | None = None,
     previous_k: int | None = None,
+    extra: Mapping[str, ExtraTable] | None = None,
 ) -> Release:
     """Serialise, re-parse and check; return the Release or raise GateRefused with every reason.
 
@@ -188,7 +208,50 @@ def admit(
 
     if reasons:
         raise GateRefused(reasons)
-    return Release(data, columns, len(rows), record, _seal(data, columns, len(rows), record))
+    tables: list[tuple[str, bytes]] = []
+    for name, spec in sorted((extra or {}).items()):
+        table_bytes, table_reasons = _check_extra(name, spec, record, previous_k)
+        reasons += table_reasons
+        tables.append((name, table_bytes))
+    if reasons:
+        raise GateRefused(reasons)
+    return Release(data, columns, len(rows), record, _seal(data, columns, len(rows), record, tuple(tables)), tuple(tables))
+
+
+def _check_extra(name: str, spec: ExtraTable, record: Mapping[str, Any], previous_k: int | None) -> tuple[bytes, list[str]]:
+    """A further table, on its bytes: roles, codes, control characters, every whole row >= k times,
+    >= k distinct victims behind each row of the rows the caller knows the victims of, and the
+    difference from its previous version. An empty table (no perpetrator shown) passes."""
+    reasons: list[str] = []
+    data = to_csv_bytes(spec.table)
+    header, rows = parse_csv_bytes(data)
+    parsed = pd.DataFrame(rows, columns=header, dtype=object) if header else pd.DataFrame()
+    if len(rows) != len(spec.table) or any(len(r) != len(header) for r in rows):
+        reasons.append(f"{name}: the CSV does not read back as the table")
+    for column in header:
+        role = spec.roles.get(column)
+        if role not in ROLES:
+            reasons.append(f"{name}: column {column}: no known disclosure role")
+        elif role in FORBIDDEN_ROLES:
+            reasons.append(f"{name}: column {column}: role {role} never leaves the partner")
+    if any(_CONTROL.search(cell) for row in rows for cell in row):
+        reasons.append(f"{name}: cells hold line breaks or control characters")
+    reasons += [f"{name}: {r}" for r in _check_domains(parsed, spec.domains)]
+    k = record.get("k")
+    if isinstance(k, int) and len(parsed):
+        reasons += [f"{name}: {r}" for r in _rare_combinations(parsed, list(parsed.columns), k, "k", what="published columns")]
+        if spec.owners is not None:
+            frame, owners = spec.owners
+            cells = pd.DataFrame({c: _strings(frame[c]) for c in frame.columns})
+            keys = cells.agg("\x1f".join, axis=1) if len(cells) else pd.Series([], dtype=object)
+            victims = pd.Series(list(owners), index=cells.index, dtype=object).groupby(keys.to_numpy()).nunique() if len(cells) else pd.Series([], dtype=int)
+            few = int((victims < k).sum())
+            if few:
+                reasons.append(f"{name}: {few} published rows come from fewer than k={k} victims (counted per victim, not per row)")
+    if spec.previous is not None and isinstance(k, int):
+        previous_header, previous_rows = parse_csv_bytes(spec.previous)
+        reasons += [f"{name}: {r}" for r in check_series(previous_header or None, previous_rows, header, rows, k, previous_k)]
+    return data, reasons
 
 
 def _check_k_anonymity(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Mapping[str, str]) -> list[str]:
@@ -348,4 +411,4 @@ def _positive_number(value: Any) -> bool:
     return _number(value) and value > 0
 
 
-__all__ = ["GateRefused", "Release", "admit", "parse_csv_bytes", "to_csv_bytes"]
+__all__ = ["ExtraTable", "GateRefused", "Release", "admit", "parse_csv_bytes", "to_csv_bytes"]

@@ -25,6 +25,7 @@ from privacy.facts import Fact, FactError, plan_facts
 from privacy.hierarchies import hierarchy_for, is_label
 from privacy.kanon_full import SUPPRESSED, KFullError, LDiversityRule, protect_rows
 from privacy.series import PART_COLUMN
+from privacy.vp_release import PERPETRATORS, PROFILE, profile_hierarchy, vp_rows
 
 if TYPE_CHECKING:
     from connector.config import ReleaseConfig
@@ -168,6 +169,7 @@ class KSetup:
     k: int
     l_rule: LDiversityRule | None
     settings: dict[str, Any]  # what defines the series (a change starts a new one)
+    with_vp: bool = False  # the series also publishes the victim-perpetrator table
 
     @property
     def series_id(self) -> str:
@@ -183,8 +185,10 @@ def k_setup(
     rules: Mapping[str, Mapping[str, Any]],
 ) -> KSetup:
     """The facts, their order and the series settings of a k-anonymized release of `columns`
-    (identifier and free-text columns already dropped). Raises ProtectionError naming the key."""
-    columns = [c for c in columns if c != PART_COLUMN]
+    (identifier and free-text columns already dropped). With the victim-perpetrator table, each
+    victim's perpetrators are one more fact, specialized last (privacy.vp_release). Raises
+    ProtectionError naming the key."""
+    columns = [c for c in columns if c not in (PART_COLUMN, PROFILE)]
     try:
         facts = plan_facts(columns, rules=rules, roles=roles, hierarchies=hierarchies, importance=release.importance, finest=release.levels)
     except FactError as exc:
@@ -200,6 +204,19 @@ def k_setup(
             names.append(fact.name)
         rule = LDiversityRule(tuple(dict.fromkeys(names)), release.l_diversity.l)
     passthrough = tuple(c for c in columns if c not in by_column)
+    with_vp = "victim_perpetrator" in release.tables
+    if with_vp:
+        from connector.schema import load_schema
+
+        # where the perpetrators come in the order detail is kept: after the fact named before
+        # "perpetrators" in release.importance, else after the type of exploitation
+        names = [f.name for f in facts]
+        after = next((release.importance[i - 1] for i, n in enumerate(release.importance) if n == PERPETRATORS and i), None)
+        anchor = next((by_column[c].name for c in (after, "typeOfExploitConcatenated", "ageBroad") if c in by_column), None)
+        position = names.index(anchor) + 1 if anchor in names else len(facts)
+        if release.importance[:1] == [PERPETRATORS]:
+            position = 0
+        facts = [*facts[:position], Fact(PROFILE, (PROFILE,), profile_hierarchy(load_schema()), 0), *facts[position:]]
     settings = {
         "k": release.k,
         "columns": columns,
@@ -208,19 +225,26 @@ def k_setup(
         "hierarchies": release.hierarchies,
         "engine": 1,
     }
-    return KSetup(tuple([*columns, PART_COLUMN]), tuple(facts), passthrough, release.k, rule, settings)
+    return KSetup(tuple([*columns, PART_COLUMN]), tuple(facts), passthrough, release.k, rule, settings, with_vp)
 
 
 def protect_part(rows: pd.DataFrame, setup: KSetup, label: str) -> pd.DataFrame:
     """One part of the series, protected on its own, with its label in the part column.
     Raises ProtectionError when the rows cannot form a part (fewer than k)."""
-    table = rows[[c for c in setup.columns if c != PART_COLUMN]]
+    return protect_part_tables(rows, setup, label)[0]
+
+
+def protect_part_tables(rows: pd.DataFrame, setup: KSetup, label: str, schema: Any = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The part's victim rows and, when the series publishes it, its victim-perpetrator rows
+    (`rows` then carries each victim's `_perpetrators`, privacy.vp_release; `schema` names the view)."""
+    table = rows[[c for c in setup.columns if c != PART_COLUMN] + ([PROFILE] if setup.with_vp else [])]
     try:
         published, _ = protect_rows(table, setup.facts, setup.k, passthrough=setup.passthrough, l_diversity=setup.l_rule)
     except KFullError as exc:
         raise ProtectionError(f"the release part cannot be protected: {exc}") from None
     published[PART_COLUMN] = label
-    return published[list(setup.columns)]
+    vp = vp_rows(published, published[PROFILE], schema, label) if setup.with_vp else None
+    return published[list(setup.columns)], vp
 
 
 def describe_release(published: pd.DataFrame, setup: KSetup) -> dict[str, Any]:
@@ -234,12 +258,12 @@ def describe_release(published: pd.DataFrame, setup: KSetup) -> dict[str, Any]:
             f"every row's combination of all published values (a suppressed * is a value) occurs at least k={setup.k} times, "
             "and the rows added and the rows removed between two releases of the series each meet the same floor"
         ),
-        "facts": {f.name: list(f.columns) for f in setup.facts},
-        "importance": [f.name for f in setup.facts],
-        "quasi_identifiers": [f.columns[0] for f in setup.facts if f.hierarchy is not None],
-        "hierarchies": {f.columns[0]: f.hierarchy.name for f in setup.facts if f.hierarchy is not None},
-        "finest_levels": {f.columns[0]: f.finest for f in setup.facts if f.hierarchy is not None},
-        "finest_level_names": {f.columns[0]: f.hierarchy.level_names[f.finest] for f in setup.facts if f.hierarchy is not None},
+        "facts": {f.name: list(f.columns) for f in setup.facts if f.name != PROFILE},
+        "importance": [f.name for f in setup.facts if f.name != PROFILE],
+        "quasi_identifiers": [f.columns[0] for f in setup.facts if f.hierarchy is not None and f.name != PROFILE],
+        "hierarchies": {f.columns[0]: f.hierarchy.name for f in setup.facts if f.hierarchy is not None and f.name != PROFILE},
+        "finest_levels": {f.columns[0]: f.finest for f in setup.facts if f.hierarchy is not None and f.name != PROFILE},
+        "finest_level_names": {f.columns[0]: f.hierarchy.level_names[f.finest] for f in setup.facts if f.hierarchy is not None and f.name != PROFILE},
         "records_out": int(len(published)),
         "parts": {str(label): int(n) for label, n in published[PART_COLUMN].value_counts(sort=False).sort_index().items()} if len(published) else {},
         "detail": detail_shares(published, setup),
@@ -257,7 +281,7 @@ def year_and_country_full(published: pd.DataFrame, setup: KSetup) -> float | Non
     """Share of published rows showing both year of registration and country of exploitation at
     their finest level (blank counts: unknown is as detailed as the record): what the central team
     counts cases by. None when the release has not both columns."""
-    facts = {f.columns[0]: f for f in setup.facts if f.hierarchy is not None}
+    facts = {f.columns[0]: f for f in setup.facts if f.hierarchy is not None and f.name != PROFILE}
     pair = [facts.get("yearOfRegistration"), facts.get("CountryOfExploitation")]
     if None in pair or not len(published):
         return None
@@ -274,6 +298,8 @@ def detail_shares(published: pd.DataFrame, setup: KSetup) -> dict[str, dict[str,
     out: dict[str, dict[str, float]] = {}
     n = len(published)
     for fact in setup.facts:
+        if fact.name == PROFILE:  # never a published column of the victim table
+            continue
         cells = published[fact.columns[0]].fillna("")
         suppressed = int((cells == SUPPRESSED).sum())
         if fact.hierarchy is None:

@@ -173,6 +173,15 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             + "</table><p>Cases recorded since the last part, and corrections, wait until enough of them can be published "
             "together; the partner's own tools show how many are waiting.</p>"
         )
+        vp = privacy.get("victim_perpetrator")
+        if isinstance(vp, Mapping):
+            how += (
+                f"<p><b>The victim-perpetrator table</b> (<code>{_e(vp.get('file'))}</code>, {_e(vp.get('records_out'))} rows: one per "
+                f"perpetrator of a victim whose perpetrators could be shown) is counted per victim, not per row: everything "
+                f"published about a victim, in either table and joined across the two, is shared by at least k = {_e(k)} victims. "
+                f"Perpetrators' citizenship is shown as a region, never a country, and their age as a band; where their details "
+                f"would single a victim out, only their roles (and relationship to the victim) are shown, or none of them.</p>"
+            )
         return how, lost
     else:
         k = privacy.get("k")

@@ -45,6 +45,7 @@ class Part:
     members: tuple[tuple[str, str, str], ...]  # (source, record_id, digest)
     data_csv: bytes
     rows: int
+    vp_csv: bytes | None = None  # its victim-perpetrator rows, when the series publishes them
 
 
 def part_label(seq: int, series: str, members: Sequence[Key], digests: Mapping[Key, str]) -> str:

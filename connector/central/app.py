@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from connector.central.auth import Principal, authenticate, partner_datasource_values
 from connector.central.cells import escape_csv
 from connector.central.db import make_engine, now, partners, release_files, releases
-from connector.central.merge import MergeInput, MergeRefused, Merged, merge_releases, parquet_bytes
+from connector.central.merge import VP_FILE, MergeInput, MergeRefused, Merged, merge_releases, merge_vp_tables, parquet_bytes
 from connector.central.objects import ObjectStore
 from connector.central.security import SecurityHeaders
 from connector.central.uploads import BodyLimits, Staging, UploadBudget, precheck, receive_parts
@@ -293,7 +293,8 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
         two downloads of /harmonized.csv, would single a case out."""
         before = conn.execute(select(releases.c.pk, releases.c.privacy).where(releases.c.partner_id == checked.partner, releases.c.version == version)).first()
         sha = conn.execute(select(release_files.c.sha256).where((release_files.c.release_pk == before.pk) & (release_files.c.name == "data.csv"))).scalar_one()
-        reasons = series_step_problems(json.loads(before.privacy), objects.get(sha), checked)
+        vp_sha = conn.execute(select(release_files.c.sha256).where((release_files.c.release_pk == before.pk) & (release_files.c.name == VP_FILE))).scalar_one_or_none()
+        reasons = series_step_problems(json.loads(before.privacy), objects.get(sha), checked, objects.get(vp_sha) if vp_sha else None)
         if reasons:
             raise UploadRefused(422, "the difference from this partner's previous release would single cases out", reasons,
                                 hint="publish with the connector's release series (release parts) instead of replacing rows; nothing was stored")
@@ -444,6 +445,28 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
     @app.get("/partners", response_model=list[PartnerSummary], responses=_errors(401, 403), tags=["central"])
     def list_partners(_who: Principal = Depends(admin)) -> list[dict[str, Any]]:
         return partner_rows(engine)
+
+    def harmonized_vp_bytes() -> bytes:
+        rows = latest_rows()
+        inputs = []
+        with engine.connect() as conn:
+            for row in rows:
+                pk = conn.execute(select(releases.c.pk).where(releases.c.release_id == row.release_id)).scalar_one()
+                sha = conn.execute(select(release_files.c.sha256).where((release_files.c.release_pk == pk) & (release_files.c.name == VP_FILE))).scalar_one_or_none()
+                if sha is not None:
+                    inputs.append((MergeInput(row.partner_id, row.release_id, row.version, b"", json.loads(row.privacy)), objects.get(sha)))
+        try:
+            return escape_csv(merge_vp_tables(inputs, schema).data_csv)
+        except ValueError as exc:
+            raise HTTPException(404, detail={"error": str(exc), "reasons": [], "hint": None}) from None
+        except MergeRefused as exc:
+            raise HTTPException(409, detail={"error": "the merged victim-perpetrator table does not pass the gate", "reasons": exc.reasons, "hint": None}) from None
+
+    @app.get("/harmonized_victim_perpetrator.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
+    async def harmonized_vp_csv(_who: Principal = Depends(admin)) -> Response:
+        """Every partner's latest victim-perpetrator table side by side (counted per victim at the partner)."""
+        data = await run_in_threadpool(harmonized_vp_bytes)
+        return Response(data, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="harmonized_victim_perpetrator.csv"'})
 
     @app.get("/harmonized.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, **_errors(401, 403, 404, 409)}, tags=["central"])
     async def harmonized_csv(_who: Principal = Depends(admin)) -> Response:

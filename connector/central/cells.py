@@ -173,6 +173,14 @@ def column_rules(schema: Schema, datasources: Iterable[str]) -> dict[str, Column
     return {name: _rule(column, schema, allowed) for name, column in schema.view.items()}
 
 
+def vp_column_rules(schema: Schema, datasources: Iterable[str]) -> dict[str, ColumnRule]:
+    """A rule for every column of the victim-perpetrator table (its view, and the part label)."""
+    allowed = frozenset(datasources)
+    rules = {name: _rule(column, schema, allowed) for name, column in schema.vp_view.items()}
+    rules[PART_COLUMN] = _rule(schema.view[PART_COLUMN], schema, allowed)
+    return rules
+
+
 def cell_problems(header: Sequence[str], rows: Sequence[Sequence[str]], rules: dict[str, ColumnRule], roles: Mapping[str, str] | None = None) -> list[str]:
     """One reason per column with cells outside its rule (column, count, what it allows), plus the
     formula cells; a column without a rule is refused whole (with its schema role, if it has one:
@@ -190,4 +198,4 @@ def cell_problems(header: Sequence[str], rows: Sequence[Sequence[str]], rules: d
     return reasons + formula_cells(header, rows)
 
 
-__all__ = ["ColumnRule", "FORMULA_START", "cell_problems", "column_rules", "escape_cell", "escape_csv", "formula_cells", "hierarchy_labels", "is_formula"]
+__all__ = ["vp_column_rules", "ColumnRule", "FORMULA_START", "cell_problems", "column_rules", "escape_cell", "escape_csv", "formula_cells", "hierarchy_labels", "is_formula"]

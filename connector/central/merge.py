@@ -146,6 +146,37 @@ def merge_releases(inputs: list[MergeInput], schema: Schema) -> Merged:
     return Merged(release=release, manifest=manifest, columns=list(release.columns))
 
 
+VP_FILE = "victim_perpetrator.csv"
+
+
+def merge_vp_tables(inputs: list[tuple[MergeInput, bytes]], schema: Schema) -> Release:
+    """The harmonized victim-perpetrator table: each partner's latest one side by side with a
+    `partner` column, every whole row re-checked for k (k = the smallest partner k). Releases
+    without the table add nothing. Raises MergeRefused with the gate's reasons, or ValueError
+    when no partner has published the table yet."""
+    frames = []
+    for item, data in inputs:
+        if item.privacy.get("guarantee") != "full_row":
+            continue
+        header, rows = parse_csv_bytes(data)
+        frame = pd.DataFrame(rows, columns=header, dtype=object)
+        frame.insert(0, PARTNER_COLUMN, item.partner)
+        frames.append((item, frame))
+    if not frames:
+        raise ValueError("no partner has published a victim-perpetrator table yet")
+    columns = [PARTNER_COLUMN, *schema.vp_view, "releasePart"]
+    merged = pd.concat([f.reindex(columns=columns).fillna("") for _, f in frames], ignore_index=True)
+    k = min(int(item.privacy.get("k", 0)) for item, _ in frames)
+    roles = {**{c: col.role for c, col in schema.vp_view.items()}, "releasePart": "process", PARTNER_COLUMN: "process"}
+    record = {"method": "k_anonymity", "guarantee": "full_row", "k": k, "records_out": len(merged), "schema_version": schema.version}
+    from privacy.view import value_domains
+
+    try:
+        return admit(merged, record, roles=roles, domains=value_domains(schema, schema.vp_view))
+    except GateRefused as exc:
+        raise MergeRefused(exc.reasons) from None
+
+
 def merged_detail(used: list[MergeInput]) -> dict[str, dict[str, float]]:
     """Per column, the share of the harmonized rows at full detail, coarser, or suppressed: each
     partner's published shares weighted by its rows (computed from published rows only)."""

@@ -33,12 +33,13 @@ from typing import Any, Iterable
 import pandas as pd
 
 from connector.central.auth import DEFAULT_DATASOURCES
-from connector.central.cells import ColumnRule, cell_problems, column_rules
+from connector.central.cells import ColumnRule, cell_problems, column_rules, vp_column_rules
 from connector.central.merge import builtin_hierarchy, is_label
 from privacy.hierarchies import BUILTIN
 from connector.release import CONTENT_FILES, DATA_FILE, MANIFEST_FILE, release_id_of, table_schema
 from connector.schema import Schema
-from privacy.gate import GateRefused, Release, admit, parse_csv_bytes
+from privacy.gate import ExtraTable, GateRefused, Release, admit, parse_csv_bytes
+from privacy.view import value_domains
 from privacy.series import check_series
 from privacy.hierarchies import BUILTIN, DEFAULT_COLUMN_HIERARCHIES, load_builtin
 
@@ -50,7 +51,7 @@ _MAX_LISTED = 10
 # "victim_perpetrator.csv") passes the file-set check, and every cell of it is then held to the
 # release view's allowed values like data.csv's (a column the view does not know is refused). Its
 # privacy is NOT re-checked (no gate, no k): add that check in check_upload together with the name.
-EXTRA_TABLE_FILES: tuple[str, ...] = ()
+EXTRA_TABLE_FILES: tuple[str, ...] = ("victim_perpetrator.csv",)
 
 
 def known_files() -> frozenset[str]:
@@ -275,9 +276,10 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
     if any(value != version for value in claimed.values()):
         raise UploadRefused(422, "schema version mismatch", reasons, hint=f"upgrade the connector to one that writes schema {version}")
     resources = datapackage.get("resources")
-    resource = resources[0] if isinstance(resources, list) and len(resources) == 1 and isinstance(resources[0], dict) else None
+    tables = [name for name in EXTRA_TABLE_FILES if name in files]
+    resource = resources[0] if isinstance(resources, list) and len(resources) == 1 + len(tables) and isinstance(resources[0], dict) else None
     if resource is None or resource.get("path") != DATA_FILE:
-        raise UploadRefused(422, "datapackage.json must have exactly one resource with path data.csv")
+        raise UploadRefused(422, "datapackage.json must have one resource with path data.csv first, and one for each further table uploaded")
     fields_spec = (resource.get("schema") or {}).get("fields") if isinstance(resource.get("schema"), dict) else None
     if not isinstance(fields_spec, list) or not all(isinstance(f, dict) for f in fields_spec):
         raise UploadRefused(422, "datapackage.json: the resource has no schema.fields list")
@@ -296,7 +298,7 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
         raise UploadRefused(422, "data.csv does not match datapackage.json", reasons)
     rules = column_rules(schema, DEFAULT_DATASOURCES if datasources is None else datasources)
     reasons += cell_problems(header, rows, rules, roles={name: spec.role for name, spec in schema.fields.items()})
-    reasons += check_extra_tables(files, rules)
+    reasons += check_extra_tables(files, vp_column_rules(schema, DEFAULT_DATASOURCES if datasources is None else datasources))
     reasons += hierarchy_claims(privacy, header, schema)
     if reasons:
         raise UploadRefused(422, "cells or hierarchies outside what the common release schema allows", reasons,
@@ -305,14 +307,22 @@ def check_upload(files: dict[str, bytes], *, partner: str, schema: Schema, idemp
     # 4. privacy: the gate on exactly the received table
     roles = {**{name: spec.role for name, spec in schema.fields.items()}, **schema.view_roles()}
     table = pd.DataFrame(rows, columns=header, dtype=object)
+    extra = {}
+    for name in tables:  # the victim-perpetrator table: every whole row >= k times, its cells and roles
+        vp_header, vp_rows = parse_csv_bytes(files[name])
+        vp_roles = {**{c: col.role for c, col in schema.vp_view.items()}, "releasePart": "process"}
+        extra[name] = ExtraTable(pd.DataFrame(vp_rows, columns=vp_header, dtype=object), vp_roles, value_domains(schema, schema.vp_view))
     try:
-        release = admit(table, privacy, roles=roles)
+        release = admit(table, privacy, roles=roles, extra=extra)
     except GateRefused as exc:
         raise UploadRefused(422, "the privacy gate refused the release", exc.reasons,
                             hint="run `htcds-connector preview` at the partner and fix the release config; nothing was stored") from None
     reasons += _schema_fields(release, fields_spec, schema)
     if release.data_csv != files[DATA_FILE]:
         reasons.append("data.csv is not in the gate's canonical form (rows sorted, UTF-8, \\n line ends)")
+    for name, data in release.tables:
+        if data != files[name]:
+            reasons.append(f"{name} is not in the gate's canonical form (rows sorted, UTF-8, \\n line ends)")
     k = privacy.get("k")
     if privacy.get("method") == "k_anonymity" and isinstance(k, int) and k < min_k:
         reasons.append(f"k={k} is below this receiver's minimum k={min_k}")
@@ -391,7 +401,7 @@ def _levels(release: Release, table: pd.DataFrame, privacy: dict[str, Any], warn
     return reasons
 
 
-def series_step_problems(previous_privacy: dict[str, Any], previous_csv: bytes, checked: CheckedRelease) -> list[str]:
+def series_step_problems(previous_privacy: dict[str, Any], previous_csv: bytes, checked: CheckedRelease, previous_vp: bytes | None = None) -> list[str]:
     """Reasons the step from the partner's previous accepted release to this one would single
     someone out (privacy.series.check_series on the two data.csv files), for full-row releases.
     A previous release made before the full-row guarantee is not compared: its rows were never
@@ -401,7 +411,13 @@ def series_step_problems(previous_privacy: dict[str, Any], previous_csv: bytes, 
     header, rows = parse_csv_bytes(checked.files[DATA_FILE])
     previous_header, previous_rows = parse_csv_bytes(previous_csv)
     previous_k = previous_privacy.get("k") if isinstance(previous_privacy.get("k"), int) else None
-    return check_series(previous_header, previous_rows, header, rows, checked.k, previous_k)
+    reasons = check_series(previous_header, previous_rows, header, rows, checked.k, previous_k)
+    vp_name = EXTRA_TABLE_FILES[0]
+    if previous_vp is not None and vp_name in checked.files:  # the victim-perpetrator table, the same way
+        before_header, before_rows = parse_csv_bytes(previous_vp)
+        now_header, now_rows = parse_csv_bytes(checked.files[vp_name])
+        reasons += [f"{vp_name}: {r}" for r in check_series(before_header, before_rows, now_header, now_rows, checked.k, previous_k)]
+    return reasons
 
 
 def _row_levels(table: pd.DataFrame, privacy: dict[str, Any], names: dict[str, Any]) -> list[str]:
