@@ -371,17 +371,24 @@ def test_a_request_without_a_token_takes_nothing_from_the_upload_budget(central,
     assert central.upload(bundle).status_code == 201 and sum(taken) > 0 and budget.in_flight == 0
 
 
-def test_an_extra_table_named_in_the_constant_is_accepted_only_with_allowed_cells(central, monkeypatch):
-    import connector.central.validate as validate
+def test_a_victim_perpetrator_table_with_a_column_it_does_not_have_is_refused_by_column(central):
+    """The connector's gate (with a permissive role) let it through; the receiver's cell rules do not."""
+    from datetime import datetime, timezone
 
-    monkeypatch.setattr(validate, "EXTRA_TABLE_FILES", ("victim_perpetrator.csv",))
-    bundle = make_bundle("ngo-a")
-    bad = _with_listed_extras(bundle.files, {"victim_perpetrator.csv": b"gender,perpetratorName\nFemale,Ivan Petrov\n"})
-    response = central.upload(bad, key=bundle.release_id)
+    import pandas as pd
+
+    from connector.release import build_bundle
+    from privacy.gate import ExtraTable
+
+    schema = load_schema()
+    table, privacy = protected("ngo-a", 3)
+    vp = pd.DataFrame({"gender": ["Female"] * 3, "perpetratorName": ["Ivan Petrov"] * 3})
+    release = admit(table, privacy, roles=schema.view_roles(),
+                    extra={"victim_perpetrator.csv": ExtraTable(vp, {"gender": "quasi_identifier", "perpetratorName": "process"})})
+    bundle = build_bundle(release, partner="ngo-a", schema=schema, run_ids=["run-1"], created_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
+    response = central.upload(bundle)
     assert response.status_code == 422 and "victim_perpetrator.csv: column perpetratorName: not a column" in _reasons(response)
     assert "Ivan" not in response.text and central.stored() == (0, [])
-    good = _with_listed_extras(bundle.files, {"victim_perpetrator.csv": b"gender,isForcedLabour\nFemale,1\n*,0\n"})
-    assert central.upload(good, key=bundle.release_id).status_code == 201
     assert central.upload(_with_listed_extras(bundle.files, {"other.csv": b"a\n1\n"}), key=bundle.release_id).status_code == 422
 
 
