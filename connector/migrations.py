@@ -73,9 +73,11 @@ def _v2(conn: Connection) -> None:
 
 
 def _v3(conn: Connection) -> None:
+    """The release_parts table as version 3 had it (later versions add columns)."""
     from connector.store import release_parts
 
-    release_parts.create(conn, checkfirst=True)
+    at_v3 = Table("release_parts", MetaData(), *(c._copy() for c in release_parts.columns if c.name != "vp_csv"))
+    at_v3.create(conn, checkfirst=True)
 
 
 def _v4(conn: Connection) -> None:
