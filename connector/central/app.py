@@ -139,6 +139,8 @@ class PartnerSummary(BaseModel):
     releases: int
     latest_release: str | None
     latest_received_at: str | None
+    refused_uploads: int = 0  # uploads refused since registration (counted; nothing of them is kept)
+    last_refused_at: str | None = None
 
 
 class WhoAmI(BaseModel):
@@ -437,7 +439,7 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
                 row, created = await run_in_threadpool(check_and_store)
         except (UploadRefused, HTTPException) as exc:
             status = exc.status if isinstance(exc, UploadRefused) else exc.status_code
-            if 400 <= status < 500 and status != 409 or isinstance(exc, UploadRefused):
+            if 400 <= status < 500:
                 await run_in_threadpool(count_refusal, who.partner or "", status)
             raise
         log.info("release %s", "accepted" if created else "already stored", extra={"partner": row.partner_id, "release_id": row.release_id, "version": row.version})
