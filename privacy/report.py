@@ -348,7 +348,7 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
                         plot_detail(_detail_rows(privacy))))
     if marginals:
         informative = [c for c in marginals if carries_information(marginals[c]) or (marginals[c].get("real") is not None and with_real)]
-        qis = [c for c in risk.get("quasi_identifiers", []) if c in informative]
+        qis = [c for c in (privacy.get("importance") or risk.get("quasi_identifiers", [])) if c in informative]
         worst = sorted((c for c in informative if c not in qis), key=lambda c: (-(distances.get("marginals") or {}).get(c, 0.0), c))
         shown = (qis + worst)[:MAX_MARGINAL_PLOTS]
         silent = sorted(label(c) for c in marginals if c not in informative)
