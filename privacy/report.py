@@ -63,7 +63,8 @@ def plot_marginals(marginals: Mapping[str, Any], columns: list[str]) -> str:
         ax.axis("off")
     for ax, column in zip(axes.flat, columns):
         entry = marginals[column]
-        labels = ["\n".join(textwrap.wrap(value_words(str(v)), 34)[:3]) for v in entry["values"]]
+        flag = set(map(str, entry["values"])) <= {"0", "1", "(unknown)"}  # a yes/no column
+        labels = ["\n".join(textwrap.wrap({"0": "no", "1": "yes"}.get(str(v), str(v)) if flag else value_words(str(v)), 34)[:3]) for v in entry["values"]]
         y = range(len(labels))
         if entry.get("real") is not None:  # absent from a published release (see publishable_metrics)
             ax.barh([i - 0.2 for i in y], entry["real"], height=0.4, label="real data", color="#4c72b0")
@@ -129,6 +130,7 @@ def plot_class_sizes(histogram: Mapping[str, int], threshold: int | None) -> str
     ax.set_xticklabels(labels)
     ax.set_xlabel("records sharing one combination of quasi-identifiers" + (f" (floor: {threshold})" if threshold else ""))
     ax.set_ylabel("groups")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return _figure_png(fig)
 

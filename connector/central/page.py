@@ -14,7 +14,7 @@ from typing import Any
 # Fits a 1,280 px window: the page never scrolls sideways (long ids and links wrap inside cells).
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1200px;padding:0 1rem;color:#222;line-height:1.4}
-table{border-collapse:collapse;margin:1rem 0;max-width:100%}td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+table{border-collapse:collapse;margin:1rem 0;max-width:100%}td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}td code{overflow-wrap:anywhere}
 th{background:#f3f3f3}.ok{color:#176317}.bad{color:#a31515}code{font-size:.85em}small{color:#666}
 .bar{display:flex;width:12rem;height:.8rem;border:1px solid #bbb}.bar span{display:block;height:100%}
 .full{background:#55a868}.coarser{background:#dd8452}.hidden{background:#9a9a9a}td.num{text-align:right;white-space:nowrap}
@@ -82,7 +82,23 @@ def _detail_words(d: Mapping[str, Any]) -> str:
     return f"{_pct(d.get('full', 0))} as recorded, {_pct(d.get('coarser', 0))} coarser, {_pct(d.get('suppressed', 0))} hidden"
 
 
-def _harmonized(m: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+def _finest_by_partner(column: str, releases: list[Mapping[str, Any]], privacy_of: Mapping[str, Mapping[str, Any]]) -> str:
+    """When partners publish a column down to different levels: each partner's finest level in words."""
+    from privacy.labels import level_words
+
+    finest = {}
+    for r in releases:
+        privacy = privacy_of.get(r["release_id"]) or {}
+        level = (privacy.get("finest_level_names") or {}).get(column)
+        if level is not None:
+            finest[r["partner"]] = level_words(str((privacy.get("hierarchies") or {}).get(column, "")), str(level))
+    if len(set(finest.values())) < 2:
+        return ""
+    return ("finest level differs by partner, compare at the coarsest: "
+            + "; ".join(f"{_e(partner)}: at best {_e(words)}" for partner, words in sorted(finest.items())))
+
+
+def _harmonized(m: Mapping[str, Any], labels: Mapping[str, str], privacy_of: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """What the harmonized table does, in words, and per column how much detail it keeps."""
     name = lambda c: labels.get(c, c)  # noqa: E731
     releases = m.get("releases") or []
@@ -113,15 +129,16 @@ def _harmonized(m: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
                 own = (r.get("detail") or {}).get(column)
                 if isinstance(own, Mapping) and (own.get("coarser") or own.get("suppressed")):
                     per_partner.append(f"{_e(r['partner'])}: {_e(_detail_words(own))}")
+            levels = _finest_by_partner(column, releases, privacy_of)
             rows.append(
                 f"<tr><td>{_e(name(column))} <small><code>{_e(column)}</code></small></td><td>{_bar(d)}</td>"
-                f"<td>{_e(_detail_words(d))}</td><td>{'<br>'.join(per_partner) or 'every partner: as recorded'}</td></tr>"
+                f"<td>{_e(_detail_words(d))}</td><td>{'<br>'.join(per_partner) or 'every partner: as recorded'}{'<br><small>' + levels + '</small>' if levels else ''}</td></tr>"
             )
         parts.append(
             "<h3>How much detail each column keeps</h3><p>Shares of the table's rows showing the value as recorded (green, "
             "at the finest level its partner publishes), a coarser group of it (orange: a wider band, a region) or hidden "
             "(grey, <code>*</code>).</p><table><tr><th>column</th><th>detail kept</th><th>all partners</th>"
-            "<th>partners with coarser or hidden rows</th></tr>" + "".join(rows) + "</table>"
+            "<th>partners with coarser or hidden rows, and finest levels</th></tr>" + "".join(rows) + "</table>"
         )
     return parts
 
@@ -138,7 +155,7 @@ def render_page(partners: list[dict[str, Any]], releases: list[dict[str, Any]], 
         "<h2>Harmonized dataset</h2>",
     ]
     if merged is not None:
-        parts += _harmonized(merged.manifest, labels)
+        parts += _harmonized(merged.manifest, labels, {r["release_id"]: r.get("privacy") or {} for r in releases})
     else:
         detail = merge_error if isinstance(merge_error, dict) else {"error": merge_error}
         parts.append(f"<p class=bad>{_e(detail.get('error'))}</p>")

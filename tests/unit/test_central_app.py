@@ -274,6 +274,7 @@ def test_the_page_explains_the_harmonized_table_and_each_partners_freshness(cent
     assert "No column was coarsened for the merge" in page and "No partner's latest release was left out" in page
     assert "Age at registration" in page and "as recorded" in page  # codebook labels, shares in words
     assert "less than an hour ago" in page and "does not know the partners' schedules" in page
+    assert "finest level differs by partner, compare at the coarsest: ngo-a: at best a two-year band" in page
 
 
 def test_path_parameters_are_validated_before_any_lookup(central):
