@@ -26,10 +26,10 @@ def _e(value: Any) -> str:
     return escape("" if value is None else str(value))
 
 
-def _levels(privacy: dict[str, Any]) -> str:
+def _levels(privacy: dict[str, Any], labels: Mapping[str, str] | None = None) -> str:
     if privacy.get("guarantee") == "full_row":  # rows keep their own detail, down to these levels
         names = privacy.get("finest_level_names") or {}
-        return "<br>".join(f"{_e(c)}: up to {_e(v)}" for c, v in names.items()) or "-"
+        return "<br>".join(f"{_e((labels or {}).get(c, c))}: up to {_e(v)}" for c, v in names.items()) or "-"
     names = privacy.get("level_names") or {}
     levels = privacy.get("levels") or {}
     return ", ".join(f"{_e(c)}: {_e(names.get(c, levels.get(c)))}" for c in levels) or "-"
@@ -193,7 +193,7 @@ def render_page(partners: list[dict[str, Any]], releases: list[dict[str, Any]], 
         parts.append(
             f"<tr><td>{_e(r['partner'])}</td><td>{_e(r['version'])}</td><td><a href='/releases/{rid}'><code>{rid}</code></a></td>"
             f"<td>{_e(r['received_at'])}</td><td>{status}</td><td>{_e(r['rows'])}</td><td>{_e(r['method'])}</td><td>{_e(r['k'])}</td>"
-            f"<td>{_levels(privacy)}</td><td>{_e(privacy.get('records_suppressed', '-'))}</td><td>{links}</td></tr>"
+            f"<td>{_levels(privacy, labels)}</td><td>{_e(privacy.get('records_suppressed', '-'))}</td><td>{links}</td></tr>"
         )
     parts.append("</table><p><small><a href='/docs'>API</a> · <a href='/openapi.json'>OpenAPI</a></small></p></body></html>")
     return "".join(parts)
