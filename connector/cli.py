@@ -328,7 +328,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if report_path:
         from privacy.report import render_report
 
-        Path(report_path).write_bytes(render_report(privacy, partner=config.job.partner.id))
+        record = privacy
+        if privacy.get("guarantee") == "full_row":  # local only: the real cases next to the release, before generalization
+            from privacy.preview_compare import before_generalization
+
+            record = {**privacy, "metrics": {"marginals": before_generalization(view, table, privacy)}}
+        Path(report_path).write_bytes(render_report(record, partner=config.job.partner.id))
         verdict["report"] = str(report_path)
     if args.json:
         _print_json({"records_in": len(view), "privacy": privacy, **verdict, "sample": table.head(args.rows).map(_cell).to_dict("records")})

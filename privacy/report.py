@@ -20,7 +20,11 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from privacy.labels import hierarchy_levels, label, level_words, value_words
+
 MAX_MARGINAL_PLOTS = 8
+# Values that say nothing about a case: a column whose release shows only these carries no information.
+EMPTY_VALUES = {"*", "(unknown)", "(other values)", ""}
 
 
 def _figure_png(fig: Any) -> str:
@@ -43,26 +47,58 @@ def _pyplot() -> Any:
 
 
 def plot_marginals(marginals: Mapping[str, Any], columns: list[str]) -> str:
-    """Small multiples: share of each value, real data vs release, for `columns`."""
+    """Small multiples: share of each value, real data vs release, for `columns`. Horizontal bars
+    so that long values (a combination of means of control) are read in full, wrapped."""
+    import textwrap
+
     plt = _pyplot()
     n = max(len(columns), 1)
     cols = 2
+    heights = [max(len(marginals[c]["values"]), 2) for c in columns] or [2]
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(10, 2.6 * rows), squeeze=False)
+    per_row = [max(heights[i:i + cols]) for i in range(0, len(heights), cols)]
+    fig, axes = plt.subplots(rows, cols, figsize=(11, sum(0.45 * h + 1.0 for h in per_row)), squeeze=False,
+                             gridspec_kw={"height_ratios": per_row})
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, column in zip(axes.flat, columns):
         entry = marginals[column]
-        labels = [str(v)[:18] for v in entry["values"]]
-        x = range(len(labels))
-        if entry.get("real") is not None:  # absent from a published synthetic release (see publishable_metrics)
-            ax.bar([i - 0.2 for i in x], entry["real"], width=0.4, label="real data", color="#4c72b0")
-        ax.bar([i + 0.2 for i in x], entry["release"], width=0.4, label="release", color="#dd8452")
-        ax.set_title(column)
-        ax.set_xticks(list(x))
-        ax.set_xticklabels(labels, rotation=30, ha="right")
-        ax.set_ylabel("share of records")
-    axes.flat[0].legend(loc="upper right")
+        flag = set(map(str, entry["values"])) <= {"0", "1", "(unknown)"}  # a yes/no column
+        labels = ["\n".join(textwrap.wrap({"0": "no", "1": "yes"}.get(str(v), str(v)) if flag else value_words(str(v)), 34)[:3]) for v in entry["values"]]
+        y = range(len(labels))
+        if entry.get("real") is not None:  # absent from a published release (see publishable_metrics)
+            ax.barh([i - 0.2 for i in y], entry["real"], height=0.4, label="real data", color="#4c72b0")
+            ax.barh([i + 0.2 for i in y], entry["release"], height=0.4, label="release", color="#dd8452")
+        else:
+            ax.barh(list(y), entry["release"], height=0.6, label="release", color="#dd8452")
+        ax.set_title("\n".join(textwrap.wrap(label(column), 48)), fontsize=9)
+        ax.set_yticks(list(y))
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of records")
+    axes.flat[0].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def plot_detail(detail: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """The information-loss figure of a full-row release: per column, the shares of rows as
+    recorded, coarser, and hidden, as one stacked bar."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(detail) + 1.1))
+    names = [label(c) for c, _ in detail]
+    left = [0.0] * len(detail)
+    for key, words, color in (("full", "as recorded (finest level published)", "#55a868"), ("coarser", "coarser", "#dd8452"), ("suppressed", "hidden (*)", "#9a9a9a")):
+        shares = [float(d.get(key, 0) or 0) for _, d in detail]
+        ax.barh(range(len(detail)), shares, left=left, color=color, label=words, height=0.7)
+        left = [a + b for a, b in zip(left, shares)]
+    ax.set_yticks(range(len(detail)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of published rows")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     return _figure_png(fig)
 
@@ -88,12 +124,13 @@ def plot_class_sizes(histogram: Mapping[str, int], threshold: int | None) -> str
     """How many groups of records share each quasi-identifier combination, by group size."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3))
-    labels = list(histogram)
+    labels = sorted(histogram, key=lambda b: (int(b.split("-")[0].rstrip("+")) if b.split("-")[0].rstrip("+").isdigit() else 0, b))
     ax.bar(range(len(labels)), [histogram[label] for label in labels], color="#8172b2")
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels)
     ax.set_xlabel("records sharing one combination of quasi-identifiers" + (f" (floor: {threshold})" if threshold else ""))
     ax.set_ylabel("groups")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return _figure_png(fig)
 
@@ -109,6 +146,34 @@ def _pct(value: float) -> str:
 def _table(rows: list[tuple[str, Any]]) -> str:
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
+
+
+def carries_information(entry: Mapping[str, Any]) -> bool:
+    """False for a column whose release shows one value only, or only hidden/unknown/pooled ones:
+    a chart of it would show nothing."""
+    values = [str(v) for v, share in zip(entry.get("values") or [], entry.get("release") or []) if share]
+    return len(values) > 1 and any(v not in EMPTY_VALUES for v in values)
+
+
+def synthetic_utility_problems(privacy: Mapping[str, Any]) -> list[str]:
+    """Why a synthetic release is of poor use, in words, decided from what privacy.json publishes
+    (never from the real cases): identifying traits hidden entirely, many synthetic records removed to
+    reach the resolution, or many columns that carry no information."""
+    problems: list[str] = []
+    hidden = sorted(c for c, b in (privacy.get("binning") or {}).items() if isinstance(b, Mapping) and b.get("level_name") == "*")
+    if hidden:
+        problems.append(f"{', '.join(label(c) for c in hidden)} had to be hidden entirely (every value is *)")
+    synthesized = privacy.get("records_synthesized") or 0
+    removed = privacy.get("records_removed_below_resolution") or 0
+    if synthesized and removed / synthesized >= 0.2:
+        problems.append(f"{_pct(removed / synthesized)} of the synthetic records were removed because their combinations were too rare")
+    marginals = (privacy.get("metrics") or {}).get("marginals") or {}
+    constant = set(privacy.get("constant_columns") or [])
+    columns = [c for c in marginals if c not in constant]
+    empty = [c for c in columns if not carries_information(marginals[c])]
+    if columns and len(empty) * 3 >= len(columns):
+        problems.append(f"{len(empty)} of {len(columns)} columns carry no information (one value only, or only unknown, pooled or hidden values)")
+    return problems
 
 
 def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
@@ -134,11 +199,16 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             f"<p>Traits that could help recognise someone (year of registration, gender, age, citizenship, country of exploitation) "
             f"were also grouped so that every combination of them appears at least <b>{_e(floor)}</b> times.{dropped_text}</p>"
         )
+        problems = synthetic_utility_problems(privacy)
+        verdict = (
+            "This release is of <b>poor use</b> for analysis: " + "; ".join(_e(p) for p in problems) + ". Even totals and broad "
+            "patterns may be wrong; with more cases, fewer columns or a larger epsilon a release keeps more."
+            if problems else "Totals and broad patterns are reliable; exact small counts are not."
+        )
         lost = (
             "<p>Because every count was made noisy, small groups (a rare nationality, an unusual combination of traits) are "
             "shown less accurately than large ones, some rare combinations disappear and a few combinations appear that never "
-            "occurred in the real cases (fabricated). Totals and broad patterns are reliable; exact small counts are not, and "
-            "should not be quoted as facts about real people.</p>"
+            f"occurred in the real cases (fabricated). {verdict} No count should be quoted as a fact about real people.</p>"
         )
     elif privacy.get("guarantee") == "full_row":
         k = privacy.get("k")
@@ -160,19 +230,7 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             f"new parts of at least k cases, each protected on its own, and a part with a corrected or deleted case is "
             f"withdrawn whole. Comparing this release with an earlier one shows whole parts added or removed, never one case.</p>"
         )
-        order = [c for c in privacy.get("importance") or [] if c in detail] + sorted(c for c in detail if c not in (privacy.get("importance") or []))
-        kept = [(c, detail[c]) for c in order if isinstance(detail[c], Mapping)]  # privacy.json is written with sorted keys
-        lost = (
-            "<p>Nothing was invented and no case was changed: each value is either as recorded, a coarser group of it, or "
-            "hidden (<code>*</code>). How much of each kind of detail this release keeps (shares of its rows):</p>"
-            "<table><tr><th>column</th><th>as recorded (finest level published)</th><th>coarser</th><th>hidden (*)</th></tr>"
-            + "".join(
-                f"<tr><td>{_e(c)}</td><td>{_pct(d.get('full', 0))}</td><td>{_pct(d.get('coarser', 0))}</td><td>{_pct(d.get('suppressed', 0))}</td></tr>"
-                for c, d in kept
-            )
-            + "</table><p>Cases recorded since the last part, and corrections, wait until enough of them can be published "
-            "together; the partner's own tools show how many are waiting.</p>"
-        )
+        lost = _full_row_lost(privacy)
         vp = privacy.get("victim_perpetrator")
         if isinstance(vp, Mapping):
             how += (
@@ -207,6 +265,79 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
     return how, lost
 
 
+def _detail_rows(privacy: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """`detail` in the order of importance (privacy.json is written with sorted keys)."""
+    detail = privacy.get("detail") or {}
+    importance = [c for c in privacy.get("importance") or [] if c in detail]
+    order = importance + sorted(c for c in detail if c not in importance)
+    return [(c, detail[c]) for c in order if isinstance(detail[c], Mapping)]
+
+
+def _full_row_lost(privacy: Mapping[str, Any]) -> str:
+    """Each column coarsened or hidden, named, with how often; then the table."""
+    rows = _detail_rows(privacy)
+    facts = privacy.get("facts") or {}
+    named = []
+    for column, d in rows:
+        coarser, hidden = float(d.get("coarser", 0) or 0), float(d.get("suppressed", 0) or 0)
+        if coarser or hidden:
+            how = [f"hidden (*) in {_pct(hidden)} of rows" if hidden else "", f"coarser than recorded in {_pct(coarser)}" if coarser else ""]
+            members = [c for c in facts.get(column) or [] if c != column]
+            also = f" (with its {len(members)} yes/no columns)" if len(members) > 1 else ""
+            named.append(f"<li><b>{_e(label(column))}</b>{_e(also)}: {_e(', '.join(h for h in how if h))}</li>")
+    kept = [label(c) for c, d in rows if not float(d.get("coarser", 0) or 0) and not float(d.get("suppressed", 0) or 0)]
+    text = "<p>Nothing was invented and no case was changed: each value is either as recorded, a coarser group of it, or hidden (<code>*</code>).</p>"
+    if named:
+        text += "<p>Columns made coarser or hidden to reach k:</p><ul>" + "".join(named) + "</ul>"
+    if kept:
+        text += f"<p>Kept as recorded (at the finest level published) in every row: {_e(', '.join(kept))}.</p>"
+    text += (
+        "<p>Cases recorded since the last part, and corrections, wait until enough of them can be published "
+        "together; the partner's own tools show how many are waiting.</p>"
+    )
+    return text
+
+
+def _detail_table(privacy: Mapping[str, Any]) -> str:
+    return (
+        "<table><tr><th>column</th><th>as recorded (finest level published)</th><th>coarser</th><th>hidden (*)</th></tr>"
+        + "".join(
+            f"<tr><td>{_e(label(c))} <small><code>{_e(c)}</code></small></td><td>{_pct(d.get('full', 0))}</td><td>{_pct(d.get('coarser', 0))}</td><td>{_pct(d.get('suppressed', 0))}</td></tr>"
+            for c, d in _detail_rows(privacy)
+        )
+        + "</table>"
+    )
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _levels_html(privacy: Mapping[str, Any]) -> str:
+    """Each identifying trait's level of detail in words, with the coarser levels it may show."""
+    method = privacy.get("method")
+    items: list[tuple[str, str]] = []
+    if method == "synthetic":
+        for column, b in sorted((privacy.get("binning") or {}).items()):
+            if isinstance(b, Mapping):
+                items.append((column, _cap(level_words(str(b.get('hierarchy', '')), str(b.get('level_name'))))))
+    elif privacy.get("guarantee") == "full_row":
+        hierarchies = privacy.get("hierarchies") or {}
+        for column, finest in sorted((privacy.get("finest_levels") or {}).items()):
+            name = str(hierarchies.get(column, ""))
+            levels = hierarchy_levels(name)
+            finest_name = (privacy.get("finest_level_names") or {}).get(column) or (levels[finest] if finest < len(levels) else "?")
+            coarser = [level_words(name, n) for n in levels[int(finest) + 1:]] if levels else [level_words(name, "*")]
+            items.append((column, f"at best {level_words(name, str(finest_name))}; where needed, coarser: " + "; or ".join(coarser)))
+    else:
+        for column, level_name in sorted((privacy.get("level_names") or {}).items()):
+            items.append((column, _cap(level_words(str((privacy.get('hierarchies') or {}).get(column, column)), str(level_name)))))
+    if not items:
+        return ""
+    body = "".join(f"<tr><th>{_e(label(c))} <small><code>{_e(c)}</code></small></th><td>{_e(words)}</td></tr>" for c, words in items)
+    return f"<h3>Level of detail of identifying traits</h3><table>{body}</table>"
+
+
 def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
     """The report page as UTF-8 bytes, from a privacy record holding `metrics` (privacy.metrics.compare)."""
     metrics = privacy.get("metrics") or {}
@@ -217,19 +348,45 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
     risk = metrics.get("risk") or {}
     marginals = metrics.get("marginals") or {}
 
-    figures: list[tuple[str, str, str]] = []
+    # (id, caption, explanation, png): the caption and what to read in the figure stand above it
+    figures: list[tuple[str, str, str, str]] = []
+    with_real = any(entry.get("real") is not None for entry in marginals.values())
+    if privacy.get("guarantee") == "full_row" and privacy.get("detail"):
+        figures.append(("information-loss", "What was lost, column by column (share of published rows)",
+                        "Each bar is one column of the release, most important first. Green: rows showing the value as recorded "
+                        "(at the finest level published); orange: rows showing a coarser group of it (a wider age band, a region); "
+                        "grey: rows where it is hidden (*). The more green, the less was lost.",
+                        plot_detail(_detail_rows(privacy))))
     if marginals:
-        qis = [c for c in risk.get("quasi_identifiers", []) if c in marginals]
-        worst = sorted((c for c in marginals if c not in qis), key=lambda c: (-(distances.get("marginals") or {}).get(c, 0.0), c))
+        informative = [c for c in marginals if carries_information(marginals[c]) or (marginals[c].get("real") is not None and with_real)]
+        qis = [c for c in (privacy.get("importance") or risk.get("quasi_identifiers", [])) if c in informative]
+        worst = sorted((c for c in informative if c not in qis), key=lambda c: (-(distances.get("marginals") or {}).get(c, 0.0), c))
         shown = (qis + worst)[:MAX_MARGINAL_PLOTS]
-        with_real = any(entry.get("real") is not None for entry in marginals.values())
-        title = "Real data and release side by side (share of records per value)" if with_real else "The release (share of records per value)"
-        figures.append(("marginals", title, plot_marginals(marginals, shown)))
+        silent = sorted(label(c) for c in marginals if c not in informative)
+        if with_real and privacy.get("guarantee") == "full_row":
+            title = "Real data before generalization and the release, side by side (share of records per value)"
+            explain = ("Blue: the real cases at the finest level this release may show; orange: the release. Where orange is "
+                       "shorter than blue the value was made coarser or hidden (*) in some rows: that is the information lost.")
+        elif with_real:
+            title = "Real data and release side by side (share of records per value)"
+            explain = "Blue: the real cases; orange: the release. The closer the bars, the better the release keeps that column."
+        else:
+            title = "The release (share of records per value)"
+            explain = "Each bar is the share of released records with that value; (unknown) is a blank, (other values) pools rare values."
+        if silent:
+            explain += f" Not shown, as they carry no information in this release: {', '.join(silent)}."
+        if shown:
+            figures.append(("marginals", title, explain, plot_marginals(marginals, shown)))
     if combos:
-        figures.append(("combination-error", "How well counts of trait combinations are kept", plot_combination_error(combos)))
+        figures.append(("combination-error", "How well counts of trait combinations are kept",
+                        "For combinations of 1, 2, 3 ... columns: red, the average relative error of their counts; green, the share "
+                        "of real combinations that still appear. Low red and high green are good.", plot_combination_error(combos)))
     histogram = risk.get("class_size_histogram") or {}
     if histogram:
-        figures.append(("class-sizes", "Group sizes on identifying traits", plot_class_sizes(histogram, risk.get("threshold"))))
+        figures.append(("class-sizes", "Group sizes on identifying traits",
+                         "How many groups of records share one combination of identifying traits, by the size of the group. "
+                         "No group is smaller than the floor: a larger group hides each person better.",
+                         plot_class_sizes(histogram, risk.get("threshold"))))
 
     numbers: list[tuple[str, Any]] = [("method", method)]
     if privacy.get("records_in") is not None:
@@ -245,7 +402,6 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
             ("privacy budget: total / spent before / left after", f"{budget.get('total')} / {budget.get('spent_before')} / {budget.get('left_after')}"),
             ("synthetic records removed to reach the resolution", privacy.get("records_removed_below_resolution")),
         ]
-        levels = {c: b.get("level_name") for c, b in (privacy.get("binning") or {}).items()}
     elif privacy.get("guarantee") == "full_row":
         both = privacy.get("year_and_country_full")
         numbers += [
@@ -254,7 +410,6 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
             ("smallest group of identical rows", privacy.get("smallest_group")),
             ("parts of the series (rows per part)", ", ".join(f"{label}: {n}" for label, n in (privacy.get("parts") or {}).items())),
         ]
-        levels = {c: f"up to {v}" for c, v in (privacy.get("finest_level_names") or {}).items()}
     else:
         loss = privacy.get("information_loss") or {}
         numbers += [
@@ -262,7 +417,6 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
             ("records left out", privacy.get("records_suppressed")),
             ("information loss (0 = none, 1 = all)", f"{float(loss.get('loss', 0)):.3f}"),
         ]
-        levels = dict(privacy.get("level_names") or {})
     if distances:  # comparisons with the real cases: only in the local preview
         numbers += [
             ("distribution difference per column, mean / worst (total variation distance, 0 = identical)", f"{distances.get('marginal_mean')} / {distances.get('marginal_max')}"),
@@ -280,37 +434,57 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
             "<table><tr><th>traits combined</th><th>combinations in real data</th><th>kept in release</th><th>fabricated</th>"
             f"<th>mean relative error</th></tr>{combo_rows}</table>"
         )
+    else:
+        combos_html = ""
+    if with_real or combos:
         note = (
             "The comparison figures come from the real data and are rounded (shares to 1%, values with fewer records than "
             "the smallest allowed group pooled). This is a local preview: a published release carries none of them."
         )
     else:
-        combos_html = ""
         note = (
             "Every figure here is computed from the release itself. Comparisons with the real cases are not published, as they "
             "would describe the cases that were withheld (and a synthetic release's epsilon does not cover them): the partner "
             "sees them in its local preview report."
         )
     figure_html = "".join(
-        f'<figure id="{_e(fid)}"><img alt="{_e(title)}" src="data:image/png;base64,{png}"><figcaption>{_e(title)}</figcaption></figure>'
-        for fid, title, png in figures
+        f'<figure id="{_e(fid)}"><figcaption>{_e(caption)}</figcaption><p class="explain">{_e(explain)}</p>'
+        f'<img alt="{_e(caption)}" src="data:image/png;base64,{png}"></figure>'
+        for fid, caption, explain, png in figures if fid != "information-loss"
     )
+    loss_figure = "".join(
+        f'<figure id="{_e(fid)}"><figcaption>{_e(caption)}</figcaption><p class="explain">{_e(explain)}</p>'
+        f'<img alt="{_e(caption)}" src="data:image/png;base64,{png}"></figure>'
+        for fid, caption, explain, png in figures if fid == "information-loss"
+    )
+    detail_table = _detail_table(privacy) if privacy.get("guarantee") == "full_row" and privacy.get("detail") else ""
+    first = ""
+    if method == "synthetic":
+        problems = synthetic_utility_problems(privacy)
+        first = (
+            f'<p class="warn"><b>Poor utility.</b> This synthetic release is of poor use for analysis: {_e("; ".join(problems))}. '
+            "Read its figures as rough indications at best.</p>" if problems else
+            '<p class="summary">A synthetic release: totals and broad patterns are reliable; exact small counts are not.</p>'
+        )
     title = f"Privacy and utility report{(' - ' + partner) if partner else ''}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
-figure{{margin:1.5em 0}}img{{max-width:100%}}.note{{color:#555;font-size:.9em}}</style></head>
+figure{{margin:1.5em 0}}figcaption{{font-weight:bold;margin-bottom:.3em}}img{{max-width:100%}}.note,.explain{{color:#555;font-size:.9em}}
+.warn{{border-left:4px solid #a31515;padding:.4em .8em;background:#fdf1f1}}small code{{color:#666}}</style></head>
 <body>
 <h1>{_e(title)}</h1>
+{first}
 <h2>What was protected, and how</h2>
 {how}
 <h2>What was lost</h2>
 {lost}
+{detail_table}
+{loss_figure}
 <h2>The numbers</h2>
 {_table(numbers)}
-<h3>Level of detail of identifying traits</h3>
-{_table(sorted(levels.items()))}
+{_levels_html(privacy)}
 {combos_html}
 {figure_html}
 <p class="note">{_e(note)}</p>

@@ -34,13 +34,13 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from connector.central.auth import Principal, authenticate, partner_datasource_values
 from connector.central.cells import escape_csv
-from connector.central.db import make_engine, now, partners, release_files, releases
+from connector.central.db import make_engine, now, partners, release_files, releases, upload_refusals
 from connector.central.merge import VP_FILE, MergeInput, MergeRefused, Merged, merge_releases, merge_vp_tables, parquet_bytes
 from connector.central.objects import ObjectStore
 from connector.central.security import SecurityHeaders
@@ -53,6 +53,14 @@ log = logging.getLogger("connector.central")
 RELEASE_ID_PATTERN = r"^r-[0-9a-f]{20}$"
 FILE_NAME_PATTERN = FILE_NAME.pattern
 MB = 1024 * 1024
+
+
+class _BrowserLogin(Exception):
+    """A browser asked for a page without valid credentials: answered with a login page (401)."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,8 @@ class PartnerSummary(BaseModel):
     releases: int
     latest_release: str | None
     latest_received_at: str | None
+    refused_uploads: int = 0  # uploads refused since registration (counted; nothing of them is kept)
+    last_refused_at: str | None = None
 
 
 class WhoAmI(BaseModel):
@@ -176,6 +186,14 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
     async def _refused(_request: Request, exc: UploadRefused) -> JSONResponse:
         return JSONResponse({"detail": exc.as_detail()}, status_code=exc.status, headers=exc.headers or None)
 
+    @app.exception_handler(_BrowserLogin)
+    async def _login(_request: Request, exc: _BrowserLogin) -> HTMLResponse:
+        from connector.central.page import render_login
+
+        return HTMLResponse(render_login(exc.hint), status_code=401,
+                            headers={"WWW-Authenticate": 'Basic realm="htcds-central", charset="UTF-8"',
+                                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
     # -- auth --------------------------------------------------------------------------------
 
     def principal(request: Request) -> Principal:
@@ -199,6 +217,8 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
             found = None
         if found is None:
             hint = "send Authorization: Bearer <token>" + ("; Basic auth is accepted only for the central team's page views" if basic else "")
+            if page_view and "text/html" in request.headers.get("accept", ""):  # a browser: a page saying how to log in
+                raise _BrowserLogin("the token was not accepted (Basic auth takes only the central team's admin token)" if header else "")
             raise HTTPException(401, detail={"error": "a valid token is required", "reasons": [], "hint": hint},
                                 headers={"WWW-Authenticate": 'Bearer, Basic realm="htcds-central"' if page_view else "Bearer"})
         return found
@@ -214,6 +234,20 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
         return who
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def count_refusal(partner_id: str, status: int) -> None:
+        """One more refused upload for the partner (the page's freshness column); nothing of the
+        refused content is kept."""
+        for _ in range(3):
+            try:
+                with engine.begin() as conn:
+                    values = {"refused": upload_refusals.c.refused + 1, "last_refused_at": now(), "last_status": status}
+                    if conn.execute(update(upload_refusals).where(upload_refusals.c.partner_id == partner_id).values(**values)).rowcount:
+                        return
+                    conn.execute(insert(upload_refusals).values(partner_id=partner_id, refused=1, last_refused_at=now(), last_status=status))
+                    return
+            except IntegrityError:  # a concurrent first refusal of the same partner: update it
+                continue
 
     def summary(row: Any) -> dict[str, Any]:
         return {
@@ -390,19 +424,25 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
         idempotency_key: str | None = Header(None, alias="Idempotency-Key", pattern=RELEASE_ID_PATTERN),
     ) -> JSONResponse:
         """Upload a release. It is stored only if every check passes; the same release again is a no-op (200)."""
-        with Staging(Path(settings.data_dir) / "staging") as staging:
-            parts = await receive_parts(request, staging, known=lambda name: unknown_files([name]))
-            await run_in_threadpool(precheck, parts)
-            datasources = await run_in_threadpool(partner_datasource_values, engine, who.partner or "")
+        try:
+            with Staging(Path(settings.data_dir) / "staging") as staging:
+                parts = await receive_parts(request, staging, known=lambda name: unknown_files([name]))
+                await run_in_threadpool(precheck, parts)
+                datasources = await run_in_threadpool(partner_datasource_values, engine, who.partner or "")
 
-            def check_and_store() -> tuple[Any, bool]:
-                with check_slots:  # the files are read into memory only here, a few releases at a time
-                    files = {name: part.read() for name, part in parts.items()}
-                    checked = check_upload(files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key,
-                                           min_k=settings.min_k, datasources=datasources)
-                    return store(checked)
+                def check_and_store() -> tuple[Any, bool]:
+                    with check_slots:  # the files are read into memory only here, a few releases at a time
+                        files = {name: part.read() for name, part in parts.items()}
+                        checked = check_upload(files, partner=who.partner or "", schema=schema, idempotency_key=idempotency_key,
+                                               min_k=settings.min_k, datasources=datasources)
+                        return store(checked)
 
-            row, created = await run_in_threadpool(check_and_store)
+                row, created = await run_in_threadpool(check_and_store)
+        except (UploadRefused, HTTPException) as exc:
+            status = exc.status if isinstance(exc, UploadRefused) else exc.status_code
+            if 400 <= status < 500:
+                await run_in_threadpool(count_refusal, who.partner or "", status)
+            raise
         log.info("release %s", "accepted" if created else "already stored", extra={"partner": row.partner_id, "release_id": row.release_id, "version": row.version})
         body = {"release_id": row.release_id, "partner": row.partner_id, "version": row.version, "created": created, "url": f"/releases/{row.release_id}"}
         return JSONResponse(body, status_code=201 if created else 200, headers={"Location": f"/releases/{row.release_id}"})
@@ -496,7 +536,8 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
                 merge_error = None
             except HTTPException as exc:
                 merged, merge_error = None, exc.detail
-            return render_page(partner_rows(engine), [{**summary(r), "privacy": json.loads(r.privacy), "report": json.loads(r.report)} for r in rows], merged, merge_error)
+            return render_page(partner_rows(engine), [{**summary(r), "privacy": json.loads(r.privacy), "report": json.loads(r.report)} for r in rows],
+                               merged, merge_error, labels=column_labels(schema), now=now())
 
         return HTMLResponse(await run_in_threadpool(build), headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
 
@@ -508,14 +549,26 @@ def partner_rows(engine: Engine) -> list[dict[str, Any]]:
     (the page is read often; bench/central_load.py)."""
     counts = select(releases.c.partner_id, func.count().label("n"), func.max(releases.c.version).label("version")).group_by(releases.c.partner_id).subquery()
     query = (
-        select(partners.c.id, partners.c.name, counts.c.n, releases.c.release_id, releases.c.received_at)
+        select(partners.c.id, partners.c.name, counts.c.n, releases.c.release_id, releases.c.received_at,
+               upload_refusals.c.refused, upload_refusals.c.last_refused_at)
         .outerjoin(counts, counts.c.partner_id == partners.c.id)
         .outerjoin(releases, (releases.c.partner_id == partners.c.id) & (releases.c.version == counts.c.version))
+        .outerjoin(upload_refusals, upload_refusals.c.partner_id == partners.c.id)
         .order_by(partners.c.id)
     )
     with engine.connect() as conn:
         return [{"id": row.id, "name": row.name, "releases": row.n or 0, "latest_release": row.release_id,
-                 "latest_received_at": _iso(row.received_at) if row.release_id else None} for row in conn.execute(query).all()]
+                 "latest_received_at": _iso(row.received_at) if row.release_id else None,
+                 "refused_uploads": row.refused or 0, "last_refused_at": _iso(row.last_refused_at) if row.refused else None}
+                for row in conn.execute(query).all()]
+
+
+def column_labels(schema: Schema) -> dict[str, str]:
+    """Short names for the release view's columns, from the codebook's descriptions (the page
+    says "Age at registration", not `ageBroad`)."""
+    from privacy.labels import column_label
+
+    return {name: column_label(name, column.description) for name, column in schema.view.items()}
 
 
 def _iso(value: Any) -> str:

@@ -76,6 +76,17 @@ releases = Table(
     UniqueConstraint("partner_id", "version", name="uq_release_version"),
 )
 
+# Refused uploads, counted per partner for the central page's freshness column: a count, the time
+# and status of the last one, never anything of the refused content (it may not be published).
+upload_refusals = Table(
+    "upload_refusals",
+    metadata,
+    Column("partner_id", String(63), ForeignKey("partners.id"), primary_key=True),
+    Column("refused", Integer, nullable=False, default=0),
+    Column("last_refused_at", DateTime(timezone=True), nullable=False),
+    Column("last_status", Integer, nullable=False),
+)
+
 release_files = Table(
     "release_files",
     metadata,
@@ -115,4 +126,4 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-__all__ = ["make_engine", "metadata", "now", "partner_datasources", "partners", "release_files", "releases", "tokens"]
+__all__ = ["make_engine", "metadata", "now", "partner_datasources", "partners", "release_files", "releases", "tokens", "upload_refusals"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -244,6 +245,38 @@ def test_the_page_lists_partners_releases_and_privacy(central):
     assert "Basic" in central.client.get("/").headers["www-authenticate"]
 
 
+def test_a_browser_without_a_token_gets_a_login_page_saying_to_use_the_admin_token_as_password(central):
+    page = central.client.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["www-authenticate"].startswith("Basic")
+    assert "admin token as the password" in page.text and "central add-partner --admin" in page.text
+    partner = base64.b64encode(f"x:{central.tokens['ngo-a']}".encode()).decode()
+    wrong = central.client.get("/", headers={"Accept": "text/html", "Authorization": f"Basic {partner}"})
+    assert wrong.status_code == 401 and "not accepted" in wrong.text and central.tokens["ngo-a"] not in wrong.text
+    assert central.client.get("/", headers={"Accept": "application/json"}).json()["detail"]["error"] == "a valid token is required"
+
+
+def test_refused_uploads_are_counted_per_partner_without_their_content(central):
+    bundle = make_bundle("ngo-a")
+    forged = tampered(bundle, "data.csv", bundle.files["data.csv"] + b"SECRET-VALUE\n")
+    assert central.upload(forged).status_code in (400, 422) and central.upload(forged).status_code in (400, 422)
+    rows = {p["id"]: p for p in central.client.get("/partners", headers=central.auth("admin")).json()}
+    assert rows["ngo-a"]["refused_uploads"] == 2 and rows["ngo-a"]["last_refused_at"] and rows["ngo-b"]["refused_uploads"] == 0
+    page = central.client.get("/", headers=central.auth("admin")).text
+    assert "SECRET-VALUE" not in page and "refused uploads" in page
+    assert not any(b"SECRET-VALUE" in p.read_bytes() for p in central.data_dir.rglob("*") if p.is_file())
+
+
+def test_the_page_explains_the_harmonized_table_and_each_partners_freshness(central):
+    central.upload(make_bundle("ngo-a"))
+    central.upload(make_bundle("ngo-b"), who="ngo-b")
+    page = central.client.get("/", headers=central.auth("admin")).text
+    assert "No column was coarsened for the merge" in page and "No partner's latest release was left out" in page
+    assert "Age at registration" in page and "as recorded" in page  # codebook labels, shares in words
+    assert "less than an hour ago" in page and "does not know the partners' schedules" in page
+    assert "finest level differs by partner, compare at the coarsest: ngo-a: at best a two-year band" in page
+
+
 def test_path_parameters_are_validated_before_any_lookup(central):
     bundle = make_bundle("ngo-a")
     central.upload(bundle)
@@ -324,7 +357,8 @@ def test_partners_show_their_release_count_and_latest_release(central):
     central.upload(second)
     rows = {p["id"]: p for p in central.client.get("/partners", headers=central.auth("admin")).json()}
     assert rows["ngo-a"]["releases"] == 2 and rows["ngo-a"]["latest_release"] == second.release_id and rows["ngo-a"]["latest_received_at"]
-    assert rows["ngo-b"] == {"id": "ngo-b", "name": "NGO B", "releases": 0, "latest_release": None, "latest_received_at": None}
+    assert rows["ngo-b"] == {"id": "ngo-b", "name": "NGO B", "releases": 0, "latest_release": None, "latest_received_at": None,
+                             "refused_uploads": 0, "last_refused_at": None}
 
 
 def test_readers_get_the_previous_merge_while_a_newer_one_is_computed_not_a_queue(central, monkeypatch):

@@ -78,3 +78,72 @@ def test_report_escapes_values(metrics):
     record = synthetic_record(metrics)
     record["binning"] = {"gender": {"level": 0, "level_name": "<script>x</script>"}}
     assert b"<script>" not in render_report(record)
+
+
+def full_row_record():
+    """A k-anonymized (full-row) privacy record as privacy/protect.py writes it."""
+    return {"method": "k_anonymity", "guarantee": "full_row", "k": 10, "records_out": 40, "smallest_group": 10, "parts": {"1-a": 40},
+            "importance": ["yearOfRegistration", "ageBroad", "meansOfControlConcatenated", "traffickMonths"],
+            "facts": {"yearOfRegistration": ["yearOfRegistration"], "ageBroad": ["ageBroad"], "traffickMonths": ["traffickMonths"],
+                      "meansOfControlConcatenated": ["meansOfControlThreats", "meansOfControlOther", "meansOfControlConcatenated"]},
+            "hierarchies": {"yearOfRegistration": "year", "ageBroad": "age"}, "finest_levels": {"yearOfRegistration": 0, "ageBroad": 2},
+            "finest_level_names": {"yearOfRegistration": "year", "ageBroad": "CTDC bands"},
+            "detail": {"ageBroad": {"full": 0.5, "coarser": 0.25, "suppressed": 0.25}, "meansOfControlConcatenated": {"full": 0.0, "coarser": 0.0, "suppressed": 1.0},
+                       "traffickMonths": {"full": 1.0, "coarser": 0.0, "suppressed": 0.0}, "yearOfRegistration": {"full": 1.0, "coarser": 0.0, "suppressed": 0.0}}}
+
+
+def test_full_row_report_names_what_was_lost_with_codebook_labels_and_levels_in_words():
+    page = parse(render_report(full_row_record()))
+    text = " ".join("".join(page.text).split())
+    assert "Age at registration: hidden (*) in 25.0% of rows, coarser than recorded in 25.0%" in text
+    assert "Means of control (all recorded, combined) (with its 2 yes/no columns): hidden (*) in 100.0% of rows" in text
+    assert "Kept as recorded (at the finest level published) in every row: Year of registration, How long the person was trafficked (months)." in text
+    assert "at best CTDC's age bands (0--8, 9--17" in text and "only whether the person was a minor (under 18) or an adult" in text
+    assert [img["alt"] for img in page.images] == ["What was lost, column by column (share of published rows)"]
+    assert "The more green, the less was lost." in text  # the information-loss figure is explained
+
+
+def test_captions_stand_above_their_charts_and_a_column_without_information_gets_no_chart(metrics):
+    record = synthetic_record(metrics)
+    record["metrics"] = {**metrics, "marginals": {**metrics["marginals"], "ageBroad": {"values": ["*"], "real": None, "release": [1.0]}}}
+    html = render_report(record).decode()
+    figure = html[html.index('<figure id="marginals">'):]
+    assert figure.index("<figcaption>") < figure.index("<img")
+    assert "Not shown, as they carry no information in this release: Age at registration." in html
+
+
+def test_concatenated_values_are_written_out_in_the_chart_labels(monkeypatch, metrics):
+    from privacy import report
+
+    seen = []
+    monkeypatch.setattr(report, "_figure_png", lambda fig: seen.extend(t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.get_yticklabels()) or "")
+    record = synthetic_record(metrics)
+    record["metrics"] = {**metrics, "marginals": {"meansOfControlConcatenated": {
+        "values": ["meansOfControlThreats;meansOfControlOther", "(unknown)"], "real": None, "release": [0.6, 0.4]}}}
+    render_report(record)
+    assert any("Threats of harm to the person or to others" in t and "Another means of control" in t for t in seen)
+    assert not any("meansOfControl" in t for t in seen)
+
+
+def test_a_synthetic_release_of_poor_use_says_so_first_from_its_published_numbers(metrics):
+    good = parse(render_report(synthetic_record(metrics)))
+    assert "totals and broad patterns are reliable" in " ".join(good.text).lower()
+    record = {**synthetic_record(metrics), "records_synthesized": 100, "records_removed_below_resolution": 40,
+              "binning": {"ageBroad": {"hierarchy": "age", "level": 4, "level_name": "*"}}}
+    html = render_report(record).decode()
+    first = html[html.index("</h1>"):html.index("<h2>")]
+    assert "poor use for analysis" in first and "Age at registration had to be hidden entirely" in first
+    assert "40.0% of the synthetic records were removed" in first and "broad patterns are reliable" not in html
+
+
+def test_the_preview_comparison_shows_real_values_at_the_finest_level_next_to_the_release():
+    from privacy.preview_compare import before_generalization
+
+    view = pd.DataFrame({"ageBroad": [7, 7, 27, 28, 45, None], "yearOfRegistration": [2020] * 6})
+    table = pd.DataFrame({"ageBroad": ["0--8", "0--8", "*", "*", "39--47", ""], "yearOfRegistration": ["2020"] * 6})
+    marginals = before_generalization(view, table, full_row_record())
+    age = dict(zip(marginals["ageBroad"]["values"], zip(marginals["ageBroad"]["real"], marginals["ageBroad"]["release"])))
+    assert age["27--29"] == (0.33, 0.0) and age["*"] == (0.0, 0.33) and age["0--8"] == (0.33, 0.33)
+    assert list(marginals) == ["yearOfRegistration", "ageBroad"]
+    text = " ".join("".join(parse(render_report({**full_row_record(), "metrics": {"marginals": marginals}})).text).split())
+    assert "Real data before generalization and the release" in text and "This is a local preview" in text
