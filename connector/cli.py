@@ -645,7 +645,12 @@ def _show_release(report, as_json: bool) -> None:
     if as_json:
         _print_json(report.as_dict())
         return
-    if report.status in ("published", "unchanged"):
+    if report.status == "unchanged" and report.location is None:
+        # the release step decided there is nothing new to publish (nothing changed, or what
+        # changed waits for a later part): say why, and which release still stands
+        why = "; ".join(report.reasons) or "nothing to publish"
+        out.print(f"[green]release {report.release_id}[/green] unchanged: {escape(why)}", highlight=False)
+    elif report.status in ("published", "unchanged"):
         word = "published" if report.status == "published" else "unchanged (already published)"
         out.print(f"[green]release {report.release_id}[/green] {word}: {report.records_out} rows from {report.records_in} cases -> {report.location}")
     else:
