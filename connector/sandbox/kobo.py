@@ -36,6 +36,11 @@ The shapes follow kpi's own code (kobotoolbox/kpi at 2e5efb01, August 2026):
   `_last_edited` in kpi (the earlier sandbox served one; kpi never did).
 - A validation-status change sets `_validation_status.timestamp`.
 - Deletion removes a submission (Kobo keeps no trace of it, hence the source's id reconciliation).
+
+A listing's matches are found and sorted once per (`query`, `sort`) and kept until the data
+changes, as MongoDB's index serves `count` and `skip`/`limit` without a scan per page; only the
+page's rows are rendered. Paging through 100,000 submissions therefore costs the sandbox one
+filter and sort, not one per page.
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ class KoboApp(SandboxApp):
         self.content = render.kobo_content(variant)
         self.validation: dict[str, dict[str, Any]] = {}  # case id -> _validation_status
         self.rows: list[dict[str, Any]] = []
+        self._generation = 0  # bumped by every change of the data: the listing cache below is only valid within one
+        self._listing: tuple[tuple[int, str, str], list[dict[str, Any]]] | None = None
         self.set_cases(cases)
 
     def set_cases(self, cases: Iterable[Any]) -> None:
@@ -114,6 +121,7 @@ class KoboApp(SandboxApp):
             rows.append(self._row(case, answers, before.get(case.case_id)))
         with self.lock:
             self.rows = rows
+            self._generation += 1
 
     def _row(self, case: Any, answers: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
         root = render.instance_id(case)
@@ -161,10 +169,12 @@ class KoboApp(SandboxApp):
             for row in self.rows:
                 if row["_case_id"] == case_id:
                     row["_validation_status"] = status
+            self._generation += 1
 
     def delete(self, case_id: str) -> None:
         with self.lock:
             self.rows = [r for r in self.rows if r["_case_id"] != case_id]
+            self._generation += 1
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -238,10 +248,7 @@ class KoboApp(SandboxApp):
             return json_reply({"detail": "Value must be valid JSON."}, status=400)
         if not isinstance(mongo, dict) or not isinstance(sort, dict) or (fields is not None and not isinstance(fields, list)):
             return json_reply({"detail": "Unsupported query"}, status=400)
-        with self.lock:
-            rows = [r for r in self.rows if _matches(r, mongo)]
-        for key, direction in reversed(list(sort.items())):
-            rows.sort(key=lambda r, k=key: _mongo_sort_key(_get(r, k)), reverse=int(direction) < 0)
+        rows = self._matching(mongo, sort)
         page = rows[start : start + limit]
         if fields:
             fields = [*fields, "_uuid", "meta/rootUuid"]  # MongoHelper._get_cursor_and_count adds both
@@ -267,6 +274,19 @@ class KoboApp(SandboxApp):
                 "results": results,
             }
         )
+
+
+    def _matching(self, mongo: dict[str, Any], sort: dict[str, Any]) -> list[dict[str, Any]]:
+        """The submissions matching `mongo`, in `sort` order; computed once per query while the data is unchanged."""
+        with self.lock:
+            key = (self._generation, json.dumps(mongo, sort_keys=True), json.dumps(list(sort.items())))
+            if self._listing is not None and self._listing[0] == key:
+                return self._listing[1]
+            rows = [r for r in self.rows if _matches(r, mongo)]
+            for field_name, direction in reversed(list(sort.items())):
+                rows.sort(key=lambda r, k=field_name: _mongo_sort_key(_get(r, k)), reverse=int(direction) < 0)
+            self._listing = (key, rows)
+            return rows
 
 
 def _positive_int(text: str, *, cutoff: int) -> int:

@@ -238,3 +238,28 @@ def test_a_reconciliation_interrupted_mid_list_deletes_none(large: tuple[KoboSan
         for page in source.pages(cursor):
             delivered.extend(page.records)
     assert listing["n"] == 2 and not any(r.deleted for r in delivered)
+
+
+def test_a_listing_is_filtered_once_per_query_and_changes_still_show(sandbox: KoboSandboxHandle, cases: list[gen.GeneratedCase], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paging one query filters and sorts the submissions once (as MongoDB's index would), not once
+    per page; a validation or a deletion between pages is seen by the next page."""
+    from connector.sandbox import kobo as kobo_module
+
+    headers = {"Authorization": f"Token {sandbox.token}"}
+    url = f"{sandbox.url}/api/v2/assets/{sandbox.asset_uid}/data/"
+    query = json.dumps({"_submission_time": {"$gte": "2000-01-01T00:00:00"}})
+    tested: list[int] = []
+    real = kobo_module._matches
+    monkeypatch.setattr(kobo_module, "_matches", lambda doc, q: tested.append(1) or real(doc, q))
+    seen: list[int] = []
+    page = requests.get(url, params={"format": "json", "limit": 20, "query": query}, headers=headers, timeout=10).json()
+    while True:
+        seen += [r["_id"] for r in page["results"]]
+        if not page["next"]:
+            break
+        page = requests.get(page["next"], headers=headers, timeout=10).json()
+    assert seen == sorted(seen) and len(seen) == 120
+    assert len(tested) == 120  # one pass for six pages
+    sandbox.app.delete(cases[0].case_id)
+    after = requests.get(url, params={"format": "json", "limit": 20, "query": query}, headers=headers, timeout=10).json()
+    assert after["count"] == 119 and len(tested) == 120 + 119  # the change made a new pass
