@@ -199,3 +199,35 @@ def test_unknown_sheet_and_unknown_id_column_are_source_errors(tmp_path, workboo
 
 def test_source_declares_full_snapshot():
     assert source_class("excel").full_snapshot is True and source_class("csv").full_snapshot is True
+
+
+def test_a_sheet_placed_away_from_a1_keeps_its_row_numbers_and_columns(tmp_path):
+    """calamine's range starts at the first used cell; rows and columns before it are put back, so
+    cursors (row numbers) and column letters mean what they mean in Excel."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Cases"
+    sheet["C4"], sheet["D4"], sheet["E4"] = "cas_CaseId", "prs_Gender", "prs_Birthdate"
+    sheet["C5"], sheet["D5"], sheet["E5"] = "C1", "Female", datetime(1990, 5, 1)
+    sheet["C7"], sheet["D7"], sheet["E7"] = 1234.0, "Male", None
+    book.create_sheet("Notes")["A1"] = "nothing here"
+    book.move_sheet("Notes", offset=-1)  # the data sheet is found, not assumed to be first
+    book.save(tmp_path / "offset.xlsx")
+    pages = list(make_source(tmp_path, "offset.xlsx", id_column="C", required_columns=[]).pages(None))
+    got = [r for p in pages for r in p.records]
+    assert [(r.record_id, r.fields) for r in got] == [
+        ("C1", {"prs_Gender": "Female", "prs_Birthdate": datetime(1990, 5, 1)}),
+        ("1234", {"prs_Gender": "Male", "prs_Birthdate": None}),
+    ]
+    assert json.loads(pages[-1].cursor)["row"] == 7
+
+
+def test_the_data_sheet_is_loaded_once(tmp_path, workbook, monkeypatch):
+    """The sheet that is read is the one examined for its header: no second pass over it."""
+    import python_calamine
+
+    loads: list[str] = []
+    real = python_calamine.CalamineWorkbook.get_sheet_by_name
+    monkeypatch.setattr(python_calamine.CalamineWorkbook, "get_sheet_by_name", lambda self, name: loads.append(name) or real(self, name))
+    assert len(records(make_source(tmp_path, "data/cases.xlsx"))) == 230
+    assert loads == ["Sheet1"]
