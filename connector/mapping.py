@@ -124,7 +124,9 @@ class Mapping:
         self._lookup_keys = {name: list(lookup) for name, lookup in self._lookups.items()}
         # Compiled once: each rule with its field spec, and for coded fields a memo of what each raw
         # value became (codes repeat: a country or a gender is normalised once, not once per record).
-        self._compiled = [(rule, schema.fields[rule.target], {} if schema.fields[rule.target].type in ("code", "codes") else None) for rule in rules]
+        self._compiled = [
+            (rule, schema.fields[rule.target], {} if schema.fields[rule.target].type in ("code", "codes") else None, _extractor(rule)) for rule in rules
+        ]
         self._closest: dict[tuple[str, str], str | None] = {}
 
     def raw_fields(self) -> set[str]:
@@ -173,8 +175,8 @@ class Mapping:
             return CaseRecord(source_id, raw.record_id, {}, raw.updated_at, deleted=True), []
         values: dict[str, Any] = {}
         rejections: list[Rejection] = []
-        for rule, spec, memo in self._compiled:
-            value = _extract(raw.fields, rule)
+        for rule, spec, memo, extract in self._compiled:
+            value = extract(raw.fields)
             try:
                 values[rule.target] = self._normalise(spec, rule, value) if memo is None else self._normalise_memo(spec, rule, value, memo)
             except _Rejected as rejected:
@@ -426,6 +428,26 @@ def _get(record: Any, dotted: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+def _extractor(rule: FieldRule) -> Any:
+    """`_extract` for one rule, with its paths split once; plain top-level names read with one `get`."""
+    if rule.pick is not None or rule.collect is not None or any("." in source for source in rule.sources):
+        return lambda fields: _extract(fields, rule)
+    names = rule.sources
+    if len(names) == 1:
+        name = names[0]
+        return lambda fields: fields.get(name)
+
+    def first_present(fields: dict[str, Any]) -> Any:
+        value = None
+        for name in names:
+            value = fields.get(name)
+            if not _is_blank(value):
+                break
+        return value
+
+    return first_present
 
 
 def _extract(fields: dict[str, Any], rule: FieldRule) -> Any:

@@ -254,7 +254,7 @@ def test_coded_values_read_the_same_from_the_memo_and_keep_their_types():
 
     mapping = load_mapping("excel_htcds")
     fresh = load_mapping("excel_htcds")
-    fresh._compiled = [(rule, spec, None) for rule, spec, _ in fresh._compiled]  # no memo
+    fresh._compiled = [(rule, spec, None, extract) for rule, spec, _, extract in fresh._compiled]  # no memo
     samples = ["Female", "F", "Femal", "x", True, 1, 1.0, "", None]
     for i, value in enumerate(samples * 2):
         record = RawRecord(record_id=str(i), fields={"prs_Gender": value, "vic_TypeOfExploitation": "Forced Labour;Sexual Exploitation;nonsense"})
@@ -264,3 +264,17 @@ def test_coded_values_read_the_same_from_the_memo_and_keep_their_types():
     two = mapping.map_record("s", RawRecord(record_id="b", fields={"vic_TypeOfExploitation": "Forced Labour"}))[0]
     assert one.fields["vic_TypeOfExploitation"] == two.fields["vic_TypeOfExploitation"]
     assert one.fields["vic_TypeOfExploitation"] is not two.fields["vic_TypeOfExploitation"]  # no shared lists between records
+
+
+@pytest.mark.parametrize("name", ["excel_htcds", "xlsform_htcds", "salesforce_htcds"])
+def test_compiled_extractors_read_what_the_rules_say(name):
+    from connector.mapping import _extract, _extractor, load_mapping
+
+    for rule in load_mapping(name).rules:
+        extract = _extractor(rule)
+        variants = [{}, {s: "  " for s in rule.sources}]
+        for i, source in enumerate(rule.sources):
+            variants.append({source: f"v{i}"})
+            variants.append({**{s: None for s in rule.sources[:i]}, source: f"v{i}", **{s: "later" for s in rule.sources[i + 1 :]}})
+        for fields in variants:
+            assert extract(fields) == _extract(fields, rule), (rule.target, fields)
