@@ -39,8 +39,10 @@ The shapes follow kpi's own code (kobotoolbox/kpi at 2e5efb01, August 2026):
 
 A listing's matches are found and sorted once per (`query`, `sort`) and kept until the data
 changes, as MongoDB's index serves `count` and `skip`/`limit` without a scan per page; only the
-page's rows are rendered. Paging through 100,000 submissions therefore costs the sandbox one
-filter and sort, not one per page.
+page's rows are rendered. A keyset page in `_id` order (`{"_id": {"$gt": n}}`, alone or as the
+last term of a two-term `$and`, sorted `{"_id": 1}`) reuses the listing of the rest of the query
+and starts after `n` by bisection, as the `_id` index would. Paging through 100,000 submissions
+therefore costs the sandbox one filter and sort, not one per page.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import json
 import re
 import secrets
 import uuid
+from bisect import bisect_right
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
@@ -100,7 +103,7 @@ class KoboApp(SandboxApp):
         self.validation: dict[str, dict[str, Any]] = {}  # case id -> _validation_status
         self.rows: list[dict[str, Any]] = []
         self._generation = 0  # bumped by every change of the data: the listing cache below is only valid within one
-        self._listing: tuple[tuple[int, str, str], list[dict[str, Any]]] | None = None
+        self._listing: tuple[tuple[int, str, str], list[dict[str, Any]], list[int] | None] | None = None
         self.set_cases(cases)
 
     def set_cases(self, cases: Iterable[Any]) -> None:
@@ -278,15 +281,46 @@ class KoboApp(SandboxApp):
 
     def _matching(self, mongo: dict[str, Any], sort: dict[str, Any]) -> list[dict[str, Any]]:
         """The submissions matching `mongo`, in `sort` order; computed once per query while the data is unchanged."""
+        keyset = _id_keyset(mongo, sort)
+        if keyset is not None:
+            base, after = keyset
+            rows, ids = self._listed(base, sort)
+            if ids is not None and type(after) is int:  # noqa: E721 - an int, not a bool
+                return rows[bisect_right(ids, after) :]
+        return self._listed(mongo, sort)[0]
+
+    def _listed(self, mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[list[dict[str, Any]], list[int] | None]:
+        """The cached listing and its `_id`s (None unless every one is an int, when bisection is exact)."""
         with self.lock:
             key = (self._generation, json.dumps(mongo, sort_keys=True), json.dumps(list(sort.items())))
             if self._listing is not None and self._listing[0] == key:
-                return self._listing[1]
+                return self._listing[1], self._listing[2]
             rows = [r for r in self.rows if _matches(r, mongo)]
             for field_name, direction in reversed(list(sort.items())):
                 rows.sort(key=lambda r, k=field_name: _mongo_sort_key(_get(r, k)), reverse=int(direction) < 0)
-            self._listing = (key, rows)
-            return rows
+            ids: list[int] | None = [r.get("_id") for r in rows]
+            if not all(type(i) is int for i in ids):  # type: ignore[union-attr]  # noqa: E721
+                ids = None
+            self._listing = (key, rows, ids)
+            return rows, ids
+
+
+def _id_keyset(mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    """(the rest of the query, n) for a keyset page `_id > n` in `_id` order; None for any other query."""
+    if list(sort.items()) != [("_id", 1)]:
+        return None
+
+    def bound(term: Any) -> Any:
+        if isinstance(term, dict) and list(term) == ["_id"] and isinstance(term["_id"], dict) and list(term["_id"]) == ["$gt"]:
+            return term["_id"]["$gt"]
+        return None
+
+    if bound(mongo) is not None:
+        return {}, bound(mongo)
+    terms = mongo.get("$and") if list(mongo) == ["$and"] else None
+    if isinstance(terms, list) and len(terms) == 2 and isinstance(terms[0], dict) and bound(terms[1]) is not None:
+        return terms[0], bound(terms[1])
+    return None
 
 
 def _positive_int(text: str, *, cutoff: int) -> int:
