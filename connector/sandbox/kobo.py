@@ -51,7 +51,7 @@ import json
 import re
 import secrets
 import uuid
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
@@ -104,6 +104,7 @@ class KoboApp(SandboxApp):
         self.rows: list[dict[str, Any]] = []
         self._generation = 0  # bumped by every change of the data: the listing cache below is only valid within one
         self._listing: tuple[tuple[int, str, str], list[dict[str, Any]], list[int] | None] | None = None
+        self._range_keys: tuple[list[dict[str, Any]], str, list[tuple] | None] | None = None  # a listing, its first sort field, their keys
         self.set_cases(cases)
 
     def set_cases(self, cases: Iterable[Any]) -> None:
@@ -287,7 +288,30 @@ class KoboApp(SandboxApp):
             rows, ids = self._listed(base, sort)
             if ids is not None and type(after) is int:  # noqa: E721 - an int, not a bool
                 return rows[bisect_right(ids, after) :]
+        ranged = _range_on_first_sort_key(mongo, sort)
+        if ranged is not None:
+            found = self._range(sort, *ranged)
+            if found is not None:
+                return found
         return self._listed(mongo, sort)[0]
+
+    def _range(self, sort: dict[str, Any], field_name: str, op: str, arg: Any) -> list[dict[str, Any]] | None:
+        """`{field: {"$gte"|"$gt": text}}` sorted by that field first: a slice of the listing of all
+        submissions (the index range scan of a keyset pass by time), or None when values are not all
+        text or empty (then the scan decides, with Mongo's type brackets)."""
+        if not isinstance(arg, str):
+            return None
+        rows, _ = self._listed({}, sort)
+        with self.lock:
+            if self._range_keys is None or self._range_keys[0] is not rows or self._range_keys[1] != field_name:
+                values = [_get(r, field_name) for r in rows]
+                plain = all(v is _MISSING or v is None or isinstance(v, str) for v in values)
+                self._range_keys = (rows, field_name, [_mongo_sort_key(v) for v in values] if plain else None)
+            keys = self._range_keys[2]
+        if keys is None:
+            return None
+        at = (bisect_left if op == "$gte" else bisect_right)(keys, (2, arg))
+        return rows[at:]
 
     def _listed(self, mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[list[dict[str, Any]], list[int] | None]:
         """The cached listing and its `_id`s (None unless every one is an int, when bisection is exact)."""
@@ -303,6 +327,18 @@ class KoboApp(SandboxApp):
                 ids = None
             self._listing = (key, rows, ids)
             return rows, ids
+
+
+def _range_on_first_sort_key(mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[str, str, Any] | None:
+    """(field, "$gte"|"$gt", value) for a query that is one lower bound on the first, ascending sort key."""
+    items = list(sort.items())
+    if len(mongo) != 1 or not items or int(items[0][1]) != 1:
+        return None
+    (field_name, cond), = mongo.items()
+    if field_name != items[0][0] or field_name.startswith("$") or not isinstance(cond, dict) or len(cond) != 1:
+        return None
+    (op, arg), = cond.items()
+    return (field_name, op, arg) if op in ("$gte", "$gt") else None
 
 
 def _id_keyset(mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
