@@ -243,14 +243,14 @@ class ExcelSource(Source):
                     raise SourceError(self._where(), f"no sheet {self.options.sheet!r}; sheets: {', '.join(sheets)}")
                 name, sheet = self.options.sheet, self._load_sheet(workbook, self.options.sheet)
             else:
-                name, sheet = sheets[0], None
+                name, sheet, first = sheets[0], None, None
                 for candidate in sheets:  # each sheet is loaded once: the one chosen is the one read
                     loaded = self._load_sheet(workbook, candidate)
+                    first = loaded if first is None else first
                     if _has_field_names(_numbered_rows(loaded, HEADER_SEARCH_ROWS)):
                         name, sheet = candidate, loaded
                         break
-                if sheet is None:
-                    sheet = self._load_sheet(workbook, name)
+                sheet = first if sheet is None else sheet  # no field-name row anywhere: the first sheet
             return _numbered_rows(sheet), workbook, name
         except Exception:
             workbook.close()
