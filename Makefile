@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/kanon.py
 	$(BIN)/python bench/privacy.py
+	$(BIN)/python bench/e2e.py --sizes 10000,30000,100000
 
 clean:
 	rm -rf $(VENV) releases state .pytest_cache

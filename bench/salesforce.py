@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workers import WorkerDied, result_of  # noqa: E402
 
 
 def _serve(rows: int, ready: Any, stop: Any) -> None:
@@ -32,7 +35,7 @@ def _serve(rows: int, ready: Any, stop: Any) -> None:
     started = time.perf_counter()
     handle = start_sandbox(generate_cases(rows, seed=1), daily_limit=10_000_000)
     ready.put({"options": handle.config_options(), "setup_seconds": round(time.perf_counter() - started, 1)})
-    stop.wait()
+    stop.get()
     handle.stop()
 
 
@@ -60,38 +63,48 @@ def _pull(mode: str, options: dict[str, Any], out: Any) -> None:
 
 def run(rows: int, modes: list[str]) -> list[dict[str, Any]]:
     ctx = mp.get_context("spawn")
-    ready, stop = ctx.Queue(), ctx.Event()
+    # A queue, not an Event, says stop: Event.set() waits for every waiter to wake, forever if one was killed.
+    ready, stop = ctx.Queue(), ctx.Queue()
     server = ctx.Process(target=_serve, args=(rows, ready, stop), daemon=True)
     server.start()
-    info = ready.get(timeout=1800)
     results = []
     try:
+        info = result_of(ready, server, "sandbox", timeout=1800)
         for mode in modes:
             out = ctx.Queue()
             worker = ctx.Process(target=_pull, args=(mode, info["options"], out))
             worker.start()
-            result = out.get(timeout=3600)
+            result = result_of(out, worker, f"pull {mode}", timeout=3600)
             worker.join()
+            if not server.is_alive():
+                raise WorkerDied(f"sandbox: the server process died (exit code {server.exitcode})")
             result["rows"] = rows
             results.append(result)
             print(json.dumps(result), flush=True)
     finally:
-        stop.set()
+        stop.put(None)
         server.join(timeout=30)
+        if server.is_alive():
+            server.kill()
     return results
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="generated cases in the sandbox (default 100,000)")
     parser.add_argument("--modes", default="rest,rest-keyed,auto", help="comma-separated: rest, rest-keyed, auto, bulk")
     args = parser.parse_args()
-    results = run(args.rows, args.modes.split(","))
+    try:
+        results = run(args.rows, args.modes.split(","))
+    except WorkerDied as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     by_mode = {r["mode"]: r for r in results}
     if "rest" in by_mode and "auto" in by_mode:
         ratio = by_mode["auto"]["api_calls"] / max(1, by_mode["rest"]["api_calls"])
         print(f"auto / rest API calls: {ratio:.3f} (target <= 0.1)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

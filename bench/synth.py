@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workers import WorkerDied, result_of  # noqa: E402
 
 COLUMNS = ["yearOfRegistration", "gender", "ageBroad", "majorityStatus", "citizenship", "CountryOfExploitation",
            "isForcedLabour", "isSexualExploit", "isOtherExploit", "meansOfControlDebtBondage",
@@ -83,7 +86,7 @@ def run_one(method: str, n: int, epsilon: float, queue) -> None:
     })
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--epsilons", default="1,4,12")
@@ -105,15 +108,17 @@ def main() -> None:
             queue = context.Queue()
             child = context.Process(target=run_one, args=(method, args.cases, epsilon, queue))
             child.start()
+            try:
+                r = result_of(queue, child, f"{method} at eps {epsilon:g}", timeout=7200)
+            except WorkerDied as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             child.join()
-            if child.exitcode != 0:
-                print(f"{method:18} {epsilon:>4g} failed (exit {child.exitcode})")
-                continue
-            r = queue.get()
             mre = "/".join(f"{x:.3f}" for x in r["mre"])
             fab = "/".join(str(x) for x in r["fabricated"])
             print(f"{r['method']:18} {epsilon:>4g} {r['seconds']:>7.1f} {r['peak_mb']:>8.0f} {r['rows']:>7} {mre:>20} {fab:>18} {r['tvd_pairs']:>8.3f} {r['smallest_class']:>9}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -87,6 +87,7 @@ MAX_AGE = 120
 MAJORITY_AGE = 18
 _FOLD = re.compile(r"[^0-9a-z]+")
 NEAR_CODE = 0.8  # similarity (difflib ratio of folded text) above which a value is a misspelt code
+MEMO_LIMIT = 50_000  # raw values remembered per coded field (and closest-code answers): bounded memory
 
 
 class MappingError(ConfigurationError):
@@ -147,6 +148,14 @@ class Mapping:
         self.ignore = ignore
         self.schema = schema
         self._lookups = {name: _code_lookup(name, codes) for name, codes in schema.codelists.items()}
+        self._lookup_keys = {name: list(lookup) for name, lookup in self._lookups.items()}
+        # Compiled once: each rule with its field spec, and for coded fields a memo of what each raw
+        # value became (codes repeat: a country or a gender is normalised once, not once per record).
+        self._compiled = [
+            (rule, schema.fields[rule.target], {} if schema.fields[rule.target].type in ("code", "codes") else None, _extractor(rule))
+            for rule in rules if not rule.each  # a rule over list entries (`each:`) maps them below, entry by entry
+        ]
+        self._closest: dict[tuple[str, str], str | None] = {}
 
     def raw_fields(self) -> set[str]:
         """Top-level raw field names the mapping reads: `check` compares them with the source's fields."""
@@ -202,13 +211,10 @@ class Mapping:
             return CaseRecord(source_id, raw.record_id, {}, raw.updated_at, deleted=True), []
         values: dict[str, Any] = {}
         rejections: list[Rejection] = []
-        for rule in self.rules:
-            if rule.each:
-                continue
-            spec = self.schema.fields[rule.target]
-            value = _extract(raw.fields, rule)
+        for rule, spec, memo, extract in self._compiled:
+            value = extract(raw.fields)
             try:
-                values[rule.target] = self._normalise(spec, rule, value)
+                values[rule.target] = self._normalise(spec, rule, value) if memo is None else self._normalise_memo(spec, rule, value, memo)
             except _Rejected as rejected:
                 values[rule.target] = rejected.partial
                 shown = rejected.value if rejected.value is not None else value
@@ -298,6 +304,41 @@ class Mapping:
         text = str(value).strip()
         return text or None
 
+    def _normalise_memo(self, spec: FieldSpec, rule: FieldRule, value: Any, memo: dict[Any, tuple[bool, Any]]) -> Any:
+        """`_normalise` for a coded field, remembered per raw value (the result depends on nothing else)."""
+        try:
+            # Typed keys: True, 1 and 1.0 are equal dict keys but read differently ("True" is no code "1").
+            key = tuple((type(v), v) for v in value) if isinstance(value, list) else (type(value), value)
+            hit = memo.get(key)
+        except TypeError:  # unhashable (a dict in a list): no memo
+            return self._normalise(spec, rule, value)
+        if hit is None:
+            try:
+                hit = (True, self._normalise(spec, rule, value))
+            except _Rejected as rejected:
+                hit = (False, (rejected.reason, rejected.value, rejected.partial, rejected.near_code))
+            if len(memo) < MEMO_LIMIT:
+                memo[key] = hit
+        ok, outcome = hit
+        if ok:
+            return list(outcome) if isinstance(outcome, list) else outcome
+        reason, shown, partial, near = outcome
+        raise _Rejected(reason, shown, list(partial) if isinstance(partial, list) else partial, near)
+
+    def closest_code(self, codelist: str, key: str) -> str | None:
+        """The code whose folded text is nearest to `key` (difflib ratio >= NEAR_CODE), or None.
+
+        Cached per list and key: difflib compares the key with every code and label of the list,
+        and the same misspelling comes back on many records."""
+        cache_key = (codelist, key)
+        if cache_key in self._closest:
+            return self._closest[cache_key]
+        close = difflib.get_close_matches(key, self._lookup_keys[codelist], n=1, cutoff=NEAR_CODE)
+        code = self._lookups[codelist][close[0]] if close else None
+        if len(self._closest) < MEMO_LIMIT:
+            self._closest[cache_key] = code
+        return code
+
     def _code(self, spec: FieldSpec, rule: FieldRule, value: Any) -> str | None:
         text = str(value).strip()
         if not text:
@@ -308,9 +349,9 @@ class Mapping:
         lookup = self._lookups[spec.codelist]  # type: ignore[index]
         code = lookup.get(key)
         if code is None:
-            close = difflib.get_close_matches(key, list(lookup), n=1, cutoff=NEAR_CODE)
-            hint = f"; closest code {lookup[close[0]]}" if close else ""
-            raise _Rejected(f"not a code of list {spec.codelist!r}{hint}", text, near_code=bool(close))
+            closest = self.closest_code(spec.codelist, key)  # type: ignore[arg-type]
+            hint = f"; closest code {closest}" if closest else ""
+            raise _Rejected(f"not a code of list {spec.codelist!r}{hint}", text, near_code=closest is not None)
         return code
 
 
@@ -501,6 +542,26 @@ def _get(record: Any, dotted: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+def _extractor(rule: FieldRule) -> Any:
+    """`_extract` for one rule, with its paths split once; plain top-level names read with one `get`."""
+    if rule.pick is not None or rule.collect is not None or any("." in source for source in rule.sources):
+        return lambda fields: _extract(fields, rule)
+    names = rule.sources
+    if len(names) == 1:
+        name = names[0]
+        return lambda fields: fields.get(name)
+
+    def first_present(fields: dict[str, Any]) -> Any:
+        value = None
+        for name in names:
+            value = fields.get(name)
+            if not _is_blank(value):
+                break
+        return value
+
+    return first_present
 
 
 def _extract(fields: dict[str, Any], rule: FieldRule) -> Any:

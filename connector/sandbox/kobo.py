@@ -36,6 +36,13 @@ The shapes follow kpi's own code (kobotoolbox/kpi at 2e5efb01, August 2026):
   `_last_edited` in kpi (the earlier sandbox served one; kpi never did).
 - A validation-status change sets `_validation_status.timestamp`.
 - Deletion removes a submission (Kobo keeps no trace of it, hence the source's id reconciliation).
+
+A listing's matches are found and sorted once per (`query`, `sort`) and kept until the data
+changes, as MongoDB's index serves `count` and `skip`/`limit` without a scan per page; only the
+page's rows are rendered. A keyset page in `_id` order (`{"_id": {"$gt": n}}`, alone or as the
+last term of a two-term `$and`, sorted `{"_id": 1}`) reuses the listing of the rest of the query
+and starts after `n` by bisection, as the `_id` index would. Paging through 100,000 submissions
+therefore costs the sandbox one filter and sort, not one per page.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import json
 import re
 import secrets
 import uuid
+from bisect import bisect_left, bisect_right
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
@@ -94,6 +102,9 @@ class KoboApp(SandboxApp):
         self.content = render.kobo_content(variant)
         self.validation: dict[str, dict[str, Any]] = {}  # case id -> _validation_status
         self.rows: list[dict[str, Any]] = []
+        self._generation = 0  # bumped by every change of the data: the listing cache below is only valid within one
+        self._listing: tuple[tuple[int, str, str], list[dict[str, Any]], list[int] | None] | None = None
+        self._range_keys: tuple[list[dict[str, Any]], str, list[tuple] | None] | None = None  # a listing, its first sort field, their keys
         self.set_cases(cases)
 
     def set_cases(self, cases: Iterable[Any]) -> None:
@@ -114,6 +125,7 @@ class KoboApp(SandboxApp):
             rows.append(self._row(case, answers, before.get(case.case_id)))
         with self.lock:
             self.rows = rows
+            self._generation += 1
 
     def _row(self, case: Any, answers: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
         root = render.instance_id(case)
@@ -161,10 +173,12 @@ class KoboApp(SandboxApp):
             for row in self.rows:
                 if row["_case_id"] == case_id:
                     row["_validation_status"] = status
+            self._generation += 1
 
     def delete(self, case_id: str) -> None:
         with self.lock:
             self.rows = [r for r in self.rows if r["_case_id"] != case_id]
+            self._generation += 1
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -238,10 +252,7 @@ class KoboApp(SandboxApp):
             return json_reply({"detail": "Value must be valid JSON."}, status=400)
         if not isinstance(mongo, dict) or not isinstance(sort, dict) or (fields is not None and not isinstance(fields, list)):
             return json_reply({"detail": "Unsupported query"}, status=400)
-        with self.lock:
-            rows = [r for r in self.rows if _matches(r, mongo)]
-        for key, direction in reversed(list(sort.items())):
-            rows.sort(key=lambda r, k=key: _mongo_sort_key(_get(r, k)), reverse=int(direction) < 0)
+        rows = self._matching(mongo, sort)
         page = rows[start : start + limit]
         if fields:
             fields = [*fields, "_uuid", "meta/rootUuid"]  # MongoHelper._get_cursor_and_count adds both
@@ -267,6 +278,85 @@ class KoboApp(SandboxApp):
                 "results": results,
             }
         )
+
+
+    def _matching(self, mongo: dict[str, Any], sort: dict[str, Any]) -> list[dict[str, Any]]:
+        """The submissions matching `mongo`, in `sort` order; computed once per query while the data is unchanged."""
+        keyset = _id_keyset(mongo, sort)
+        if keyset is not None:
+            base, after = keyset
+            rows, ids = self._listed(base, sort)
+            if ids is not None and type(after) is int:  # noqa: E721 - an int, not a bool
+                return rows[bisect_right(ids, after) :]
+        ranged = _range_on_first_sort_key(mongo, sort)
+        if ranged is not None:
+            found = self._range(sort, *ranged)
+            if found is not None:
+                return found
+        return self._listed(mongo, sort)[0]
+
+    def _range(self, sort: dict[str, Any], field_name: str, op: str, arg: Any) -> list[dict[str, Any]] | None:
+        """`{field: {"$gte"|"$gt": text}}` sorted by that field first: a slice of the listing of all
+        submissions (the index range scan of a keyset pass by time), or None when values are not all
+        text or empty (then the scan decides, with Mongo's type brackets)."""
+        if not isinstance(arg, str):
+            return None
+        rows, _ = self._listed({}, sort)
+        with self.lock:
+            if self._range_keys is None or self._range_keys[0] is not rows or self._range_keys[1] != field_name:
+                values = [_get(r, field_name) for r in rows]
+                plain = all(v is _MISSING or v is None or isinstance(v, str) for v in values)
+                self._range_keys = (rows, field_name, [_mongo_sort_key(v) for v in values] if plain else None)
+            keys = self._range_keys[2]
+        if keys is None:
+            return None
+        at = (bisect_left if op == "$gte" else bisect_right)(keys, (2, arg))
+        return rows[at:]
+
+    def _listed(self, mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[list[dict[str, Any]], list[int] | None]:
+        """The cached listing and its `_id`s (None unless every one is an int, when bisection is exact)."""
+        with self.lock:
+            key = (self._generation, json.dumps(mongo, sort_keys=True), json.dumps(list(sort.items())))
+            if self._listing is not None and self._listing[0] == key:
+                return self._listing[1], self._listing[2]
+            rows = [r for r in self.rows if _matches(r, mongo)]
+            for field_name, direction in reversed(list(sort.items())):
+                rows.sort(key=lambda r, k=field_name: _mongo_sort_key(_get(r, k)), reverse=int(direction) < 0)
+            ids: list[int] | None = [r.get("_id") for r in rows]
+            if not all(type(i) is int for i in ids):  # type: ignore[union-attr]  # noqa: E721
+                ids = None
+            self._listing = (key, rows, ids)
+            return rows, ids
+
+
+def _range_on_first_sort_key(mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[str, str, Any] | None:
+    """(field, "$gte"|"$gt", value) for a query that is one lower bound on the first, ascending sort key."""
+    items = list(sort.items())
+    if len(mongo) != 1 or not items or int(items[0][1]) != 1:
+        return None
+    (field_name, cond), = mongo.items()
+    if field_name != items[0][0] or field_name.startswith("$") or not isinstance(cond, dict) or len(cond) != 1:
+        return None
+    (op, arg), = cond.items()
+    return (field_name, op, arg) if op in ("$gte", "$gt") else None
+
+
+def _id_keyset(mongo: dict[str, Any], sort: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    """(the rest of the query, n) for a keyset page `_id > n` in `_id` order; None for any other query."""
+    if list(sort.items()) != [("_id", 1)]:
+        return None
+
+    def bound(term: Any) -> Any:
+        if isinstance(term, dict) and list(term) == ["_id"] and isinstance(term["_id"], dict) and list(term["_id"]) == ["$gt"]:
+            return term["_id"]["$gt"]
+        return None
+
+    if bound(mongo) is not None:
+        return {}, bound(mongo)
+    terms = mongo.get("$and") if list(mongo) == ["$and"] else None
+    if isinstance(terms, list) and len(terms) == 2 and isinstance(terms[0], dict) and bound(terms[1]) is not None:
+        return terms[0], bound(terms[1])
+    return None
 
 
 def _positive_int(text: str, *, cutoff: int) -> int:

@@ -43,6 +43,10 @@ Central's rules kept:
   (501.1, `lib/http/endpoint.js` `supportedParams` at v2023.5.0); before v2024.3 a filter on
   `__system/deletedAt` names an unknown field (501.5, `lib/data/submission.js` `filterableFields`
   at v2024.2.0); before v2025.3 so does a filter on `__id`.
+A page of `Submissions` in the default order (no `$orderby`, no `$count`) is served the way
+Central's database serves it, an index walk that stops after the page and one more row (enough
+to know `remaining > 0`): the submissions are kept sorted once per `set_cases`, so neither time
+nor memory per request grows with the form's size. `$count=true` or `$orderby` read every match.
 Where Central's behaviour is not documented the sandbox picks one and says so: a non-numeric answer
 in an `int` field is returned as text.
 
@@ -56,12 +60,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import re
 import secrets
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import unquote, urlencode
 
 from connector.sandbox import xlsform_render as render
@@ -92,6 +98,18 @@ class _Submission:
 class OdkSandboxState:
     submissions: dict[str, _Submission] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
+    _ascending: list[_Submission] | None = field(default=None, repr=False)
+    _keys: list[tuple[str, int]] = field(default_factory=list, repr=False)
+
+    def newest_first(self, before: tuple[str, int] | None = None) -> Iterator[_Submission]:
+        """Submissions in Central's default order (createdAt DESC, id DESC), lazily, optionally only
+        those older than `before` (a `$skiptoken`'s submission): the index walk of a paged query.
+        Sorted once per state (`set_cases` makes a new state; reviews and deletes keep the order)."""
+        if self._ascending is None or len(self._ascending) != len(self.submissions):
+            self._ascending = sorted(self.submissions.values(), key=lambda s: (s.submission_date, s.seq))
+            self._keys = [(s.submission_date, s.seq) for s in self._ascending]
+        end = len(self._ascending) if before is None else bisect_left(self._keys, before)
+        return (self._ascending[i] for i in range(end - 1, -1, -1))
 
 
 class OdkCentralApp(SandboxApp):
@@ -408,15 +426,14 @@ class OdkCentralApp(SandboxApp):
         except FilterError as exc:
             return _problem(501, 501.4, f"The given OData filter expression uses features not supported by this server: {exc}")
         include_deleted = "__system/deletedAt" in text
-        subs = [self.state.submissions[iid] for iid in self.state.order]
-        if not include_deleted:
-            subs = [s for s in subs if s.deleted_at is None]
-        if predicate is not None:
-            try:
-                subs = [s for s in subs if predicate(lambda name, s=s: self._system_value(s, name))]
-            except FilterError as exc:
-                return _problem(501, 501.4, f"The given OData filter expression uses features not supported by this server: {exc}")
+
+        def matches(sub: _Submission) -> bool:
+            if not include_deleted and sub.deleted_at is not None:
+                return False
+            return predicate is None or bool(predicate(lambda name: self._system_value(sub, name)))
+
         token = query.get("$skiptoken")
+        cursor_key: tuple[str, int] | None = None
         if token:
             try:
                 wanted = json.loads(base64.b64decode(token[2:]).decode())["instanceId"] if token.startswith("01") else None
@@ -425,7 +442,18 @@ class OdkCentralApp(SandboxApp):
             if wanted is None:
                 return _problem(400, 400.35, "Invalid $skiptoken")
             cursor = self.state.submissions.get(wanted)  # deleted or not: Central joins on it regardless
-            subs = [s for s in subs if cursor is not None and (s.submission_date, s.seq) < (cursor.submission_date, cursor.seq)]
+            cursor_key = (cursor.submission_date, cursor.seq) if cursor is not None else ("", -1)  # unknown: nothing is older
+        window = None if order else _page_window(query, self.page_size)
+        try:
+            if window is not None:  # the page (after any $skip) and one row more say all _table_reply needs
+                expand = query.get("$expand") == "*"
+                subs = list(itertools.islice(filter(matches, self.state.newest_first(cursor_key)), window))
+                return self._table_reply(request, root, "Submissions", subs, key="instanceId", convert=lambda s: self._row(s, expand=expand), database_paged=True)
+            subs = [s for s in (self.state.submissions[iid] for iid in self.state.order) if matches(s)]
+        except FilterError as exc:
+            return _problem(501, 501.4, f"The given OData filter expression uses features not supported by this server: {exc}")
+        if cursor_key is not None:
+            subs = [s for s in subs if (s.submission_date, s.seq) < cursor_key]
         if order:
             subs.sort(key=lambda s: s.seq)
             for path, descending in reversed(order):
@@ -617,6 +645,21 @@ _TOKEN = re.compile(
     r"|(?P<num>-?\d+(?:\.\d+)?)|(?P<word>[A-Za-z_$][\w$/.-]*))"
 )
 _OPS = {"eq", "ne", "lt", "le", "gt", "ge"}
+
+
+def _page_window(query: dict[str, str], page_size: int | None) -> int | None:
+    """How many matching rows, in order, a page needs: `$skip` + `$top` + 1; None when it needs them
+    all (`$count=true`, no page size) or the numbers are bad (the full path then answers the error)."""
+    if str(query.get("$count", "")).lower() == "true":
+        return None
+    try:
+        top = int(query["$top"]) if "$top" in query else page_size
+        skip = int(query.get("$skip", 0)) if "$skiptoken" not in query else 0
+    except ValueError:
+        return None
+    if top is None or top < 0 or skip < 0:
+        return None
+    return skip + top + 1
 
 
 def parse_filter(text: str) -> Callable[[Callable[[str], Any]], bool]:

@@ -14,7 +14,11 @@ It serves generated cases as the HTCDS package's records (see `salesforce_org.py
   `{"attributes", "Name"}` or null, as "Understanding Query Results" in the SOQL guide shows);
 - Bulk API 2.0 query jobs: `POST .../jobs/query`, `GET .../jobs/query/{id}` (UploadComplete ->
   InProgress -> JobComplete), `GET .../jobs/query/{id}/results` (CSV, `Sforce-Locator`,
-  `Sforce-NumberOfRecords`, `maxRecords`). Without ORDER BY a job is PK-chunked: its rows are
+  `Sforce-NumberOfRecords`, `maxRecords`, as "Get Results for a Query Job" in the Bulk API 2.0
+  Developer Guide documents them: the locator is "null" after the last set and stays valid while
+  the job exists). A results set is streamed (HTTP/1.1 chunked transfer coding, a few hundred rows
+  per chunk, the org locked only while a chunk is rendered), so the first byte leaves at once
+  however large `maxRecords` is, as a server paging from storage would. Without ORDER BY a job is PK-chunked: its rows are
   split into Id ranges of `bulk_chunk_size` that finish in no particular order, so results are NOT
   in SystemModstamp (or any field's) order; ORDER BY is accepted and honoured but counted as
   `bulk_order_by`, because Salesforce documents that "Use of ORDER BY in a Bulk 2.0 query disables
@@ -46,7 +50,7 @@ from datetime import date, datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -373,14 +377,25 @@ def _relationship_name(name: str, parent: str) -> str:
     return _find(CHILDREN.get(parent, {}), name) or name
 
 
-def _csv_rows(org: Org, job: _Job, ids: list[str]) -> str:
+BULK_STREAM_ROWS = 500  # rows rendered per chunk of a streamed results set
+
+
+def _csv_chunks(org: Org, job: _Job, ids: list[str], rows_per_chunk: int = BULK_STREAM_ROWS) -> Iterator[bytes]:
+    """The CSV of a results set, header first, `rows_per_chunk` rows at a time: never the whole set
+    in memory, and the org is locked only while one chunk is rendered (a `set_cases` may run between)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=job.delimiter, lineterminator="\r\n" if job.line_ending == "CRLF" else "\n", quoting=csv.QUOTE_ALL)
     writer.writerow(job.query.fields)
-    for rec_id in ids:
-        record = org.records[job.obj][rec_id]
-        writer.writerow([_csv_value(org.resolve(job.obj, record, path)) for path in job.query.fields])
-    return buffer.getvalue()
+    for start in range(0, len(ids), rows_per_chunk):
+        with org.lock:
+            for rec_id in ids[start : start + rows_per_chunk]:
+                record = org.records[job.obj][rec_id]
+                writer.writerow([_csv_value(org.resolve(job.obj, record, path)) for path in job.query.fields])
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():  # no rows: the header alone
+        yield buffer.getvalue().encode()
 
 
 def _pk_chunked(ids: list[str], chunk_size: int, job_id: str) -> list[str]:
@@ -418,6 +433,19 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
+
+        def _send_chunked(self, status: int, chunks: Iterable[bytes], content_type: str, headers: dict[str, str]) -> None:
+            """A body of unknown length as HTTP/1.1 chunks (RFC 9112 section 7.1), each written as it is made."""
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            for data in chunks:
+                if data:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
 
         def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json;charset=UTF-8", headers)
@@ -712,12 +740,10 @@ def _handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                     return self._error(400, "INVALIDLOCATOR", "Invalid locator", headers)
                 max_records = int(params.get("maxRecords") or 50_000)
                 chunk = job.ids[offset : offset + max_records]
-                with state.org.lock:
-                    text = _csv_rows(state.org, job, chunk)
                 end = offset + len(chunk)
                 next_locator = base64.b64encode(str(end).encode()).decode() if end < len(job.ids) else "null"
                 extra = {**headers, "Sforce-Locator": next_locator, "Sforce-NumberOfRecords": str(len(chunk))}
-                return self._send(200, text.encode(), "text/csv", extra)
+                return self._send_chunked(200, _csv_chunks(state.org, job, chunk), "text/csv", extra)
             return self._error(404, "NOT_FOUND", "The requested resource does not exist", headers)
 
         def _job_info(self, job: _Job) -> dict[str, Any]:

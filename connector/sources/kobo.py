@@ -357,7 +357,12 @@ def _load_cursor(cursor: str | None, where: str) -> dict[str, Any]:
     return {"marks": marks, "known": known, "edited": edited, "reconcile": reconcile}
 
 
+EDITS_ZLIB_LEVEL = 1
+
+
 def _dump_cursor(marks: dict[str, Mark], known: set[int], edited: dict[int, str], reconcile: dict[str, Any]) -> str:
-    edits = base64.b64encode(zlib.compress(json.dumps({str(k): edited[k] for k in sorted(edited)}, separators=(",", ":")).encode(), 9)).decode()
+    # Level 1: the fingerprints are hashes, which level 9 shrinks by under 10 % more at 15 times the
+    # CPU; this blob is rebuilt for every page, so at 100,000 submissions level 9 was a third of the sync.
+    edits = base64.b64encode(zlib.compress(json.dumps({str(k): edited[k] for k in sorted(edited)}, separators=(",", ":")).encode(), EDITS_ZLIB_LEVEL)).decode()
     body = {"v": CURSOR_VERSION, **{name: m.to_json() for name, m in marks.items()}, "known": encode_ids(known), "edits": edits, "reconcile": reconcile}
     return json.dumps(body, separators=(",", ":"))

@@ -154,7 +154,7 @@ def test_a_workbook_whose_sheet_xml_is_cut_short_exits_3(tmp_path, webhook):
         "destination: {type: folder, path: releases}\n" + webhook.extra
     )
     result = run_cli("run", str(config), "--json")
-    report = assert_reported(result, EXIT_SOURCE, webhook, "ParseError")
+    report = assert_reported(result, EXIT_SOURCE, webhook, "is the file complete?")
     assert report["sync"]["sources"][0]["status"] == "failed" and "cases.xlsx" in report["sync"]["sources"][0]["error"]
     assert sqlite_runs(tmp_path)[0][:2] == ("sync", "failed")
 

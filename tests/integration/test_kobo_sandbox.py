@@ -238,3 +238,72 @@ def test_a_reconciliation_interrupted_mid_list_deletes_none(large: tuple[KoboSan
         for page in source.pages(cursor):
             delivered.extend(page.records)
     assert listing["n"] == 2 and not any(r.deleted for r in delivered)
+
+
+def test_a_listing_is_filtered_once_per_query_and_changes_still_show(sandbox: KoboSandboxHandle, cases: list[gen.GeneratedCase], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paging one query filters and sorts the submissions once (as MongoDB's index would), not once
+    per page; a validation or a deletion between pages is seen by the next page."""
+    from connector.sandbox import kobo as kobo_module
+
+    headers = {"Authorization": f"Token {sandbox.token}"}
+    url = f"{sandbox.url}/api/v2/assets/{sandbox.asset_uid}/data/"
+    query = json.dumps({"_submission_time": {"$gte": "2000-01-01T00:00:00"}})
+    tested: list[int] = []
+    real = kobo_module._matches
+    monkeypatch.setattr(kobo_module, "_matches", lambda doc, q: tested.append(1) or real(doc, q))
+    seen: list[int] = []
+    page = requests.get(url, params={"format": "json", "limit": 20, "query": query}, headers=headers, timeout=10).json()
+    while True:
+        seen += [r["_id"] for r in page["results"]]
+        if not page["next"]:
+            break
+        page = requests.get(page["next"], headers=headers, timeout=10).json()
+    assert seen == sorted(seen) and len(seen) == 120
+    assert len(tested) == 120  # one pass for six pages
+    sandbox.app.delete(cases[0].case_id)
+    after = requests.get(url, params={"format": "json", "limit": 20, "query": query}, headers=headers, timeout=10).json()
+    assert after["count"] == 119 and len(tested) == 120 + 119  # the change made a new pass
+
+
+def test_a_keyset_listing_by_id_bisects_the_cached_listing_and_agrees_with_a_scan(sandbox: KoboSandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_id > n` pages (the source's id listings) start after n in the cached listing, with the rows and
+    counts a full scan gives."""
+    from connector.sandbox import kobo as kobo_module
+
+    headers = {"Authorization": f"Token {sandbox.token}"}
+    url = f"{sandbox.url}/api/v2/assets/{sandbox.asset_uid}/data/"
+    everything = requests.get(url, params={"format": "json", "limit": 1000}, headers=headers, timeout=10).json()["results"]
+    pivot = sorted(r["_id"] for r in everything)[40]
+    tested: list[int] = []
+    real = kobo_module._matches
+    monkeypatch.setattr(kobo_module, "_matches", lambda doc, q: tested.append(1) or real(doc, q))
+    for query in ({"_id": {"$gt": pivot}}, {"$and": [{"_submission_time": {"$gte": "2000-01-01T00:00:00"}}, {"_id": {"$gt": pivot}}]}):
+        page = requests.get(url, params={"format": "json", "limit": 20, "query": json.dumps(query), "sort": json.dumps({"_id": 1})}, headers=headers, timeout=10).json()
+        scanned = sorted(r["_id"] for r in everything if real(r, query))
+        assert page["count"] == len(scanned) == 79 and [r["_id"] for r in page["results"]] == scanned[:20]
+    before = len(tested)
+    nxt = {"$and": [{"_submission_time": {"$gte": "2000-01-01T00:00:00"}}, {"_id": {"$gt": pivot + 5}}]}
+    requests.get(url, params={"format": "json", "limit": 20, "query": json.dumps(nxt), "sort": json.dumps({"_id": 1})}, headers=headers, timeout=10)
+    assert len(tested) == before  # the next keyset page of the same listing scans nothing
+
+
+def test_a_time_keyset_page_is_a_slice_of_the_listing_and_agrees_with_a_scan(sandbox: KoboSandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`{field: {"$gte"|"$gt": t}}` sorted by that field then `_id` (the source's passes) is served from
+    the listing of all submissions by bisection, with the rows and counts a scan gives."""
+    from connector.sandbox import kobo as kobo_module
+
+    headers = {"Authorization": f"Token {sandbox.token}"}
+    url = f"{sandbox.url}/api/v2/assets/{sandbox.asset_uid}/data/"
+    everything = requests.get(url, params={"format": "json", "limit": 1000}, headers=headers, timeout=10).json()["results"]
+    times = sorted(r["_submission_time"] for r in everything)
+    sort = json.dumps({"_submission_time": 1, "_id": 1})
+    tested: list[int] = []
+    real = kobo_module._matches
+    monkeypatch.setattr(kobo_module, "_matches", lambda doc, q: tested.append(1) or real(doc, q))
+    for at in (times[0], times[57], times[-1], "2999-01-01T00:00:00", "0"):
+        for op in ("$gte", "$gt"):
+            query = {"_submission_time": {op: at}}
+            page = requests.get(url, params={"format": "json", "limit": 25, "start": 10, "query": json.dumps(query), "sort": sort}, headers=headers, timeout=10).json()
+            scanned = sorted((r for r in everything if real(r, query)), key=lambda r: (r["_submission_time"], r["_id"]))
+            assert page["count"] == len(scanned) and [r["_id"] for r in page["results"]] == [r["_id"] for r in scanned[10:35]], (op, at)
+    assert len(tested) == len(everything)  # one pass, for the listing of all submissions

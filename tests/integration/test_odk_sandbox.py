@@ -341,3 +341,31 @@ def test_an_older_central_is_degraded_to_not_failed(cases: list[gen.GeneratedCas
         assert quiet == {}
     finally:
         handle.stop()
+
+
+def test_a_default_order_page_reads_one_page_of_rows_and_agrees_with_a_full_read(sandbox: OdkSandboxHandle, cases: list[gen.GeneratedCase], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page in the default order walks the sorted submissions and stops after the page (plus one
+    row, to know whether a next link is due), as Central's indexed query does; `$count=true` makes the
+    sandbox read every match, and both give the same rows and next links."""
+    central = _central(sandbox)
+    url = f"{sandbox.url}/v1/projects/{sandbox.project_id}/forms/{sandbox.form_id}.svc/Submissions"
+    central.delete(f"{sandbox.url}/v1/projects/{sandbox.project_id}/forms/{sandbox.form_id}/submissions/{xlsform_render.instance_id(cases[5])}", timeout=10)
+    looked_at: list[str] = []
+    real = sandbox.app._system_value
+    monkeypatch.setattr(sandbox.app, "_system_value", lambda sub, name: looked_at.append(sub.instance_id) or real(sub, name))
+    for params in ({"$top": 25}, {"$top": 25, "$filter": "__system/submissionDate gt 2000-01-01"}, {"$top": 7, "$skip": 3, "$filter": "__system/deletedAt eq null or __system/deletedAt ne null"}):
+        paged, counted = [], []
+        for pages, extra in ((paged, {}), (counted, {"$count": "true"})):
+            body = central.get(url, params={**params, **extra, "$select": "__id"}, timeout=10).json()
+            pages.append(body)
+            while "@odata.nextLink" in body:
+                body = central.get(body["@odata.nextLink"], timeout=10).json()
+                pages.append(body)
+        assert [[r["__id"] for r in p["value"]] for p in paged] == [[r["__id"] for r in p["value"]] for p in counted]
+        assert [p.get("@odata.nextLink", "").replace("%24count=true&", "") for p in paged] == [p.get("@odata.nextLink", "").replace("%24count=true&", "") for p in counted]
+    looked_at.clear()
+    central.get(url, params={"$top": 10, "$filter": "__system/submissionDate gt 2000-01-01"}, timeout=10)
+    assert len(looked_at) == 11  # the page and one more
+    looked_at.clear()
+    central.get(url, params={"$top": 10, "$filter": "__system/submissionDate gt 2000-01-01", "$count": "true"}, timeout=10)
+    assert len(looked_at) == len(cases) - 1  # a full read: every submission but the deleted one

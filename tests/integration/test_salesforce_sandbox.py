@@ -312,3 +312,32 @@ def test_contact_without_case_and_case_with_two_victims_are_reported(sandbox):
     source = make_source(sandbox)
     pull(source)
     assert source.stats.extra["cases_with_several_victims"] == 1
+
+
+def test_bulk_results_are_streamed_in_chunks_not_built_whole(sandbox):
+    """A results set goes out as HTTP/1.1 chunks, rendered a few rows at a time with the org unlocked
+    between them: a 100,000-row set no longer sits whole in the sandbox before the first byte."""
+    import threading
+
+    from connector.sandbox import salesforce as sandbox_module
+
+    sf = Salesforce(instance_url=sandbox.url, session_id=sandbox.token(), session=sandbox.session())
+    job = sf.bulk2.Case._client.create_job("query", "SELECT Id, CaseNumber FROM Case")
+    sf.bulk2.Case._client.wait_for_job(job["id"], is_query=True, wait=0)
+    response = sandbox.session().get(f"{sandbox.url}/services/data/v{sandbox_module.API_VERSION}/jobs/query/{job['id']}/results",
+                                     params={"maxRecords": N_CASES}, headers={"Authorization": f"Bearer {sandbox.token()}"}, stream=True)
+    assert response.headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in response.headers
+    assert response.headers["Sforce-NumberOfRecords"] == str(N_CASES) and response.headers["Sforce-Locator"] == "null"
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == N_CASES and {r["CaseNumber"] for r in rows} == {c.case_id for c in generate_cases(N_CASES, seed=11)}
+
+    stored = sandbox.state.jobs[job["id"]]
+    unlocked_between = []
+    chunks = []
+    for data in sandbox_module._csv_chunks(sandbox.org, stored, stored.ids, rows_per_chunk=25):
+        chunks.append(data)
+        probe = threading.Thread(target=lambda: unlocked_between.append(sandbox.org.lock.acquire(timeout=5) and (sandbox.org.lock.release() or True)))
+        probe.start()
+        probe.join()
+    assert len(chunks) == 3 and all(unlocked_between)  # header + 25 rows, 25 rows, 10 rows
+    assert list(csv.DictReader(io.StringIO(b"".join(chunks).decode()))) == rows

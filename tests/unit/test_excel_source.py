@@ -211,19 +211,16 @@ def cut_sheet_xml(whole: Path, cut: Path, keep: float) -> None:
             zout.writestr(item, data[: int(len(data) * keep)] if item.filename.startswith("xl/worksheets/sheet") else data)
 
 
-def test_a_sheet_cut_short_fails_the_source_naming_the_last_row_after_the_pages_before_it(tmp_path, cases):
+def test_a_sheet_cut_short_fails_the_source_naming_the_file_and_sheet(tmp_path, cases):
     whole = write_workbook(cases, tmp_path / "whole.xlsx")
     book = openpyxl.load_workbook(whole)  # re-saved by openpyxl: a <dimension> first, so reading starts
     book.save(tmp_path / "resaved.xlsx")
     cut_sheet_xml(tmp_path / "resaved.xlsx", tmp_path / "cut.xlsx", keep=0.7)
     source = make_source(tmp_path, "cut.xlsx", page_size=50)
-    pages = []
-    with pytest.raises(SourceError) as raised:
-        for page in source.pages(None):
-            pages.append(page)
-    assert pages and all(len(p.records) == 50 for p in pages)  # whole pages came before the break
+    with pytest.raises(SourceError) as raised:  # the sheet is read whole (python-calamine): it fails before a page
+        list(source.pages(None))
     assert raised.value.where.endswith("cut.xlsx, sheet 'Sheet1'")
-    assert "cannot be read after row" in raised.value.what and "is the file complete?" in raised.value.what
+    assert "cannot read the sheet" in raised.value.what and "is the file complete?" in raised.value.what
 
 
 def test_a_csv_cell_of_a_megabyte_rejects_its_row_only(tmp_path, cases):
@@ -284,3 +281,35 @@ def test_perpetrator_columns_a_partner_added_map_where_present(tmp_path, cases):
     assert not any(m.startswith("ext_Perpetrators") for m in mapping.missing_fields({"per_Gender"}))
     assert any(m.startswith("ext_Perpetrators <- per_RoleInProcess") for m in mapping.missing_fields(set()))
     assert "per_Gender" in mapping.raw_fields() and "." not in mapping.raw_fields()
+
+
+def test_a_sheet_placed_away_from_a1_keeps_its_row_numbers_and_columns(tmp_path):
+    """calamine's range starts at the first used cell; rows and columns before it are put back, so
+    cursors (row numbers) and column letters mean what they mean in Excel."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Cases"
+    sheet["C4"], sheet["D4"], sheet["E4"] = "cas_CaseId", "prs_Gender", "prs_Birthdate"
+    sheet["C5"], sheet["D5"], sheet["E5"] = "C1", "Female", datetime(1990, 5, 1)
+    sheet["C7"], sheet["D7"], sheet["E7"] = 1234.0, "Male", None
+    book.create_sheet("Notes")["A1"] = "nothing here"
+    book.move_sheet("Notes", offset=-1)  # the data sheet is found, not assumed to be first
+    book.save(tmp_path / "offset.xlsx")
+    pages = list(make_source(tmp_path, "offset.xlsx", id_column="C", required_columns=[]).pages(None))
+    got = [r for p in pages for r in p.records]
+    assert [(r.record_id, r.fields) for r in got] == [
+        ("C1", {"prs_Gender": "Female", "prs_Birthdate": datetime(1990, 5, 1)}),
+        ("1234", {"prs_Gender": "Male", "prs_Birthdate": None}),
+    ]
+    assert json.loads(pages[-1].cursor)["row"] == 7
+
+
+def test_the_data_sheet_is_loaded_once(tmp_path, workbook, monkeypatch):
+    """The sheet that is read is the one examined for its header: no second pass over it."""
+    import python_calamine
+
+    loads: list[str] = []
+    real = python_calamine.CalamineWorkbook.get_sheet_by_name
+    monkeypatch.setattr(python_calamine.CalamineWorkbook, "get_sheet_by_name", lambda self, name: loads.append(name) or real(self, name))
+    assert len(records(make_source(tmp_path, "data/cases.xlsx"))) == 230
+    assert loads == ["Sheet1"]

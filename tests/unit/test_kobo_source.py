@@ -273,3 +273,19 @@ def test_a_version_1_cursor_is_read_and_its_edited_submissions_are_fetched_once_
     pages = list(make_source(monkeypatch, reconcile_every_runs=99).pages(v1))
     assert [r.record_id for p in pages for r in p.records] == ["12"]
     assert json.loads(pages[-1].cursor)["v"] == 2
+
+
+def test_the_edits_in_the_cursor_are_compressed_cheaply_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edits blob (hash fingerprints, rebuilt for every page) is compressed at level 1, not 9:
+    level 9 cost a third of a 100,000-submission sync for under 10 % smaller cursors."""
+    import zlib
+
+    from connector.sources import kobo as kobo_module
+
+    levels: list[int] = []
+    real = zlib.compress
+    monkeypatch.setattr(kobo_module.zlib, "compress", lambda data, level=-1: levels.append(level) or real(data, level))
+    edited = {i: kobo_module._fingerprint(f"uuid:{i}") for i in range(1, 2001)}
+    text = kobo_module._dump_cursor({}, set(edited), edited, {})
+    assert 1 in levels and levels.count(9) <= 1  # the id set may still use 9: it is small and compresses well
+    assert kobo_module._load_cursor(text, "kobo")["edited"] == edited

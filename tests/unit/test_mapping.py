@@ -221,3 +221,60 @@ def test_unknown_packaged_mapping_lists_known_ones():
 
 def test_raw_fields_lists_top_level_sources(mapping):
     assert {"first", "born", "gender", "sex", "Case", "events", "perpetrators"} <= mapping.raw_fields()
+
+
+def test_closest_code_suggestions_are_cached_and_the_same(monkeypatch):
+    """The closest-code hint is computed once per list and misspelling (difflib compares the value
+    with every code and label); a cached answer is the answer difflib gives."""
+    import difflib
+
+    from connector import mapping as mapping_module
+    from connector.records import RawRecord
+
+    mapping = mapping_module.load_mapping("excel_htcds")
+    calls: list[str] = []
+    real = difflib.get_close_matches
+    monkeypatch.setattr(mapping_module.difflib, "get_close_matches", lambda word, *a, **k: calls.append(word) or real(word, *a, **k))
+    first = mapping.closest_code("gender", mapping_module.fold("Feminin"))
+    again = mapping.closest_code("gender", mapping_module.fold("Feminin"))
+    expected = real(mapping_module.fold("Feminin"), list(mapping._lookups["gender"]), n=1, cutoff=mapping_module.NEAR_CODE)
+    assert first == again == mapping._lookups["gender"][expected[0]] == "Feminine"
+    assert mapping.closest_code("gender", "zzzzzz") is None and mapping.closest_code("gender", "zzzzzz") is None
+    assert calls == ["feminin", "zzzzzz"]
+    reasons = [mapping.map_record("s", RawRecord(record_id=str(i), fields={"prs_Gender": value}))[1] for i, value in enumerate(["Feminin", "feminin ", "Feminin"])]
+    assert len({r[0].reason for r in reasons}) == 1 and "closest code" in reasons[0][0].reason
+    assert calls == ["feminin", "zzzzzz"]  # three records with the misspelling: no new difflib run
+
+
+def test_coded_values_read_the_same_from_the_memo_and_keep_their_types():
+    """The per-field memo gives each record the result a fresh normalisation gives, as new objects,
+    and does not confuse equal keys of different types (True == 1 == 1.0)."""
+    from connector.mapping import load_mapping
+    from connector.records import RawRecord
+
+    mapping = load_mapping("excel_htcds")
+    fresh = load_mapping("excel_htcds")
+    fresh._compiled = [(rule, spec, None, extract) for rule, spec, _, extract in fresh._compiled]  # no memo
+    samples = ["Female", "F", "Femal", "x", True, 1, 1.0, "", None]
+    for i, value in enumerate(samples * 2):
+        record = RawRecord(record_id=str(i), fields={"prs_Gender": value, "vic_TypeOfExploitation": "Forced Labour;Sexual Exploitation;nonsense"})
+        got, expected = mapping.map_record("s", record), fresh.map_record("s", record)
+        assert got == expected, value
+    one = mapping.map_record("s", RawRecord(record_id="a", fields={"vic_TypeOfExploitation": "Forced Labour"}))[0]
+    two = mapping.map_record("s", RawRecord(record_id="b", fields={"vic_TypeOfExploitation": "Forced Labour"}))[0]
+    assert one.fields["vic_TypeOfExploitation"] == two.fields["vic_TypeOfExploitation"]
+    assert one.fields["vic_TypeOfExploitation"] is not two.fields["vic_TypeOfExploitation"]  # no shared lists between records
+
+
+@pytest.mark.parametrize("name", ["excel_htcds", "xlsform_htcds", "salesforce_htcds"])
+def test_compiled_extractors_read_what_the_rules_say(name):
+    from connector.mapping import _extract, _extractor, load_mapping
+
+    for rule in load_mapping(name).rules:
+        extract = _extractor(rule)
+        variants = [{}, {s: "  " for s in rule.sources}]
+        for i, source in enumerate(rule.sources):
+            variants.append({source: f"v{i}"})
+            variants.append({**{s: None for s in rule.sources[:i]}, source: f"v{i}", **{s: "later" for s in rule.sources[i + 1 :]}})
+        for fields in variants:
+            assert extract(fields) == _extract(fields, rule), (rule.target, fields)

@@ -1,0 +1,279 @@
+"""Benchmark: source to release, end to end, one source per job, as `htcds-connector run` does it.
+
+    .venv/bin/python bench/e2e.py                                  # every source at 10,000 cases
+    .venv/bin/python bench/e2e.py --sizes 10000,30000,100000       # the issue's three sizes (slow)
+    .venv/bin/python bench/e2e.py --sources excel,kobo --json      # JSON lines as well as the table
+
+For each source (excel, salesforce, odk_central, kobo) and size: a fresh job (SQLite store,
+k-anonymity with k = 10, folder destination) runs twice, the first run and an unchanged re-run.
+The sandbox (or the workbook writer) lives in its own process, and the connector runs as a child
+process, `htcds-connector run CONFIG --json`, so the numbers are the connector's own: wall time
+from start to exit, CPU seconds (user + system, from `os.wait4` of that child) and its peak
+resident memory (`ru_maxrss`); the sandbox's CPU seconds during the run are shown beside them
+(from /proc), so a slow server is not mistaken for a slow connector. CPU seconds hardly depend on what else the machine runs; wall time
+does, so say the load (`uptime`) next to any numbers you quote.
+
+Any process that dies (a sandbox, the connector with an exit code above 1, or a run past
+`--timeout`) stops the benchmark with a message and exit code 1; it never waits forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from workers import WorkerDied, result_of  # noqa: E402
+
+SOURCES = ("excel", "salesforce", "odk_central", "kobo")
+MAPPINGS = {"excel": "excel_htcds", "salesforce": "salesforce_htcds", "odk_central": "xlsform_htcds", "kobo": "xlsform_htcds"}
+SECRET_ENV = {"odk_central": "BENCH_ODK_PASSWORD", "kobo": "BENCH_KOBO_TOKEN"}
+# The issue's targets (#16), at 100,000 cases on a 2-core machine; smaller sizes must meet them too.
+TARGET_FIRST_WALL_S = 60.0
+TARGET_RERUN_WALL_S = 5.0
+TARGET_PEAK_MIB = 1024.0
+
+
+@dataclass
+class Measured:
+    source: str
+    cases: int
+    run: str  # "first" | "re-run"
+    wall_s: float
+    cpu_s: float
+    peak_mib: float
+    exit_code: int
+    fetched: int
+    sync_s: float
+    release: str | None
+    sandbox_cpu_s: float
+
+    def targets(self) -> str:
+        if self.run == "first":
+            return f"wall < {TARGET_FIRST_WALL_S:.0f} s, RSS < {TARGET_PEAK_MIB:.0f} MiB"
+        return f"wall < {TARGET_RERUN_WALL_S:.0f} s"
+
+    def meets(self) -> bool:
+        if self.run == "first":
+            return self.wall_s < TARGET_FIRST_WALL_S and self.peak_mib < TARGET_PEAK_MIB
+        return self.wall_s < TARGET_RERUN_WALL_S
+
+
+# -- the sandbox process -------------------------------------------------------------------------
+
+
+def _serve(kind: str, cases: int, workdir: str, ready: Any, stop: Any) -> None:
+    """Child process: generate the cases, serve them (or write the workbook), report how to reach them, wait."""
+    from connector.sandbox.generate import generate_cases
+
+    started = time.perf_counter()
+    generated = generate_cases(cases, seed=1)
+    if kind == "excel":
+        from connector.sandbox.excel_writer import write_workbook
+
+        path = Path(workdir) / "cases.xlsx"
+        write_workbook(generated, path)
+        del generated
+        ready.put({"options": {"path": str(path)}, "env": {}, "setup_s": time.perf_counter() - started})
+        stop.get()
+        return
+    if kind == "salesforce":
+        from connector.sandbox.salesforce import start_sandbox
+
+        handle: Any = start_sandbox(generated, daily_limit=10_000_000)
+        options, env = handle.config_options(), {}
+    elif kind == "odk_central":
+        from connector.sandbox.odk_central import start_odk_sandbox
+
+        handle = start_odk_sandbox(generated)
+        options, env = handle.config_options(password_env=SECRET_ENV[kind]), {SECRET_ENV[kind]: handle.password}
+    else:
+        from connector.sandbox.kobo import start_kobo_sandbox
+
+        handle = start_kobo_sandbox(generated)
+        options, env = handle.config_options(token_env=SECRET_ENV[kind]), {SECRET_ENV[kind]: handle.token}
+    del generated
+    ready.put({"options": options, "env": env, "setup_s": time.perf_counter() - started})
+    stop.get()
+    handle.stop()
+
+
+class Sandbox:
+    """The sandbox process of one source and size; `alive()` is checked while the connector runs."""
+
+    def __init__(self, kind: str, cases: int, workdir: Path, timeout: float):
+        ctx = mp.get_context("spawn")
+        self.kind = kind
+        # A queue, not an Event, says stop: Event.set() waits for every waiter to wake, forever if one was killed.
+        self.ready, self.stop = ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=_serve, args=(kind, cases, str(workdir), self.ready, self.stop), daemon=True)
+        self.process.start()
+        self.info: dict[str, Any] = result_of(self.ready, self.process, f"{kind} sandbox", timeout)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the sandbox process has used so far (user + system, from /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def check(self) -> None:
+        if not self.process.is_alive():
+            raise WorkerDied(f"{self.kind} sandbox process died (exit code {self.process.exitcode})")
+
+    def close(self) -> None:
+        self.stop.put(None)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+
+
+# -- the connector process -----------------------------------------------------------------------
+
+
+def _write_config(kind: str, options: dict[str, Any], workdir: Path) -> Path:
+    import yaml
+
+    opts = dict(options)
+    if kind == "salesforce":
+        opts["bulk_poll_seconds"] = 0.2  # the sandbox finishes jobs at once; the default 2 s would be idle time
+    config = {
+        "partner": {"id": "bench", "name": "Benchmark (generated cases)", "datasource": "Benchmark"},
+        "store": {"url": f"sqlite:///{workdir / 'state.sqlite'}"},
+        "sources": [{"id": f"bench-{kind}", "type": kind, "mapping": MAPPINGS[kind], "options": opts}],
+        "release": {"method": "k_anonymity", "k": 10},
+        "destination": {"type": "folder", "path": str(workdir / "releases")},
+    }
+    path = workdir / "job.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _connector_command() -> list[str]:
+    script = Path(sys.executable).with_name("htcds-connector")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from connector.cli import main; sys.exit(main())"]
+
+
+def run_connector(config: Path, env: dict[str, str], sandbox: Sandbox, timeout: float, label: str) -> tuple[float, float, float, int, dict[str, Any]]:
+    """Run the connector once as a child process; (wall s, CPU s, peak MiB, exit code, its JSON)."""
+    out_path, err_path = config.with_suffix(".out"), config.with_suffix(".err")
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen([*_connector_command(), "run", str(config), "--json"], stdout=out, stderr=err,
+                                 env={**os.environ, **env}, cwd=config.parent)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                sandbox.check()
+                if time.perf_counter() - started > timeout:
+                    raise WorkerDied(f"{label}: the connector ran past {timeout:.0f} s")
+            except WorkerDied:
+                child.kill()
+                os.wait4(child.pid, 0)
+                raise
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+    child.returncode = code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        raise WorkerDied(f"{label}: the connector was killed by signal {signal.Signals(-code).name}")
+    if code > 1:  # 0 ok, 1 ok with rejected values (the generated data is messy on purpose)
+        tail = err_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise WorkerDied(f"{label}: the connector exited {code}: " + " | ".join(tail))
+    try:
+        report = json.loads(out_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise WorkerDied(f"{label}: the connector's --json output is not JSON ({exc})") from None
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code, report
+
+
+def _sync_totals(report: dict[str, Any]) -> tuple[int, float]:
+    """Records fetched and seconds spent syncing, from the run's JSON report."""
+    sources = (report.get("sync") or {}).get("sources", [])
+    return sum(s.get("fetched", 0) for s in sources), sum(s.get("seconds", 0.0) for s in sources)
+
+
+def bench_one(kind: str, cases: int, timeout: float) -> list[Measured]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{kind}-"))
+    try:
+        sandbox = Sandbox(kind, cases, workdir, timeout)
+        try:
+            config = _write_config(kind, sandbox.info["options"], workdir)
+            results = []
+            for run in ("first", "re-run"):
+                label = f"{kind} {cases:,} {run}"
+                served_before = sandbox.cpu_seconds()
+                wall, cpu, peak, code, report = run_connector(config, sandbox.info["env"], sandbox, timeout, label)
+                served = sandbox.cpu_seconds() - served_before
+                fetched, sync_s = _sync_totals(report)
+                release = (report.get("release") or {}).get("status")
+                results.append(Measured(kind, cases, run, round(wall, 1), round(cpu, 1), round(peak, 0), code, fetched, round(sync_s, 1), release, round(served, 1)))
+            return results
+        finally:
+            sandbox.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_table(rows: list[Measured]) -> None:
+    print("| source | cases | run | wall (s) | CPU (s) | peak RSS (MiB) | of it sync (s) | fetched | release | sandbox CPU (s) | target | meets |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |")
+    for r in rows:
+        print(f"| {r.source} | {r.cases:,} | {r.run} | {r.wall_s:.1f} | {r.cpu_s:.1f} | {r.peak_mib:.0f} | {r.sync_s:.1f} | {r.fetched:,} | {r.release} | {r.sandbox_cpu_s:.1f} "
+              f"| {r.targets()} | {'yes' if r.meets() else 'no'} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000", help="comma-separated case counts (default 10000; the issue's are 10000,30000,100000)")
+    parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated, from {', '.join(SOURCES)}")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds any one step may take before the benchmark gives up (default 1800)")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line per run")
+    args = parser.parse_args(argv)
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        parser.error(f"unknown source {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores", flush=True)
+    rows: list[Measured] = []
+    try:
+        for cases in sizes:
+            for kind in sources:
+                for result in bench_one(kind, cases, args.timeout):
+                    rows.append(result)
+                    if args.json:
+                        print(json.dumps(result.__dict__), flush=True)
+    except WorkerDied as exc:
+        if rows:
+            print_table(rows)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
