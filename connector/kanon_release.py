@@ -122,12 +122,7 @@ def _compose_columns(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataF
 
 
 def _compose(frames: list[pd.DataFrame], setup: KSetup) -> pd.DataFrame:
-    columns = list(setup.columns)
-    if not frames:
-        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-    out = pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True)
-    out = out.astype(object).where(out.notna(), "")
-    return out.where(out != "", None)
+    return _compose_columns(frames, list(setup.columns))
 
 
 __all__ = ["NextRelease", "next_k_release", "read_part", "row_digests", "PART_COLUMN"]

@@ -173,12 +173,7 @@ def admit(
         reasons.append(f"columns {', '.join(controls)} hold line breaks or control characters")
     if not header or not rows:
         reasons.append("the release is empty: no rows to publish")
-    for column in header:
-        role = roles.get(column)
-        if role not in ROLES:
-            reasons.append(f"column {column}: no known disclosure role")
-        elif role in FORBIDDEN_ROLES:
-            reasons.append(f"column {column}: role {role} never leaves the partner")
+    reasons += _role_problems(header, roles)
 
     if domains is None:
         from connector.schema import load_schema
@@ -218,6 +213,18 @@ def admit(
     return Release(data, columns, len(rows), record, _seal(data, columns, len(rows), record, tuple(tables)), tuple(tables))
 
 
+def _role_problems(header: list[str], roles: Mapping[str, str]) -> list[str]:
+    """A column with no known disclosure role, or one whose role never leaves the partner."""
+    reasons = []
+    for column in header:
+        role = roles.get(column)
+        if role not in ROLES:
+            reasons.append(f"column {column}: no known disclosure role")
+        elif role in FORBIDDEN_ROLES:
+            reasons.append(f"column {column}: role {role} never leaves the partner")
+    return reasons
+
+
 def _check_extra(name: str, spec: ExtraTable, record: Mapping[str, Any], previous_k: int | None) -> tuple[bytes, list[str]]:
     """A further table, on its bytes: roles, codes, control characters, every whole row >= k times,
     >= k distinct victims behind each row of the rows the caller knows the victims of, and the
@@ -228,12 +235,7 @@ def _check_extra(name: str, spec: ExtraTable, record: Mapping[str, Any], previou
     parsed = pd.DataFrame(rows, columns=header, dtype=object) if header else pd.DataFrame()
     if len(rows) != len(spec.table) or any(len(r) != len(header) for r in rows):
         reasons.append(f"{name}: the CSV does not read back as the table")
-    for column in header:
-        role = spec.roles.get(column)
-        if role not in ROLES:
-            reasons.append(f"{name}: column {column}: no known disclosure role")
-        elif role in FORBIDDEN_ROLES:
-            reasons.append(f"{name}: column {column}: role {role} never leaves the partner")
+    reasons += [f"{name}: {r}" for r in _role_problems(header, spec.roles)]
     if any(_CONTROL.search(cell) for row in rows for cell in row):
         reasons.append(f"{name}: cells hold line breaks or control characters")
     reasons += [f"{name}: {r}" for r in _check_domains(parsed, spec.domains)]

@@ -24,7 +24,6 @@ import json
 from collections.abc import Mapping
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from connector.schema import Schema
@@ -152,12 +151,6 @@ def vp_rows(published: pd.DataFrame, shown: pd.Series, schema: Schema, label: st
     return frame.astype(object).where(frame.notna(), None)
 
 
-def victims_per_row(vp: pd.DataFrame, owners: Sequence[Any]) -> pd.Series:
-    """How many distinct victims contribute each distinct published row (the part label included)."""
-    keys = vp.fillna("").astype(str).agg("\x1f".join, axis=1)
-    return pd.Series(np.asarray(owners), index=vp.index).groupby(keys.to_numpy()).nunique()
-
-
 def describe_vp(vp: pd.DataFrame) -> dict[str, Any]:
     """The victim-perpetrator part of privacy.json: computed from its published rows only."""
     return {
@@ -168,4 +161,4 @@ def describe_vp(vp: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-__all__ = ["NO_PERPETRATOR", "OWNER", "PERPETRATORS", "PROFILE", "VP_FILE", "describe_vp", "perpetrator_columns", "profile_hierarchy", "profiles", "region_sources", "victims_per_row", "vp_rows"]
+__all__ = ["NO_PERPETRATOR", "OWNER", "PERPETRATORS", "PROFILE", "VP_FILE", "describe_vp", "perpetrator_columns", "profile_hierarchy", "profiles", "region_sources", "vp_rows"]

@@ -43,6 +43,19 @@ SYSTEM_FIELDS = [
     ("SystemModstamp", "datetime", "System Modstamp"),
 ]
 
+# The package's custom fields for historic trafficking events are on Activity: Events and Tasks both carry them.
+_ACTIVITY_CUSTOM = [
+    ("Type__c", "picklist", "Type"),
+    ("Country__c", "picklist", "Country"),
+    ("City__c", "string", "City"),
+    ("State__c", "string", "State"),
+    ("Street__c", "string", "Street"),
+    ("Postal_Code__c", "string", "Postal Code"),
+    ("Date__c", "date", "Date"),
+    ("Description__c", "textarea", "Description"),
+    ("Event_Geolocation__c", "location", "Event Geolocation"),
+]
+
 # object -> [(api name, type, label)] beyond the system fields. The package's custom fields carry
 # the conventional API names; a partner org may rename them (see `Org(renames=...)`).
 OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
@@ -117,30 +130,14 @@ OBJECT_FIELDS: dict[str, list[tuple[str, str, str]]] = {
         ("WhatId", "reference", "Related To ID"),
         ("ActivityDateTime", "datetime", "Due Date Time"),
         ("DurationInMinutes", "int", "Duration"),
-        ("Type__c", "picklist", "Type"),
-        ("Country__c", "picklist", "Country"),
-        ("City__c", "string", "City"),
-        ("State__c", "string", "State"),
-        ("Street__c", "string", "Street"),
-        ("Postal_Code__c", "string", "Postal Code"),
-        ("Date__c", "date", "Date"),
-        ("Description__c", "textarea", "Description"),
-        ("Event_Geolocation__c", "location", "Event Geolocation"),
+        *_ACTIVITY_CUSTOM,
     ],
     "Task": [
         ("Subject", "string", "Subject"),
         ("WhatId", "reference", "Related To ID"),
         ("ActivityDate", "date", "Due Date Only"),
         ("Status", "picklist", "Status"),
-        ("Type__c", "picklist", "Type"),
-        ("Country__c", "picklist", "Country"),
-        ("City__c", "string", "City"),
-        ("State__c", "string", "State"),
-        ("Street__c", "string", "Street"),
-        ("Postal_Code__c", "string", "Postal Code"),
-        ("Date__c", "date", "Date"),
-        ("Description__c", "textarea", "Description"),
-        ("Event_Geolocation__c", "location", "Event Geolocation"),
+        *_ACTIVITY_CUSTOM,
     ],
     "Support_Plan__c": [
         ("Name", "string", "Support Plan Name"),

@@ -62,6 +62,17 @@ def _w(name: str, labels: str | tuple[str, ...], htcds: str | None = None, *, re
 
 # role -> the fields wanted. Labels: the published package's (shared/reference/htcds/
 # salesforce_package_contents.md) and the HTCDS 2.0 standard's, which spells "Organization".
+# Historic trafficking events: the package's custom fields are on Activity, so Events and Tasks carry the same.
+_ACTIVITY = [
+    _w("Id", "Activity ID", required=True),
+    _w("WhatId", "Related To ID", required=True),
+    _w("Type__c", "Type", "hte_Type"),
+    _w("Country__c", "Country", "hte_Country"),
+    _w("City__c", "City", "hte_City"),
+    _w("Date__c", "Date", "hte_Date"),
+    _w("State__c", "State", "hte_State"),
+]
+
 FIELDS: dict[str, list[Want]] = {
     "case": [
         _w("Id", "Case ID", required=True),
@@ -132,24 +143,8 @@ FIELDS: dict[str, list[Want]] = {
         _w("Connected_Contact__c", "Connected Contact"),
         _w("Connected_Organistion__c", ("Connected Organistion", "Connected Organisation", "Connected Organization")),
     ],
-    "event": [
-        _w("Id", "Activity ID", required=True),
-        _w("WhatId", "Related To ID", required=True),
-        _w("Type__c", "Type", "hte_Type"),
-        _w("Country__c", "Country", "hte_Country"),
-        _w("City__c", "City", "hte_City"),
-        _w("Date__c", "Date", "hte_Date"),
-        _w("State__c", "State", "hte_State"),
-    ],
-    "task": [
-        _w("Id", "Activity ID", required=True),
-        _w("WhatId", "Related To ID", required=True),
-        _w("Type__c", "Type", "hte_Type"),
-        _w("Country__c", "Country", "hte_Country"),
-        _w("City__c", "City", "hte_City"),
-        _w("Date__c", "Date", "hte_Date"),
-        _w("State__c", "State", "hte_State"),
-    ],
+    "event": list(_ACTIVITY),
+    "task": list(_ACTIVITY),
     "support_plan": [
         _w("Id", "Record ID", required=True),
         _w("Case__c", "Case", required=True),

@@ -8,8 +8,6 @@ victim table with the victim-perpetrator table on the columns they share.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -22,7 +20,8 @@ from connector.pipeline import Pipeline
 from connector.records import CaseRecord, MappedPage
 from connector.sandbox.generate import expected_fields, generate_cases
 from privacy.gate import ExtraTable, GateRefused, admit
-from privacy.vp_release import OWNER, VP_FILE
+from privacy.vp_release import VP_FILE
+from tests.property.test_release_series import rows_of
 
 POOL = [expected_fields(case) for case in generate_cases(900, seed=4, mess_rate=0.02)]
 K = 5
@@ -48,12 +47,6 @@ destination: {{type: folder, path: releases}}
 """
     )
     return config
-
-
-def rows_of(data: bytes) -> tuple[list[str], list[tuple[str, ...]]]:
-    reader = csv.reader(io.StringIO(data.decode("utf-8")))
-    header = next(reader)
-    return header, [tuple(r) for r in reader]
 
 
 @pytest.fixture(scope="module")
