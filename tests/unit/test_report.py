@@ -1,6 +1,7 @@
 """report.html renders from a privacy record: plain words first, the plots inline, deterministic."""
 
 import base64
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -42,6 +43,19 @@ def synthetic_record(metrics):
             "binning": {"gender": {"level": 0, "level_name": "value"}}, "columns_dropped": ["prs_FirstName"], "metrics": metrics}
 
 
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def chart(src: str) -> ET.Element:
+    """The SVG document of an <img src="data:image/svg+xml;base64,...">."""
+    assert src.startswith("data:image/svg+xml;base64,")
+    return ET.fromstring(base64.b64decode(src.split(",", 1)[1]))
+
+
+def chart_texts(src: str) -> list[str]:
+    return [t.text or "" for t in chart(src).iter(SVG + "text")]
+
+
 def parse(data: bytes) -> Page:
     page = Page()
     page.feed(data.decode("utf-8"))
@@ -59,8 +73,9 @@ def test_synthetic_report_explains_in_plain_words_then_numbers_with_three_plots(
         "Group sizes on identifying traits",
     ]
     for img in page.images:
-        assert img["src"].startswith("data:image/png;base64,")
-        assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+        svg = chart(img["src"])  # SVG text the receiver can compare byte for byte: nothing to load or run
+        assert svg.tag == SVG + "svg" and int(svg.get("width")) > 0
+        assert not [e for e in svg.iter() if e.tag in (SVG + "script", SVG + "image", SVG + "foreignObject") or any("href" in a for a in e.attrib)]
 
 
 def test_k_anonymity_report_names_k_and_what_was_left_out(metrics):
@@ -112,17 +127,26 @@ def test_captions_stand_above_their_charts_and_a_column_without_information_gets
     assert "Not shown, as they carry no information in this release: Age at registration." in html
 
 
-def test_concatenated_values_are_written_out_in_the_chart_labels(monkeypatch, metrics):
-    from privacy import report
-
-    seen = []
-    monkeypatch.setattr(report, "_figure_png", lambda fig: seen.extend(t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.get_yticklabels()) or "")
+def test_concatenated_values_are_written_out_in_the_chart_labels(metrics):
     record = synthetic_record(metrics)
     record["metrics"] = {**metrics, "marginals": {"meansOfControlConcatenated": {
         "values": ["meansOfControlThreats;meansOfControlOther", "(unknown)"], "real": None, "release": [0.6, 0.4]}}}
-    render_report(record)
-    assert any("Threats of harm to the person or to others" in t and "Another means of control" in t for t in seen)
-    assert not any("meansOfControl" in t for t in seen)
+    page = parse(render_report(record))
+    seen = " ".join(chart_texts(page.images[0]["src"]))  # a label wraps over lines: one <text> each
+    assert "Threats of harm to the person or to others" in seen and "Another means of control" in seen
+    assert "meansOfControl" not in seen
+
+
+def test_chart_bars_are_as_long_as_their_shares_and_values_are_escaped(metrics):
+    record = synthetic_record(metrics)
+    record["metrics"] = {**metrics, "marginals": {"gender": {"values": ["<b>Female</b>", "Male"], "real": None, "release": [0.75, 0.25]}}}
+    html = render_report(record)
+    src = parse(html).images[0]["src"]
+    svg = chart(src)  # parses as XML: the value is escaped in the chart too
+    assert "<b>Female</b>" in chart_texts(src) and b"<b>Female</b>" not in base64.b64decode(src.split(",", 1)[1])
+    bars = sorted(float(r.get("width")) for r in svg.iter(SVG + "rect") if r.get("fill") == "#dd8452" and 10 < float(r.get("height")) < 20)  # not the legend swatch
+    assert len(bars) == 2 and bars[1] == pytest.approx(3 * bars[0], rel=0.01)
+    assert "75%" in chart_texts(src) and "25%" in chart_texts(src)
 
 
 def test_a_synthetic_release_of_poor_use_says_so_first_from_its_published_numbers(metrics):

@@ -238,7 +238,7 @@ def test_synthetic_job_publishes_data_report_and_privacy_then_runs_out_of_budget
                     images.append(dict(attrs)["src"])
 
         Images().feed((folder / "report.html").read_text())
-        assert len(images) == 2 and all(src.startswith("data:image/png;base64,") for src in images)  # release-side charts only
+        assert len(images) == 2 and all(src.startswith("data:image/svg+xml;base64,") for src in images)  # release-side charts only
         assert pipeline.store.spent("test-ngo")[0] == 4.0
 
         # the same data with the same settings is not synthesized (nor paid for) again
