@@ -26,10 +26,6 @@ MAX_MARGINAL_PLOTS = 8
 EMPTY_VALUES = {"*", "(unknown)", "(other values)", ""}
 
 
-def _flag_words(value: str) -> str:
-    return {"0": "no", "1": "yes"}.get(value, value)
-
-
 def plot_marginals(marginals: Mapping[str, Any], columns: list[str]) -> str:
     """Small multiples: share of each value, real data vs release, for `columns`. Horizontal bars
     so that long values (a combination of means of control) are read in full, wrapped."""
@@ -39,7 +35,7 @@ def plot_marginals(marginals: Mapping[str, Any], columns: list[str]) -> str:
     for column in columns:
         entry = marginals[column]
         flag = set(map(str, entry["values"])) <= {"0", "1", "(unknown)"}  # a yes/no column
-        labels = [textwrap.wrap(_flag_words(str(v)) if flag else value_words(str(v)), 34)[:3] or [""] for v in entry["values"]]
+        labels = [textwrap.wrap({"0": "no", "1": "yes"}.get(str(v), str(v)) if flag else value_words(str(v)), 34)[:3] or [""] for v in entry["values"]]
         if entry.get("real") is not None:  # absent from a published release (see publishable_metrics)
             series = [Series("real data", "#4c72b0", list(entry["real"])), Series("release", "#dd8452", list(entry["release"]))]
         else:
