@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         if "receiver_cpu_s" in row:
             print(f"receiver CPU on {row['backend']}: {row['receiver_cpu_s']:.1f} s ({row['receiver_cpu_ms_per_request']:.1f} ms per request, "
-                  "all threads; machine load does not inflate it)")
+                  "all threads; other work on the machine moves it far less than the latencies)")
     for row in rows:
         if row.get("error_causes"):
             print(f"errors on {row['backend']}: " + ", ".join(f"{cause} x{n}" for cause, n in row["error_causes"].items()))
