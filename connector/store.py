@@ -624,8 +624,7 @@ class Store:
         if field is not None:
             query = query.where(rejections.c.field == field)
         with self._read() as conn:
-            rows = [dict(row) for row in conn.execute(query).mappings()]
-        return [{**row, "parts": json.loads(row["parts"]) if row.get("parts") else None} for row in rows]
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def rejections_by_reason(self) -> list[dict[str, Any]]:
         """Current rejections grouped by source, field and reason, most frequent first: what to fix."""
@@ -636,8 +635,7 @@ class Store:
             .order_by(n.desc(), rejections.c.source, rejections.c.field, rejections.c.reason)
         )
         with self._read() as conn:
-            rows = [dict(row) for row in conn.execute(query).mappings()]
-        return [{**row, "parts": json.loads(row["parts"]) if row.get("parts") else None} for row in rows]
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     # -- releases ----------------------------------------------------------------------------
 

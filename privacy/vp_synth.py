@@ -161,7 +161,7 @@ def synthesize_vp(
     m = int(config.vp_max_perpetrators)
     rows = joined_rows(vp_view, m)
     if not len(rows):
-        raise SynthesisError("no victim has a perpetrator recorded: the victim-perpetrator table cannot be synthesized")
+        raise SynthesisError("no victim has a perpetrator recorded: the victim-perpetrator table cannot be synthesized; remove victim_perpetrator from release.tables")
     strings = as_strings(rows[plan.columns])
 
     binning = victims.record.get("binning") or {}
