@@ -380,7 +380,7 @@ class Pipeline:
         job = self.config.job
         hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
         rules = {c.name: c.rule for c in self.schema.view.values()}
-        protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names, rules=rules, vp=vp)
+        protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names, rules=rules, vp=vp, schema=self.schema)
         privacy = dict(protected.privacy)
         synth = job.release.synthetic
         spent_epsilon, spent_delta = self.store.spent(job.partner.id)

@@ -106,6 +106,7 @@ def protect(
     hierarchy_names: Mapping[str, str | None] | None = None,
     rules: Mapping[str, Mapping[str, Any]] | None = None,
     vp: pd.DataFrame | None = None,
+    schema: Any = None,
 ) -> Protected:
     """Apply the release method to the whole view, as one release (a k-anonymized one as a single
     part: the pipeline builds series of parts with `k_setup` and `protect_part`). `hierarchy_names`
@@ -114,7 +115,8 @@ def protect(
     -> `*`. `rules` (the release view's rules by column) group columns into facts and let synthesis
     recompute derived columns instead of inventing them. `vp` (the victim-perpetrator view, with
     its `_case` column) is needed by a synthetic release that publishes that table too: the
-    release's epsilon is then split between the two tables (privacy.vp_synth).
+    release's epsilon is then split between the two tables (privacy.vp_synth); `schema` names its
+    columns (default: the packaged one).
     """
     prepared = prepare(view, release, roles, hierarchy_names=hierarchy_names)
     table, qis, hierarchies = prepared.table, prepared.quasi_identifiers, prepared.hierarchies
@@ -130,7 +132,7 @@ def protect(
         if "victim_perpetrator" not in release.tables:
             synthetic = synthesize(table, release.synthetic, quasi_identifiers=qis, hierarchies=hierarchies, rules=rules)
             return Protected(table=synthetic.table, privacy={**synthetic.record, **prepared.notes()}, basis=synthetic.basis)
-        return _synthesize_both(table, vp, release, qis, hierarchies, rules, prepared)
+        return _synthesize_both(table, vp, release, qis, hierarchies, rules, prepared, schema)
 
     if rules is None:  # the packaged release view's rules say which columns carry one fact
         from connector.schema import load_schema
@@ -142,14 +144,14 @@ def protect(
 
 
 def _synthesize_both(table: pd.DataFrame, vp: pd.DataFrame | None, release: "ReleaseConfig", qis: list[str], hierarchies: Mapping[str, Any],
-                     rules: Mapping[str, Mapping[str, Any]] | None, prepared: Prepared) -> Protected:
+                     rules: Mapping[str, Mapping[str, Any]] | None, prepared: Prepared, schema: Any = None) -> Protected:
     """Victims with epsilon_v, then their perpetrators with epsilon_p (privacy.vp_synth): one record
     whose `epsilon` and `delta` are the sums (what the ledger charges), with the parts recorded."""
     from connector.schema import load_schema
     from privacy.synth import synthesize
     from privacy.vp_synth import split_epsilon, synthesize_vp, synthetic_vp_problem
 
-    schema = load_schema()
+    schema = schema or load_schema()
     problem = synthetic_vp_problem(list(table.columns), schema)
     if problem:
         raise ProtectionError(problem)

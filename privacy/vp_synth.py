@@ -35,6 +35,11 @@ Steps (`synthesize_vp`):
    (victim and perpetrator ones) and every combination of up to `reporting_length` values occurs at
    least `resolution` times; rows that do not are removed (post-processing).
 
+What the table's shape reveals beyond epsilon is what the victim table's already does
+(`privacy.synth`): the binning level of a perpetrator quasi-identifier is chosen from its number of
+distinct values, and delta from the row count rounded up to a power of ten; the levels of the link
+columns are the victim table's published ones.
+
 The table has no part column (synthetic releases are not a series) and no victim id: the link is
 the shared columns, as in CTDC's own table. Its privacy record (`privacy.json`'s
 `victim_perpetrator`) holds only parameters and counts of its own published rows.

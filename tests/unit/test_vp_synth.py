@@ -6,6 +6,7 @@ properties that hold for any draw."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -155,6 +156,25 @@ def test_a_second_release_is_refused_when_both_parts_together_exceed_the_budget(
     assert report.status == "refused", report.reasons
     assert any("left: 3 of 7" in r or "only 3 of 7 is left" in r for r in report.reasons), report.reasons
     assert pipeline.store.spent("synth-ngo")[0] == 4.0
+
+
+def test_one_victims_rows_together_cost_the_tables_epsilon_and_delta():
+    """Group privacy: m rows of an (e, d) mechanism are (m e, m e^((m-1) e) d)-DP."""
+    from privacy.vp_synth import row_level
+
+    for m in (1, 2, 3):
+        epsilon_row, delta_row = row_level(1.2, 1e-5, m)
+        assert m * epsilon_row == pytest.approx(1.2)
+        assert m * math.exp((m - 1) * epsilon_row) * delta_row == pytest.approx(1e-5)
+    assert row_level(1.2, 1e-5, 1) == (1.2, 1e-5)
+
+
+def test_at_most_m_rows_of_a_victim_are_read_the_first_its_case_records():
+    from privacy.vp_synth import joined_rows
+
+    view = pd.DataFrame({"_case": [0, 0, 0, 1, 2, 2], "perpetratorRole": ["a", "b", "c", "d", "e", "f"]})
+    assert joined_rows(view, 2)["perpetratorRole"].tolist() == ["a", "b", "d", "e", "f"]
+    assert "_case" not in joined_rows(view, 1).columns and len(joined_rows(view, 1)) == 3
 
 
 def test_the_ledger_charges_the_sum_of_the_parts(tmp_path):
