@@ -29,10 +29,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping as AnyMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.records import Problem
 from connector.sources.base import FieldInfo
+
+if TYPE_CHECKING:  # for types only: the mapping engine is imported where it is used
+    from connector.mapping import FieldRule, Mapping
 
 GROUP_TYPES = {"begin_group", "begin group"}
 REPEAT_TYPES = {"begin_repeat", "begin repeat"}
@@ -486,7 +489,7 @@ def check_mapping_against_form(form: FormDefinition, mapping_ref: str, *, where:
     return problems
 
 
-def _choices_not_codes(form: FormDefinition, mapping: Any, question: FormField | None, rule: Any, where: str) -> list[Problem]:
+def _choices_not_codes(form: FormDefinition, mapping: Mapping, question: FormField | None, rule: FieldRule, where: str) -> list[Problem]:
     """A warning for the choices of `question` that are no code of the rule target's list (each would be a rejection)."""
     from connector.mapping import fold
 
