@@ -457,7 +457,7 @@ class Pipeline:
                     vp_roles = {c: col.role for c, col in self.schema.vp_view.items()}
                     extra = {VP_FILE: ExtraTable(vp_table, vp_roles, value_domains(self.schema, self.schema.vp_view))}
             privacy = {**privacy, "schema_version": self.schema.version}
-            privacy = publishable_record(privacy)
+            privacy = publishable_record(privacy, table)
             release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous, previous_k=previous_k if previous else None, extra=extra)
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
@@ -676,14 +676,15 @@ def _held_text(held: dict[str, int], part_min: int) -> str:
     )
 
 
-def publishable_record(privacy: dict[str, Any]) -> dict[str, Any]:
-    """The privacy record as it may leave the partner: metrics computed from the release alone, and
-    for a synthetic release no exact count of the real cases (epsilon does not cover it)."""
+def publishable_record(privacy: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+    """The privacy record as it may leave the partner: metrics computed from the release (`table`,
+    the rows to publish) alone, and for a synthetic release no exact count of the real cases
+    (epsilon does not cover it)."""
     from privacy.metrics import publishable_metrics
 
     public = dict(privacy)
     if public.get("metrics"):
-        public["metrics"] = publishable_metrics(public["metrics"])
+        public["metrics"] = publishable_metrics(public["metrics"], table)
     if public.get("method") == "synthetic":
         public.pop("records_in", None)
     return public
