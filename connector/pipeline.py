@@ -462,8 +462,10 @@ class Pipeline:
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
             # Privacy budget (synthetic releases): reserved after the gate, before publishing, in a
-            # transaction that re-checks the total; spent with the release row, voided if the publish
-            # fails. A crash mid-publish leaves it pending, and pending counts as spent.
+            # transaction that re-checks the total; spent with the release row, voided only if the
+            # destination says no byte left (PublishError.sent is False). Anything else (files put
+            # before a failure, an upload the receiver read, a crash or a signal mid-publish) leaves
+            # it pending, and pending counts as spent: the next run draws new noise from the same cases.
             budget_entry = None
             if privacy.get("method") == "synthetic":
                 synth = self.config.job.release.synthetic
@@ -473,8 +475,8 @@ class Pipeline:
                 )
             try:
                 result = destination.publish(bundle)
-            except BaseException:
-                if budget_entry is not None:
+            except BaseException as exc:
+                if budget_entry is not None and isinstance(exc, PublishError) and not exc.sent:
                     self.store.void_budget(budget_entry)
                 raise
             fault_point("publish.before_ledger")

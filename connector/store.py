@@ -195,7 +195,8 @@ releases = Table(
 # The privacy budget ledger: one row per differentially private release attempt that got past the
 # gate. `pending` is written BEFORE publishing and counts as spent (if the process dies mid-publish
 # the bytes may have left); it becomes `spent` in the same transaction as the release's row in
-# `releases`, or `void` when the publish failed and nothing left the partner.
+# `releases`, or `void` when the publish failed and the destination knows nothing left the partner
+# (connector.errors.PublishError.sent).
 privacy_budget = Table(
     "privacy_budget",
     metadata,
