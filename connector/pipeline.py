@@ -357,6 +357,12 @@ class Pipeline:
         publish, its privacy record). For a k-anonymized series the record also carries `held`:
         what waits for a later part (local only; `release` never publishes it). A synthetic
         release's victim-perpetrator table: `synthesized`."""
+        return self.protected_tables(view)[:3]
+
+    def protected_tables(self, view: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any, dict[str, Any] | None]:
+        """`protected_view` and the further tables the release would publish, as the gate is handed
+        them (`extra_tables`): `preview`'s verdict must check every file a release would carry, the
+        victim-perpetrator table included, not the victims alone."""
         job = self.config.job
         if job.release.method == "k_anonymity":
             from privacy.protect import ProtectionError
@@ -365,13 +371,29 @@ class Pipeline:
             nxt = self.next_k_release(keys, keyed)
             if not nxt.changed and not nxt.previous_csv:
                 raise ProtectionError(_nothing_yet(len(keyed), job.release.k))
-            return keyed, nxt.table, {**nxt.privacy, "held": nxt.held, "changes": nxt.changed}
+            return keyed, nxt.table, {**nxt.privacy, "held": nxt.held, "changes": nxt.changed}, self.extra_tables(nxt.vp_table, nxt)
         vp = None
         if view is None:
             view, vp = self.synthetic_views()
         elif "victim_perpetrator" in job.release.tables:
             vp = self.synthetic_views()[1]
-        return self.synthesized(view, vp)[:3]
+        view, table, privacy, vp_table = self.synthesized(view, vp)
+        return view, table, privacy, self.extra_tables(vp_table)
+
+    def extra_tables(self, vp_table: pd.DataFrame | None, nxt: Any = None) -> dict[str, Any] | None:
+        """The victim-perpetrator table as `privacy.gate.admit` checks it (`extra`), or None: with the
+        k-anonymized series' previous version and victims (`nxt`), or a synthetic release's alone."""
+        if vp_table is None:
+            return None
+        from privacy.gate import ExtraTable
+        from privacy.view import value_domains
+        from privacy.vp_release import VP_FILE
+
+        vp_roles = {c: col.role for c, col in self.schema.vp_view.items()}
+        domains = value_domains(self.schema, self.schema.vp_view)
+        if nxt is None:
+            return {VP_FILE: ExtraTable(vp_table, vp_roles, domains)}
+        return {VP_FILE: ExtraTable(vp_table, {**vp_roles, "releasePart": "process"}, domains, nxt.previous_vp_csv, nxt.vp_new)}
 
     def synthesized(self, view: pd.DataFrame, vp: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
         """(view, synthetic victim table, privacy record, synthetic victim-perpetrator table or None)."""
@@ -428,13 +450,7 @@ class Pipeline:
                     log.info("release unchanged", extra={"run_id": run_id, "reason": "no new part and no part to retire", **{f"held_{k}": v for k, v in nxt.held.items()}})
                     return report
                 table, privacy, previous, series = nxt.table, nxt.privacy, nxt.previous_csv, nxt.change
-                if nxt.vp_table is not None:
-                    from privacy.gate import ExtraTable
-                    from privacy.view import value_domains
-                    from privacy.vp_release import VP_FILE
-
-                    vp_roles = {**{c: col.role for c, col in self.schema.vp_view.items()}, "releasePart": "process"}
-                    extra = {VP_FILE: ExtraTable(nxt.vp_table, vp_roles, value_domains(self.schema, self.schema.vp_view), nxt.previous_vp_csv, nxt.vp_new)}
+                extra = self.extra_tables(nxt.vp_table, nxt)
                 previous_k = ((self.store.last_release("k_anonymity") or {}).get("privacy") or {}).get("k")
             else:
                 view, vp = self.synthetic_views()
@@ -449,13 +465,7 @@ class Pipeline:
                     return report
                 view, table, privacy, vp_table = self.synthesized(view, vp)
                 report.records_in = len(view)
-                if vp_table is not None:  # the gate checks it with the victims (privacy.gate._check_synthetic_extra)
-                    from privacy.gate import ExtraTable
-                    from privacy.view import value_domains
-                    from privacy.vp_release import VP_FILE
-
-                    vp_roles = {c: col.role for c, col in self.schema.vp_view.items()}
-                    extra = {VP_FILE: ExtraTable(vp_table, vp_roles, value_domains(self.schema, self.schema.vp_view))}
+                extra = self.extra_tables(vp_table)  # the gate checks it with the victims (privacy.gate._check_synthetic_extra)
             privacy = {**privacy, "schema_version": self.schema.version}
             privacy = publishable_record(privacy, table)
             release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous, previous_k=previous_k if previous else None, extra=extra)

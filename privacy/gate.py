@@ -18,7 +18,8 @@ parsed, knowing nothing of how the table was made:
 - synthetic releases: every combination of up to `reporting_length` published values, and the
   full quasi-identifier combination, occurs at least `resolution` times; the same for a further
   table (the victim-perpetrator one), whose epsilon must be a recorded part of the release's
-  `epsilon` (`epsilon_parts`), so the budget check counts both tables;
+  `epsilon` (`epsilon_parts`), so the budget check counts both tables, and whose per-row epsilon
+  and delta must keep a victim's rows together within it (group privacy);
 - `privacy["records_out"]` equals the number of rows parsed.
 
 A failure raises `GateRefused` with one line per reason. `Release` refuses to be constructed with
@@ -282,6 +283,7 @@ def _check_synthetic_extra(name: str, parsed: pd.DataFrame, record: Mapping[str,
         reasons.append(f"its epsilon {epsilon!r} is not recorded as a part of the release's epsilon (epsilon_parts.{key})")
     if table.get("records_out") != len(parsed):
         reasons.append(f"the privacy record says records_out={table.get('records_out')!r} but the table has {len(parsed)} rows")
+    reasons += _per_victim_problems(table)
     resolution, length = table.get("resolution"), table.get("reporting_length")
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 2:
         return reasons + [f"the privacy record has no valid resolution (an integer >= 2): {resolution!r}"]
@@ -292,6 +294,28 @@ def _check_synthetic_extra(name: str, parsed: pd.DataFrame, record: Mapping[str,
         qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier" or c in named]
         reasons += _rare_combinations(parsed, qis, resolution, "resolution")
         reasons += rare_short_combinations(parsed, length, resolution)
+    return reasons
+
+
+def _per_victim_problems(table: Mapping[str, Any]) -> list[str]:
+    """A further synthetic table has several rows per victim, and pac-synth's epsilon is per row: its
+    record must say it read at most m rows of a victim, each with epsilon_row and delta_row such
+    that a victim's m rows together stay within the table's (epsilon, delta) (group privacy:
+    m * epsilon_row, m * e^((m-1) * epsilon_row) * delta_row), and the synthesizer's recorded
+    epsilon, when recorded, must be epsilon_row. Checked here, from the record alone, so a wrong
+    split (epsilon_row = epsilon) cannot be published under the table's epsilon."""
+    m, epsilon, delta = table.get("max_perpetrators_per_victim"), table.get("epsilon"), table.get("delta")
+    row_epsilon, row_delta = table.get("epsilon_per_row"), table.get("delta_per_row")
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1 or not all(_positive_number(v) for v in (epsilon, delta, row_epsilon, row_delta)):
+        return ["the privacy record does not say how it counts per victim (max_perpetrators_per_victim, epsilon and delta per row and in all)"]
+    reasons = []
+    if m * row_epsilon > epsilon * (1 + 1e-9):
+        reasons.append(f"{m} rows of a victim with epsilon {row_epsilon:g} each cost more than its epsilon {epsilon:g}")
+    if m * math.exp((m - 1) * row_epsilon) * row_delta > delta * (1 + 1e-9):
+        reasons.append(f"{m} rows of a victim with delta {row_delta:g} each cost more than its delta {delta:g}")
+    parameters = (table.get("synthesizer") or {}).get("parameters") if isinstance(table.get("synthesizer"), Mapping) else None
+    if isinstance(parameters, Mapping) and "epsilon" in parameters and (not _number(parameters["epsilon"]) or abs(parameters["epsilon"] - row_epsilon) > 1e-9):
+        reasons.append(f"the synthesizer ran with epsilon {parameters['epsilon']!r}, not the recorded {row_epsilon:g} per row")
     return reasons
 
 

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from connector.schema import Schema
+from connector.schema import FORBIDDEN_ROLES, Schema
 from privacy.hierarchies import TOP, Hierarchy, hierarchy_for, lift
 from privacy.metrics import as_strings
 from privacy.synth import SynthesisError, Synthesized, _bin, default_delta, drop_rare_combinations, plan_columns, rebase, synthesize
@@ -89,8 +89,11 @@ class VpPlan:
 def vp_plan(victim_columns: Sequence[str], schema: Schema, victim_hierarchies: Mapping[str, Hierarchy] | None = None) -> VpPlan:
     """The table's columns for a synthetic victim table of `victim_columns`: the view's columns the
     victims publish too, the regions of published country columns (packaged country hierarchy only:
-    a region is derived from its labels), and every perpetrator column; in the view's order."""
-    perpetrator = perpetrator_columns(schema)
+    a region is derived from its labels), and every perpetrator column whose role may leave the
+    partner; in the view's order. A perpetrator's name or a note (`direct_identifier`,
+    `free_text`) is left out here, as `privacy.protect.prepare` leaves out the victim's: the gate
+    would refuse the table, but pac-synth would have read it first."""
+    perpetrator = [c for c in perpetrator_columns(schema) if schema.vp_view[c].role not in FORBIDDEN_ROLES]
     sources = region_sources(schema)
     hierarchies = victim_hierarchies or {}
     shared = [c for c in schema.vp_view if c in victim_columns and c not in perpetrator and c not in sources]

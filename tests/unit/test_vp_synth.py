@@ -188,6 +188,19 @@ def test_the_ledger_charges_the_sum_of_the_parts(tmp_path):
         assert store.spent("ngo")[0] == 4.0
 
 
+def test_a_perpetrator_identifier_or_note_is_never_read_for_synthesis():
+    from dataclasses import replace
+
+    from connector.schema import ViewColumn
+    from privacy.vp_synth import vp_plan
+
+    extra = {"perpetratorName": ViewColumn("perpetratorName", "string", "direct_identifier", {"copy": "per_Name"}),
+             "perpetratorNotes": ViewColumn("perpetratorNotes", "string", "free_text", {"copy": "per_Notes"})}
+    schema = replace(SCHEMA, vp_view={**SCHEMA.vp_view, **extra})
+    plan = vp_plan(COLUMNS, schema)
+    assert "perpetratorRole" in plan.perpetrator and not set(extra) & set(plan.columns)
+
+
 # -- the gate -------------------------------------------------------------------------------------
 
 
@@ -200,7 +213,9 @@ def _synthetic_pair(rare: bool = False) -> tuple[pd.DataFrame, dict, pd.DataFram
     record = {
         "method": "synthetic", "epsilon": 4.0, "delta": 2e-5, "resolution": 10, "reporting_length": 2, "quasi_identifiers": ["gender"],
         "records_out": 24, "budget": BUDGET, "epsilon_parts": {"victims": 3.0, "victim_perpetrator": 1.0},
-        "victim_perpetrator": {"file": VP_FILE, "epsilon": 1.0, "resolution": 10, "reporting_length": 2, "records_out": 24, "quasi_identifiers": []},
+        "victim_perpetrator": {"file": VP_FILE, "epsilon": 1.0, "delta": 1e-5, "resolution": 10, "reporting_length": 2, "records_out": 24,
+                               "quasi_identifiers": [], "max_perpetrators_per_victim": 2, "epsilon_per_row": 0.5,
+                               "delta_per_row": 1e-5 / (2 * math.exp(0.5))},
     }
     return victims, record, vp
 
@@ -226,6 +241,42 @@ def test_the_gate_refuses_a_perpetrator_table_whose_epsilon_the_release_does_not
         admit(victims, {**record, "epsilon_parts": {"victims": 4.0}}, roles=SCHEMA.view_roles(), extra={VP_FILE: ExtraTable(vp, VP_ROLES)})
     with pytest.raises(GateRefused, match="no entry with file"):
         admit(victims, {k: v for k, v in record.items() if k != "victim_perpetrator"}, roles=SCHEMA.view_roles(), extra={VP_FILE: ExtraTable(vp, VP_ROLES)})
+
+
+def test_the_gate_refuses_a_perpetrator_table_not_counted_per_victim():
+    victims, record, vp = _synthetic_pair()
+    table = record["victim_perpetrator"]
+
+    def refused(**change) -> list[str]:
+        with pytest.raises(GateRefused) as caught:
+            admit(victims, {**record, "victim_perpetrator": {**table, **change}}, roles=SCHEMA.view_roles(), extra={VP_FILE: ExtraTable(vp, VP_ROLES)})
+        return caught.value.reasons
+
+    assert any("cost more than its epsilon 1" in r for r in refused(epsilon_per_row=1.0))  # each row given the whole epsilon
+    assert any("cost more than its delta" in r for r in refused(delta_per_row=1e-5 / 2))  # e^((m-1) epsilon_row) forgotten
+    assert any("does not say how it counts per victim" in r for r in refused(max_perpetrators_per_victim=None))
+    assert any("synthesizer ran with epsilon 1" in r for r in refused(synthesizer={"parameters": {"epsilon": 1.0}}))
+
+
+def test_preview_checks_the_perpetrator_table_too(tmp_path, monkeypatch, capsys):
+    """`preview` says whether the release would pass the gate: with every table it would publish,
+    not the victims alone (a rare victim-perpetrator pair is refused at release time)."""
+    from connector import cli
+
+    config = job(tmp_path)
+    pipeline = Pipeline(load_config(config))
+    try:
+        run = pipeline.store.start_run("synth-ngo", "sync")
+        pipeline.store.commit_page("gen", run, MappedPage(cases=[CaseRecord("gen", f"c{i}", fields) for i, fields in enumerate(POOL[:30])]))
+        pipeline.store.finish_run(run, "ok", {})
+    finally:
+        pipeline.close()
+    victims, record, vp = _synthetic_pair(rare=True)
+    monkeypatch.setattr(Pipeline, "synthesized", lambda self, view, vp_view: (view, victims, record, vp))
+    assert cli.main(["preview", str(config), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["passes_gate"] is False
+    assert any(r.startswith(f"{VP_FILE}: ") and "fewer than resolution=10" in r for r in verdict["reasons"]), verdict["reasons"]
 
 
 # -- check ----------------------------------------------------------------------------------------
