@@ -271,8 +271,9 @@ def _table_record(name: str, record: Mapping[str, Any]) -> tuple[str | None, Map
 
 def _check_synthetic_extra(name: str, parsed: pd.DataFrame, record: Mapping[str, Any], roles: Mapping[str, str]) -> list[str]:
     """A further table of a synthetic release, as the first is checked: its own epsilon is a part of
-    the release's (so the budget check counts it), its row count is recorded, and every combination
-    of its quasi-identifiers and of up to `reporting_length` of its values occurs >= `resolution` times."""
+    the release's (so the budget check counts it), it is counted per victim (`_per_victim_problems`),
+    its row count is recorded, and every combination of its quasi-identifiers and of up to
+    `reporting_length` of its values occurs >= `resolution` times."""
     key, table = _table_record(name, record)
     if key is None:
         return [f"the privacy record has no entry with file {name!r} (its epsilon, resolution and rows)"]
