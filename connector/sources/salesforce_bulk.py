@@ -27,7 +27,7 @@ import io
 import marshal
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +63,37 @@ def bulk_rows(api: "SalesforceApi", obj: str, soql: str, *, operation: str, max_
         response.raw.auto_close = False  # let the text wrapper see EOF instead of a closed file
         text = io.TextIOWrapper(response.raw, encoding="utf-8", newline="")
         try:
-            yield from csv.DictReader(text)
+            yield from csv_rows(text)
         finally:
             response.close()
         if not locator or locator == "null":
             return
+
+
+def csv_rows(text: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The rows csv.DictReader gives (keyed by the header, blank lines skipped, a short row padded
+    with None, a long row's extra cells under None), without its per-row Python overhead."""
+    reader = csv.reader(text)
+    header = next(reader, None)
+    if header is None:
+        return
+    width = len(header)
+    for row in reader:
+        if not row:
+            continue
+        yield dict(zip(header, row)) if len(row) == width else _ragged(header, row)
+
+
+def _ragged(header: list[str], row: list[str]) -> dict[str, Any]:
+    """A row with more or fewer cells than the header, as csv.DictReader gives it (extra cells under
+    None, missing ones None)."""
+    out: dict[str, Any] = dict(zip(header, row))
+    if len(row) > len(header):
+        out[None] = row[len(header):]  # type: ignore[index]
+    else:
+        for name in header[len(row):]:
+            out[name] = None
+    return out
 
 
 class ChildStore:
