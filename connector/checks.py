@@ -75,7 +75,8 @@ def release_problems(config: Config, schema: Schema) -> list[Problem]:
 
 def _protection_problems(config: Config, schema: Schema) -> list[Problem]:
     """What the release step itself would refuse about the settings, asked on the view's columns
-    alone (no case is read): hierarchy levels out of range, a synthetic release too wide to finish."""
+    alone (no case is read): hierarchy levels out of range, a synthetic release (or its
+    victim-perpetrator table) too wide to finish."""
     import pandas as pd
 
     from privacy.protect import ProtectionError, k_setup, prepare, synthetic_columns_problem
@@ -89,7 +90,14 @@ def _protection_problems(config: Config, schema: Schema) -> list[Problem]:
         prepared = prepare(empty, release, schema.view_roles(), hierarchy_names=hierarchy_names)
         if release.method == "synthetic":
             problem = synthetic_columns_problem(list(prepared.table.columns), rules)
-            return [Problem(config.where("release", "columns"), problem)] if problem else []
+            if problem:
+                return [Problem(config.where("release", "columns"), problem)]
+            if "victim_perpetrator" in release.tables:
+                from privacy.vp_synth import synthetic_vp_problem
+
+                problem = synthetic_vp_problem(list(prepared.table.columns), schema)
+                return [Problem(config.where("release", "tables"), problem)] if problem else []
+            return []
         k_setup(list(prepared.table.columns), release, schema.view_roles(), hierarchies=prepared.hierarchies, rules=rules)
     except (ProtectionError, ValueError) as exc:
         return [Problem(config.where("release"), str(exc))]

@@ -316,12 +316,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
             return _preview_empty(args)
         # The privacy step refusing (k out of reach, too many synthetic columns) is not caught here:
         # `main` prints why, with exit 4, as `run` would exit.
-        view, table, privacy = pipeline.protected_view(view)
+        view, table, privacy, extra = pipeline.protected_tables(view)
     finally:
         pipeline.close()
     verdict: dict[str, Any] = {"passes_gate": True, "reasons": []}
     try:
-        admit(table, privacy, roles=pipeline.schema.view_roles())
+        admit(table, privacy, roles=pipeline.schema.view_roles(), extra=extra)  # the victim-perpetrator table too
     except GateRefused as exc:
         verdict = {"passes_gate": False, "reasons": list(exc.reasons)}
     report_path = getattr(args, "report", None)

@@ -94,6 +94,10 @@ class SynthConfig(Strict):
     use_synthetic_counts: bool = Field(False, description="balance sampling by what was already synthesized")
     aggregate_counts_scale_factor: float | None = Field(None, gt=0, description="multiply the noisy counts when sampling (SDS default: none)")
     budget: float = Field(12.0, gt=0, description="total epsilon this partner may spend over all synthetic releases (the store keeps the ledger)")
+    vp_share: float = Field(0.5, gt=0, lt=1, description="with the victim-perpetrator table: the share of epsilon spent on it (the rest on the victims)")
+    vp_max_perpetrators: int = Field(
+        2, ge=1, le=5, description="with the victim-perpetrator table: at most this many perpetrators of a victim are read (the table's epsilon is counted per victim)"
+    )
     seed: int | None = Field(None, description="only with HTCDS_TESTING=1: fixes the connector's own random choices")
 
     @model_validator(mode="after")
@@ -138,8 +142,6 @@ class ReleaseConfig(Strict):
     def _tables(self) -> "ReleaseConfig":
         if "victims" not in self.tables:
             raise ValueError("tables must include victims (the victim-perpetrator table is published with it)")
-        if "victim_perpetrator" in self.tables and self.method != "k_anonymity":
-            raise ValueError("the victim-perpetrator table is published by method k_anonymity only (synthetic: not yet)")
         return self
 
 

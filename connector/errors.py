@@ -107,10 +107,22 @@ class ReleaseRefused(ConnectorError):
 
 
 class PublishError(ConnectorError):
-    """Publishing failed; nothing partial is visible at the destination: exit 5."""
+    """Publishing failed; nothing partial is visible at the destination: exit 5.
+
+    `sent` is False only when the destination knows that no byte of the bundle reached anyone
+    (the folder's private staging was removed; the check before an upload failed). Not "visible as
+    a whole release" is not enough for a synthetic release: files put before the manifest, or a body
+    the receiver read before it answered, have left the partner, and their noisy counts are spent.
+    So only a PublishError with `sent=False` gives the release's privacy budget back (the default
+    keeps it spent).
+    """
 
     exit_code = EXIT_PUBLISH
     default_hint = "nothing partial is visible at the destination; the next run retries"
+
+    def __init__(self, message: str, *, hint: str | None = None, sent: bool = True):
+        super().__init__(message, hint=hint)
+        self.sent = sent
 
 
 class LockedError(ConnectorError):

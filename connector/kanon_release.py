@@ -24,7 +24,7 @@ import pandas as pd
 from connector.store import SeriesChange, Store
 from privacy.gate import to_csv_bytes
 from privacy.protect import KSetup, describe_release, protect_part_tables
-from privacy.vp_release import OWNER, describe_vp
+from privacy.vp_release import OWNER, PROFILE, describe_vp
 from privacy.series import PART_COLUMN, Part, Plan, part_label, plan_parts
 
 
@@ -123,7 +123,8 @@ def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: p
         old_vp = [f for f in (read_vp(p) for _, p in stored) if f is not None]
         if old_vp:
             previous_vp = to_csv_bytes(_compose_columns(old_vp, vp_columns))
-        privacy["victim_perpetrator"] = describe_vp(vp_table)
+        finest = {f.columns[0]: (f.hierarchy, f.finest) for f in setup.facts if f.hierarchy is not None and f.name != PROFILE}
+        privacy["victim_perpetrator"] = describe_vp(vp_table, finest, schema)
     return NextRelease(
         table=composed,
         privacy=privacy,

@@ -17,7 +17,7 @@ File format::
         formats: ["%m/%d/%Y"]      # extra date formats (ISO and common day-first formats are built in)
       ext_CountryOfExploitation:
         from: events               # a list of child records
-        where: {hte_Type: Exploitation}
+        where: {hte_Type: Exploitation}  # a child's value equal to it, or holding it (";" or space-separated)
         pick: hte_Country          # field of the first matching child
       ext_PerpetratorRoles:
         from: perpetrators
@@ -627,9 +627,17 @@ def _children(fields: dict[str, Any], rule: FieldRule) -> list[dict[str, Any]]:
 
 
 def _matches(value: Any, wanted: Any) -> bool:
-    """A `where` test: equal to the wanted code, or holding it among the items of a multi-select."""
-    items = value if isinstance(value, (list, tuple)) else str(value if value is not None else "").split(";")
-    return fold(str(wanted)) in {fold(str(item)) for item in items}
+    """A `where` test: equal to the wanted code, or holding it among the items of a multi-select.
+
+    Items are `;`-separated (a Salesforce multi-select picklist) or space-separated (an XLSForm
+    select_multiple holds choice names, which have no spaces); a whole value still matches as one,
+    so a label with spaces is not taken apart."""
+    if isinstance(value, (list, tuple)):
+        items = [str(item) for item in value]
+    else:
+        text = str(value if value is not None else "")
+        items = [text, *text.split(";"), *text.split()]
+    return fold(str(wanted)) in {fold(item) for item in items}
 
 
 def _is_blank(value: Any) -> bool:

@@ -84,6 +84,10 @@ def _v4(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE release_parts ADD COLUMN vp_csv TEXT"))
 
 
+def _v5(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE privacy_budget ADD COLUMN parts TEXT"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -113,6 +117,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         adds={"release_parts": ("job", "series", "seq", "label", "created_at", "release_id", "retired_at", "retired_by", "rows", "data_csv", "members")},
     ),
     Migration(4, "each release part keeps its victim-perpetrator rows", _v4, adds={"release_parts": ("vp_csv",)}),
+    Migration(5, "a budget entry records its epsilon per table (victims, victim-perpetrator)", _v5, adds={"privacy_budget": ("parts",)}),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -284,13 +284,30 @@ class Pipeline:
         snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled], fields=fields)
         keys = list(zip(snapshot["source"].astype(str), snapshot["record_id"].astype(str)))
         view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
-        if "victim_perpetrator" in job.release.tables:  # each victim's perpetrators, one value (privacy.vp_release)
+        if "victim_perpetrator" in job.release.tables and job.release.method == "k_anonymity":  # each victim's perpetrators, one value (privacy.vp_release)
             from privacy.view_vp import derive_vp_view
             from privacy.vp_release import PROFILE, perpetrator_columns, profiles
 
             vp = derive_vp_view(snapshot, self.schema, datasource=job.partner.datasource)
             view[PROFILE] = profiles(vp, perpetrator_columns(self.schema), snapshot.index).reindex(view.index).to_numpy()
         return keys, view.reset_index(drop=True)
+
+    def synthetic_views(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The release view and, when the release publishes it, the victim-perpetrator view with
+        each row's victim (`_case`: for counting per victim, never published), from one snapshot."""
+        from privacy.view import derive_release_view
+
+        job = self.config.job
+        snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
+        view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
+        vp = None
+        if "victim_perpetrator" in job.release.tables:
+            from privacy.view_vp import CASE_COLUMN, derive_vp_view
+
+            vp = derive_vp_view(snapshot, self.schema, datasource=job.partner.datasource)
+            positions = {label: i for i, label in enumerate(snapshot.index)}
+            vp[CASE_COLUMN] = vp[CASE_COLUMN].map(positions)  # the victim's row in the view
+        return view.reset_index(drop=True), vp
 
     def release_marker(self) -> str:
         """What a release is computed from, short of the cases themselves: the store's change
@@ -310,12 +327,15 @@ class Pipeline:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:32]
         return f"{self.store.cases_version()}:{digest}"
 
-    def synthesis_input_hash(self, view: pd.DataFrame) -> str:
-        """What a synthetic release is made from: the view's content and the release settings."""
+    def synthesis_input_hash(self, view: pd.DataFrame, vp: pd.DataFrame | None = None) -> str:
+        """What a synthetic release is made from: the view's content (and the victim-perpetrator
+        view's, when published) and the release settings."""
         from privacy.gate import to_csv_bytes
 
         settings = self.config.job.release.model_dump(mode="json")
         digest = hashlib.sha256(to_csv_bytes(view))
+        if vp is not None:
+            digest.update(b"\x00" + to_csv_bytes(vp))
         digest.update(json.dumps(settings, sort_keys=True).encode())
         return digest.hexdigest()
 
@@ -340,9 +360,14 @@ class Pipeline:
     def protected_view(self, view: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
         """Snapshot -> release view -> protection. Returns (view, the table the next release would
         publish, its privacy record). For a k-anonymized series the record also carries `held`:
-        what waits for a later part (local only; `release` never publishes it)."""
-        from privacy.protect import protect
+        what waits for a later part (local only; `release` never publishes it). A synthetic
+        release's victim-perpetrator table: `synthesized`."""
+        return self.protected_tables(view)[:3]
 
+    def protected_tables(self, view: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any, dict[str, Any] | None]:
+        """`protected_view` and the further tables the release would publish, as the gate is handed
+        them (`extra_tables`): `preview`'s verdict must check every file a release would carry, the
+        victim-perpetrator table included, not the victims alone."""
         job = self.config.job
         if job.release.method == "k_anonymity":
             from privacy.protect import ProtectionError
@@ -351,11 +376,38 @@ class Pipeline:
             nxt = self.next_k_release(keys, keyed)
             if not nxt.changed and not nxt.previous_csv:
                 raise ProtectionError(_nothing_yet(len(keyed), job.release.k))
-            return keyed, nxt.table, {**nxt.privacy, "held": nxt.held, "changes": nxt.changed}
-        view = self.release_view() if view is None else view
+            return keyed, nxt.table, {**nxt.privacy, "held": nxt.held, "changes": nxt.changed}, self.extra_tables(nxt.vp_table, nxt)
+        vp = None
+        if view is None:
+            view, vp = self.synthetic_views()
+        elif "victim_perpetrator" in job.release.tables:
+            vp = self.synthetic_views()[1]
+        view, table, privacy, vp_table = self.synthesized(view, vp)
+        return view, table, privacy, self.extra_tables(vp_table)
+
+    def extra_tables(self, vp_table: pd.DataFrame | None, nxt: Any = None) -> dict[str, Any] | None:
+        """The victim-perpetrator table as `privacy.gate.admit` checks it (`extra`), or None: with the
+        k-anonymized series' previous version and victims (`nxt`), or a synthetic release's alone."""
+        if vp_table is None:
+            return None
+        from privacy.gate import ExtraTable
+        from privacy.view import value_domains
+        from privacy.vp_release import VP_FILE
+
+        vp_roles = {c: col.role for c, col in self.schema.vp_view.items()}
+        domains = value_domains(self.schema, self.schema.vp_view)
+        if nxt is None:
+            return {VP_FILE: ExtraTable(vp_table, vp_roles, domains)}
+        return {VP_FILE: ExtraTable(vp_table, {**vp_roles, "releasePart": "process"}, domains, nxt.previous_vp_csv, nxt.vp_new)}
+
+    def synthesized(self, view: pd.DataFrame, vp: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+        """(view, synthetic victim table, privacy record, synthetic victim-perpetrator table or None)."""
+        from privacy.protect import protect
+
+        job = self.config.job
         hierarchy_names = {c.name: c.hierarchy for c in self.schema.view.values() if c.hierarchy}
         rules = {c.name: c.rule for c in self.schema.view.values()}
-        protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names, rules=rules)
+        protected = protect(view, job.release, self.schema.view_roles(), hierarchy_names=hierarchy_names, rules=rules, vp=vp, schema=self.schema)
         privacy = dict(protected.privacy)
         synth = job.release.synthetic
         spent_epsilon, spent_delta = self.store.spent(job.partner.id)
@@ -366,7 +418,7 @@ class Pipeline:
             "left_after": round(max(synth.budget - spent_epsilon - synth.epsilon, 0.0), 9),
         }
         privacy["metrics"] = _release_metrics(protected.basis, protected.table, synth.reporting_length, privacy, synth.resolution, synth.seed)
-        return view, protected.table, privacy
+        return view, protected.table, privacy, protected.vp_table
 
     def release(self, run_ids: list[str] | None = None) -> ReleaseReport:
         from privacy.gate import GateRefused, admit
@@ -403,18 +455,12 @@ class Pipeline:
                     log.info("release unchanged", extra={"run_id": run_id, "reason": "no new part and no part to retire", **{f"held_{k}": v for k, v in nxt.held.items()}})
                     return report
                 table, privacy, previous, series = nxt.table, nxt.privacy, nxt.previous_csv, nxt.change
-                if nxt.vp_table is not None:
-                    from privacy.gate import ExtraTable
-                    from privacy.view import value_domains
-                    from privacy.vp_release import VP_FILE
-
-                    vp_roles = {**{c: col.role for c, col in self.schema.vp_view.items()}, "releasePart": "process"}
-                    extra = {VP_FILE: ExtraTable(nxt.vp_table, vp_roles, value_domains(self.schema, self.schema.vp_view), nxt.previous_vp_csv, nxt.vp_new)}
+                extra = self.extra_tables(nxt.vp_table, nxt)
                 previous_k = ((self.store.last_release("k_anonymity") or {}).get("privacy") or {}).get("k")
             else:
-                view = self.release_view()
+                view, vp = self.synthetic_views()
                 # Re-synthesizing unchanged data would spend privacy budget for nothing.
-                input_hash = self.synthesis_input_hash(view)
+                input_hash = self.synthesis_input_hash(view, vp)
                 already = self.store.released_input(self.job_name, input_hash)
                 if already is not None:
                     self.store.mark_released(self.job_name, method, marker)
@@ -422,26 +468,30 @@ class Pipeline:
                     self.store.finish_run(run_id, "ok", {"records_in": len(view), "records_out": 0}, None)
                     log.info("release unchanged", extra={"run_id": run_id, "release_id": already, "reason": "same input, no budget spent"})
                     return report
-                view, table, privacy = self.protected_view(view)
+                view, table, privacy, vp_table = self.synthesized(view, vp)
                 report.records_in = len(view)
+                extra = self.extra_tables(vp_table)  # the gate checks it with the victims (privacy.gate._check_synthetic_extra)
             privacy = {**privacy, "schema_version": self.schema.version}
-            privacy = publishable_record(privacy)
+            privacy = publishable_record(privacy, table)
             release = admit(table, privacy, roles=self.schema.view_roles(), previous=previous, previous_k=previous_k if previous else None, extra=extra)
             bundle = build_bundle(release, partner=self.job_name, schema=self.schema, run_ids=[*(run_ids or []), run_id])
             destination = create_destination(self.config)
             # Privacy budget (synthetic releases): reserved after the gate, before publishing, in a
-            # transaction that re-checks the total; spent with the release row, voided if the publish
-            # fails. A crash mid-publish leaves it pending, and pending counts as spent.
+            # transaction that re-checks the total; spent with the release row, voided only if the
+            # destination says no byte left (PublishError.sent is False). Anything else (files put
+            # before a failure, an upload the receiver read, a crash or a signal mid-publish) leaves
+            # it pending, and pending counts as spent: the next run draws new noise from the same cases.
             budget_entry = None
             if privacy.get("method") == "synthetic":
                 synth = self.config.job.release.synthetic
                 budget_entry = self.store.reserve_budget(
-                    self.config.job.partner.id, float(privacy["epsilon"]), float(privacy["delta"]), synth.budget, run_id, input_hash=input_hash
+                    self.config.job.partner.id, float(privacy["epsilon"]), float(privacy["delta"]), synth.budget, run_id, input_hash=input_hash,
+                    parts=privacy.get("epsilon_parts"),
                 )
             try:
                 result = destination.publish(bundle)
-            except BaseException:
-                if budget_entry is not None:
+            except BaseException as exc:
+                if budget_entry is not None and isinstance(exc, PublishError) and not exc.sent:
                     self.store.void_budget(budget_entry)
                 raise
             fault_point("publish.before_ledger")
@@ -643,14 +693,15 @@ def _held_text(held: dict[str, int], part_min: int) -> str:
     )
 
 
-def publishable_record(privacy: dict[str, Any]) -> dict[str, Any]:
-    """The privacy record as it may leave the partner: metrics computed from the release alone, and
-    for a synthetic release no exact count of the real cases (epsilon does not cover it)."""
+def publishable_record(privacy: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+    """The privacy record as it may leave the partner: metrics computed from the release (`table`,
+    the rows to publish) alone, and for a synthetic release no exact count of the real cases
+    (epsilon does not cover it)."""
     from privacy.metrics import publishable_metrics
 
     public = dict(privacy)
     if public.get("metrics"):
-        public["metrics"] = publishable_metrics(public["metrics"])
+        public["metrics"] = publishable_metrics(public["metrics"], table)
     if public.get("method") == "synthetic":
         public.pop("records_in", None)
     return public

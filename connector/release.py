@@ -86,10 +86,13 @@ def release_id_of(files: dict[str, bytes]) -> str:
     return "r-" + digest.hexdigest()[:20]
 
 
-def vp_table_schema(schema: Schema) -> dict[str, Any]:
-    """Frictionless Table Schema of the victim-perpetrator table (its view's columns, then the part)."""
+def vp_table_schema(schema: Schema, columns: list[str] | None = None) -> dict[str, Any]:
+    """Frictionless Table Schema of the victim-perpetrator table: `columns` (its CSV header; default
+    every column of its view, then the part, as a k-anonymized release publishes it). A synthetic
+    release publishes fewer (the victim columns it shares with its victim table) and no part."""
+    names = list(columns) if columns is not None else [*schema.vp_view, "releasePart"]
     fields = []
-    for name, column in [*schema.vp_view.items()]:
+    for name, column in [(n, schema.vp_view[n]) for n in names if n in schema.vp_view]:
         kind = column.type if column.type in _FRICTIONLESS and column.role != "quasi_identifier" and column.type != "year" else "string"
         spec: dict[str, Any] = {"name": name, "type": kind, "role": column.role}
         if column.description:
@@ -97,7 +100,8 @@ def vp_table_schema(schema: Schema) -> dict[str, Any]:
         if column.values and column.role != "quasi_identifier":
             spec["constraints"] = {"enum": list(column.values)}
         fields.append(spec)
-    fields.append({"name": "releasePart", "type": "string", "role": "process"})
+    if "releasePart" in names:
+        fields.append({"name": "releasePart", "type": "string", "role": "process"})
     return {"fields": fields, "missingValues": ["", "*"]}
 
 
@@ -144,10 +148,11 @@ def build_bundle(release: Release, *, partner: str, schema: Schema, run_ids: lis
         ],
         "htcds": {"schema_version": schema.version, "method": release.privacy.get("method")},
     }
-    for name, _ in release.tables:
+    for name, data in release.tables:
+        header = data.decode("utf-8").split("\n", 1)[0].split(",")  # the gate's CSV: plain column names
         datapackage["resources"].append({
             "name": name.removesuffix(".csv").replace("_", "-"), "path": name, "profile": "tabular-data-resource", "format": "csv",
-            "mediatype": "text/csv", "encoding": "utf-8", "schema": vp_table_schema(schema),
+            "mediatype": "text/csv", "encoding": "utf-8", "schema": vp_table_schema(schema, header),
         })
     files = {
         DATA_FILE: release.data_csv,

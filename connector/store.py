@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 from sqlalchemy import (
@@ -195,7 +195,8 @@ releases = Table(
 # The privacy budget ledger: one row per differentially private release attempt that got past the
 # gate. `pending` is written BEFORE publishing and counts as spent (if the process dies mid-publish
 # the bytes may have left); it becomes `spent` in the same transaction as the release's row in
-# `releases`, or `void` when the publish failed and nothing left the partner.
+# `releases`, or `void` when the publish failed and the destination knows nothing left the partner
+# (connector.errors.PublishError.sent).
 privacy_budget = Table(
     "privacy_budget",
     metadata,
@@ -209,6 +210,9 @@ privacy_budget = Table(
     Column("input_hash", String(64)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("settled_at", UTCDateTime),
+    # JSON {table: epsilon} when one release spends on several tables (victims and the
+    # victim-perpetrator table); `epsilon` is their sum and is what every budget check counts
+    Column("parts", Text),
     Index("ix_privacy_budget_partner", "partner", "status"),
 )
 BUDGET_COUNTED = ("pending", "spent")
@@ -744,12 +748,16 @@ class Store:
         return float(epsilon), float(delta)
 
     def reserve_budget(
-        self, partner: str, epsilon: float, delta: float, total: float, run_id: str | None = None, input_hash: str | None = None
+        self, partner: str, epsilon: float, delta: float, total: float, run_id: str | None = None, input_hash: str | None = None,
+        parts: Mapping[str, float] | None = None,
     ) -> str:
         """Check the budget and write a `pending` entry in one write transaction (so two runs cannot
         both take the last of it); raise BudgetExceeded, saying what is left, when it does not fit.
         Call after the gate and before publishing; then `record_release(..., budget_entry=...)` or
-        `void_budget`."""
+        `void_budget`. `parts` (a release of several tables: epsilon per table) is recorded with
+        the entry; `epsilon` must be their sum, and is what the check counts."""
+        if parts is not None and abs(sum(parts.values()) - epsilon) > 1e-9:
+            raise ValueError(f"the budget entry's epsilon {epsilon} is not the sum of its parts {dict(parts)}")
         entry_id = str(uuid.uuid4())
         with self._write() as conn:
             spent = conn.execute(
@@ -763,6 +771,7 @@ class Store:
                 privacy_budget.insert().values(
                     entry_id=entry_id, partner=partner, run_id=run_id, epsilon=float(epsilon), delta=float(delta),
                     status="pending", input_hash=input_hash, created_at=_now(),
+                    parts=json.dumps(dict(parts), sort_keys=True) if parts is not None else None,
                 )
             )
         return entry_id
@@ -791,7 +800,8 @@ class Store:
         if partner is not None:
             query = query.where(privacy_budget.c.partner == partner)
         with self._read() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
+            rows = [dict(row) for row in conn.execute(query).mappings()]
+        return [{**row, "parts": json.loads(row["parts"]) if row.get("parts") else None} for row in rows]
 
     def last_release(self, method: str) -> dict[str, Any] | None:
         """The newest release of that method in the ledger (what an unchanged run still stands on,

@@ -16,7 +16,10 @@ parsed, knowing nothing of how the table was made:
   quasi-identifiers, each named sensitive fact shows >= l distinct values and none of its flags is
   1 in every row that shows it;
 - synthetic releases: every combination of up to `reporting_length` published values, and the
-  full quasi-identifier combination, occurs at least `resolution` times;
+  full quasi-identifier combination, occurs at least `resolution` times; the same for a further
+  table (the victim-perpetrator one), whose epsilon must be a recorded part of the release's
+  `epsilon` (`epsilon_parts`), so the budget check counts both tables, and whose per-row epsilon
+  and delta must keep a victim's rows together within it (group privacy);
 - `privacy["records_out"]` equals the number of rows parsed.
 
 A failure raises `GateRefused` with one line per reason. `Release` refuses to be constructed with
@@ -249,6 +252,8 @@ def _check_extra(name: str, spec: ExtraTable, record: Mapping[str, Any], previou
     if any(_CONTROL.search(cell) for row in rows for cell in row):
         reasons.append(f"{name}: cells hold line breaks or control characters")
     reasons += [f"{name}: {r}" for r in _check_domains(parsed, spec.domains)]
+    if record.get("method") == "synthetic":
+        reasons += [f"{name}: {r}" for r in _check_synthetic_extra(name, parsed, record, spec.roles)]
     k = record.get("k")
     if isinstance(k, int) and len(parsed):
         reasons += [f"{name}: {r}" for r in _rare_combinations(parsed, list(parsed.columns), k, "k", what="published columns")]
@@ -264,6 +269,65 @@ def _check_extra(name: str, spec: ExtraTable, record: Mapping[str, Any], previou
         previous_header, previous_rows = parse_csv_bytes(spec.previous)
         reasons += [f"{name}: {r}" for r in check_series(previous_header or None, previous_rows, header, rows, k, previous_k)]
     return data, reasons
+
+
+def _table_record(name: str, record: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
+    """(key, record) of a further table in the privacy record: the entry whose `file` is `name`."""
+    for key, value in record.items():
+        if isinstance(value, Mapping) and value.get("file") == name:
+            return str(key), value
+    return None, {}
+
+
+def _check_synthetic_extra(name: str, parsed: pd.DataFrame, record: Mapping[str, Any], roles: Mapping[str, str]) -> list[str]:
+    """A further table of a synthetic release, as the first is checked: its own epsilon is a part of
+    the release's (so the budget check counts it), it is counted per victim (`_per_victim_problems`),
+    its row count is recorded, and every combination of its quasi-identifiers and of up to
+    `reporting_length` of its values occurs >= `resolution` times."""
+    key, table = _table_record(name, record)
+    if key is None:
+        return [f"the privacy record has no entry with file {name!r} (its epsilon, resolution and rows)"]
+    reasons: list[str] = []
+    epsilon = table.get("epsilon")
+    parts = record.get("epsilon_parts") if isinstance(record.get("epsilon_parts"), Mapping) else {}
+    if not _positive_number(epsilon) or not _number(parts.get(key)) or abs(parts[key] - epsilon) > 1e-9:
+        reasons.append(f"its epsilon {epsilon!r} is not recorded as a part of the release's epsilon (epsilon_parts.{key})")
+    if table.get("records_out") != len(parsed):
+        reasons.append(f"the privacy record says records_out={table.get('records_out')!r} but the table has {len(parsed)} rows")
+    reasons += _per_victim_problems(table)
+    resolution, length = table.get("resolution"), table.get("reporting_length")
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 2:
+        return reasons + [f"the privacy record has no valid resolution (an integer >= 2): {resolution!r}"]
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        return reasons + [f"the privacy record has no valid reporting_length (an integer >= 1): {length!r}"]
+    if len(parsed):
+        named = [q for q in table.get("quasi_identifiers") or [] if q in parsed.columns]
+        qis = [c for c in parsed.columns if roles.get(c) == "quasi_identifier" or c in named]
+        reasons += _rare_combinations(parsed, qis, resolution, "resolution")
+        reasons += rare_short_combinations(parsed, length, resolution)
+    return reasons
+
+
+def _per_victim_problems(table: Mapping[str, Any]) -> list[str]:
+    """A further synthetic table has several rows per victim, and pac-synth's epsilon is per row: its
+    record must say it read at most m rows of a victim, each with epsilon_row and delta_row such
+    that a victim's m rows together stay within the table's (epsilon, delta) (group privacy:
+    m * epsilon_row, m * e^((m-1) * epsilon_row) * delta_row), and the synthesizer's recorded
+    epsilon, when recorded, must be epsilon_row. Checked here, from the record alone, so a wrong
+    split (epsilon_row = epsilon) cannot be published under the table's epsilon."""
+    m, epsilon, delta = table.get("max_perpetrators_per_victim"), table.get("epsilon"), table.get("delta")
+    row_epsilon, row_delta = table.get("epsilon_per_row"), table.get("delta_per_row")
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1 or not all(_positive_number(v) for v in (epsilon, delta, row_epsilon, row_delta)):
+        return ["the privacy record does not say how it counts per victim (max_perpetrators_per_victim, epsilon and delta per row and in all)"]
+    reasons = []
+    if m * row_epsilon > epsilon * (1 + 1e-9):
+        reasons.append(f"{m} rows of a victim with epsilon {row_epsilon:g} each cost more than its epsilon {epsilon:g}")
+    if m * math.exp((m - 1) * row_epsilon) * row_delta > delta * (1 + 1e-9):
+        reasons.append(f"{m} rows of a victim with delta {row_delta:g} each cost more than its delta {delta:g}")
+    parameters = (table.get("synthesizer") or {}).get("parameters") if isinstance(table.get("synthesizer"), Mapping) else None
+    if isinstance(parameters, Mapping) and "epsilon" in parameters and (not _number(parameters["epsilon"]) or abs(parameters["epsilon"] - row_epsilon) > 1e-9):
+        reasons.append(f"the synthesizer ran with epsilon {parameters['epsilon']!r}, not the recorded {row_epsilon:g} per row")
+    return reasons
 
 
 def _check_k_anonymity(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Mapping[str, str]) -> list[str]:
@@ -324,6 +388,11 @@ def _check_synthetic(parsed: pd.DataFrame, record: Mapping[str, Any], roles: Map
         reasons.append(f"the privacy record has no valid epsilon (a number > 0): {epsilon!r}")
     if not _positive_number(delta) or not delta < 1:
         reasons.append(f"the privacy record has no valid delta (0 < delta < 1): {delta!r}")
+    parts = record.get("epsilon_parts")
+    if parts is not None and (not isinstance(parts, Mapping) or not all(_positive_number(v) for v in parts.values())
+                              or not _positive_number(epsilon) or abs(sum(parts.values()) - epsilon) > 1e-9):
+        # the ledger and the budget check below charge `epsilon`: it must be every table's part
+        reasons.append(f"the privacy record's epsilon {epsilon!r} is not the sum of its parts {parts!r}")
     budget = record.get("budget")
     if not isinstance(budget, Mapping) or not _positive_number(budget.get("total")) or not _number(budget.get("spent_before")):
         reasons.append("the privacy record has no privacy budget (budget.total and budget.spent_before from the store's ledger)")

@@ -308,14 +308,21 @@ def compare(
 PUBLIC_RISK_KEYS = ("quasi_identifiers", "classes", "smallest_class", "threshold", "classes_below_threshold", "class_size_histogram")
 
 
-def publishable_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """An allow-list of the metrics computed from the release alone, for privacy.json and report.html."""
+def publishable_metrics(metrics: Mapping[str, Any], release: pd.DataFrame) -> dict[str, Any]:
+    """An allow-list of the metrics computed from the release alone, for privacy.json and report.html.
+
+    The marginals are recomputed from `release` (the published table): `compare`'s are ordered by
+    the REAL counts and pool the values with fewer real records than the threshold, so even with
+    the real shares dropped their order and pooling would publish a ranking of the real cases (and
+    which values are rare among them) that a synthetic release's epsilon does not cover."""
     out: dict[str, Any] = {"records_release": metrics.get("records_release"), "columns": list(metrics.get("columns") or [])}
     risk = metrics.get("risk") or {}
     out["risk"] = {key: risk[key] for key in PUBLIC_RISK_KEYS if key in risk}
+    columns = [c for c in out["columns"] if c in release.columns]
+    own = marginal_tables(_Encoded(release, release, columns), min_count=max(int(risk.get("threshold") or 1), 1)) if columns else {}
     marginals: dict[str, Any] = {}
-    for column, entry in (metrics.get("marginals") or {}).items():
-        kept = [(v, share) for v, share in zip(entry.get("values") or [], entry.get("release") or []) if share > 0]
+    for column, entry in own.items():
+        kept = [(v, share) for v, share in zip(entry["values"], entry["release"]) if share > 0]
         marginals[column] = {"values": [v for v, _ in kept], "real": None, "release": [share for _, share in kept]}
     out["marginals"] = marginals
     out["published_subset"] = True

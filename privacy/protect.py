@@ -44,6 +44,7 @@ class Protected:
     # the real view in the release's representation (binned for synthesis), for metrics only; None
     # for k-anonymity, whose representation `privacy.metrics.generalize_like` rebuilds from the levels
     basis: pd.DataFrame | None = None
+    vp_table: pd.DataFrame | None = None  # a synthetic release's victim-perpetrator table (privacy.vp_synth)
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,18 @@ def protect(
     *,
     hierarchy_names: Mapping[str, str | None] | None = None,
     rules: Mapping[str, Mapping[str, Any]] | None = None,
+    vp: pd.DataFrame | None = None,
+    schema: Any = None,
 ) -> Protected:
     """Apply the release method to the whole view, as one release (a k-anonymized one as a single
     part: the pipeline builds series of parts with `k_setup` and `protect_part`). `hierarchy_names`
     maps a column to a packaged hierarchy (the release view's `hierarchy:`); `release.hierarchies`
     overrides it; unnamed columns use `privacy.hierarchies.DEFAULT_COLUMN_HIERARCHIES`, else value
     -> `*`. `rules` (the release view's rules by column) group columns into facts and let synthesis
-    recompute derived columns instead of inventing them.
+    recompute derived columns instead of inventing them. `vp` (the victim-perpetrator view, with
+    its `_case` column) is needed by a synthetic release that publishes that table too: the
+    release's epsilon is then split between the two tables (privacy.vp_synth); `schema` names its
+    columns (default: the packaged one).
     """
     prepared = prepare(view, release, roles, hierarchy_names=hierarchy_names)
     table, qis, hierarchies = prepared.table, prepared.quasi_identifiers, prepared.hierarchies
@@ -123,8 +129,10 @@ def protect(
         for name in release.synthetic.levels:
             if name not in qis:
                 raise ProtectionError(f"release.synthetic.levels.{name}: {name!r} is not a quasi-identifier of the release (they are: {', '.join(qis)})")
-        synthetic = synthesize(table, release.synthetic, quasi_identifiers=qis, hierarchies=hierarchies, rules=rules)
-        return Protected(table=synthetic.table, privacy={**synthetic.record, **prepared.notes()}, basis=synthetic.basis)
+        if "victim_perpetrator" not in release.tables:
+            synthetic = synthesize(table, release.synthetic, quasi_identifiers=qis, hierarchies=hierarchies, rules=rules)
+            return Protected(table=synthetic.table, privacy={**synthetic.record, **prepared.notes()}, basis=synthetic.basis)
+        return _synthesize_both(table, vp, release, qis, hierarchies, rules, prepared, schema)
 
     if rules is None:  # the packaged release view's rules say which columns carry one fact
         from connector.schema import load_schema
@@ -133,6 +141,34 @@ def protect(
     setup = k_setup(list(table.columns), release, roles, hierarchies=hierarchies, rules=rules)
     published = protect_part(table, setup, "1")
     return Protected(table=published, privacy={**describe_release(published, setup), **prepared.notes()})
+
+
+def _synthesize_both(table: pd.DataFrame, vp: pd.DataFrame | None, release: "ReleaseConfig", qis: list[str], hierarchies: Mapping[str, Any],
+                     rules: Mapping[str, Mapping[str, Any]] | None, prepared: Prepared, schema: Any = None) -> Protected:
+    """Victims with epsilon_v, then their perpetrators with epsilon_p (privacy.vp_synth): one record
+    whose `epsilon` and `delta` are the sums (what the ledger charges), with the parts recorded."""
+    from connector.schema import load_schema
+    from privacy.synth import synthesize
+    from privacy.vp_synth import split_epsilon, synthesize_vp, synthetic_vp_problem
+
+    schema = schema or load_schema()
+    problem = synthetic_vp_problem(list(table.columns), schema)
+    if problem:
+        raise ProtectionError(problem)
+    if vp is None:
+        raise ProtectionError("release.tables: a synthetic victim-perpetrator table needs the victim-perpetrator view")
+    epsilon_v, epsilon_p = split_epsilon(release.synthetic)
+    victims = synthesize(table, release.synthetic.model_copy(update={"epsilon": epsilon_v}), quasi_identifiers=qis, hierarchies=hierarchies, rules=rules)
+    perpetrators = synthesize_vp(vp, victims, release.synthetic, schema=schema, victim_columns=list(table.columns), hierarchies=hierarchies, epsilon=epsilon_p)
+    record = dict(victims.record)
+    record.update({
+        "epsilon": round(epsilon_v + epsilon_p, 9),
+        "delta": victims.record["delta"] + perpetrators.record["delta"],
+        "epsilon_parts": {"victims": epsilon_v, "victim_perpetrator": epsilon_p},
+        "delta_parts": {"victims": victims.record["delta"], "victim_perpetrator": perpetrators.record["delta"]},
+        "victim_perpetrator": perpetrators.record,
+    })
+    return Protected(table=victims.table, privacy={**record, **prepared.notes()}, basis=victims.basis, vp_table=perpetrators.table)
 
 
 # pac-synth counts every combination of up to reporting_length values: with the whole view (about

@@ -231,15 +231,6 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             f"withdrawn whole. Comparing this release with an earlier one shows whole parts added or removed, never one case.</p>"
         )
         lost = _full_row_lost(privacy)
-        vp = privacy.get("victim_perpetrator")
-        if isinstance(vp, Mapping):
-            how += (
-                f"<p><b>The victim-perpetrator table</b> (<code>{_e(vp.get('file'))}</code>, {_e(vp.get('records_out'))} rows: one per "
-                f"perpetrator of a victim whose perpetrators could be shown) is counted per victim, not per row: everything "
-                f"published about a victim, in either table and joined across the two, is shared by at least k = {_e(k)} victims. "
-                f"Perpetrators' citizenship is shown as a region, never a country, and their age as a band; where their details "
-                f"would single a victim out, only their roles (and relationship to the victim) are shown, or none of them.</p>"
-            )
         return how, lost
     else:
         k = privacy.get("k")
@@ -263,6 +254,96 @@ def _story(privacy: Mapping[str, Any]) -> tuple[str, str]:
             )
         how += "</p>"
     return how, lost
+
+
+def _vp_section(privacy: Mapping[str, Any]) -> str:
+    """The victim-perpetrator table's own section: what it holds, how it is counted (per victim),
+    its columns with their detail, and its privacy numbers; from privacy.json's `victim_perpetrator`
+    entry, which is computed from the table's published rows and the settings only. Empty when the
+    release has no such table."""
+    vp = privacy.get("victim_perpetrator")
+    if not isinstance(vp, Mapping):
+        return ""
+    rows = vp.get("records_out")
+    holds = (
+        f"<p><b>What it holds.</b> <code>{_e(vp.get('file'))}</code> has one row per perpetrator of a victim ({_e(rows)} rows): the "
+        "victim's columns (those it shares with the victim table, and the regions of the victim's citizenship and of the country of "
+        "exploitation) next to the perpetrator's: roles in the trafficking process, gender, age band, region of citizenship (never "
+        "the country), relationship to the victim, and whether money was paid or received for the victim. A victim with three "
+        "perpetrators has three rows. There is no victim number: a row is linked to its victim by the columns the two tables "
+        "share.</p>"
+    )
+    columns: list[tuple[str, str, str]] = []  # (column, of whom, detail in words)
+    if privacy.get("method") == "synthetic":
+        eps, m = vp.get("epsilon"), vp.get("max_perpetrators_per_victim")
+        per_row = vp.get("epsilon_per_row")
+        counted = (
+            f"<p><b>How it is counted: per victim.</b> Like the victim table, every row is artificial. It was made by the same "
+            f"program from noisy counts of the victim and perpetrator traits of the real victims' perpetrators, with its own share "
+            f"of the release's privacy loss: <b>epsilon = {_e(eps)}</b> of the release's {_e(privacy.get('epsilon'))}. As one victim "
+            f"has several rows, the privacy loss is counted per victim, not per row: at most {_e(m)} perpetrators of each victim "
+            f"were read and each row was given epsilon {_e(_short(per_row))}, so that all of one victim's rows together change what "
+            f"can be learned by at most {_e(eps)}. A row was kept only when its victim columns are those of some victim of the "
+            f"synthetic victim table, so the two tables can be joined on them; every combination of up to "
+            f"{_e(vp.get('reporting_length'))} values, and of the identifying traits, appears at least {_e(vp.get('resolution'))} "
+            f"times. No row describes a real perpetrator.</p>"
+        )
+        binning = vp.get("binning") or {}
+        link = list(vp.get("link_columns") or [])
+        for column in [*link, *(vp.get("perpetrator_columns") or [])]:
+            spec = binning.get(column)
+            if isinstance(spec, Mapping):
+                words = _cap(level_words(str(spec.get("hierarchy", "")), str(spec.get("level_name"))))
+            elif column in (vp.get("constant_columns") or []):
+                words = "the same in every row"
+            elif column in (vp.get("derived_columns") or []):
+                words = "derived from the row's other columns"
+            else:
+                words = "as drawn (not grouped)"
+            columns.append((column, "victim" if column in link else "perpetrator", words))
+        numbers = [
+            ("rows", rows),
+            ("epsilon of this table (counted per victim)", eps),
+            ("delta of this table", f"{float(vp.get('delta', 0)):.3g}"),
+            ("perpetrators read per victim, at most", m),
+            ("epsilon per row", _short(per_row)),
+            ("combination length preserved", vp.get("reporting_length")),
+            ("smallest allowed group (resolution)", vp.get("resolution")),
+        ]
+    else:
+        k = privacy.get("k")
+        counted = (
+            f"<p><b>How it is counted: per victim.</b> The rows are real perpetrators of real victims, with their details made less "
+            f"precise. The guarantee counts victims, not rows: everything published about a victim, in either table and joined "
+            f"across the two on the columns they share, is shared by at least <b>k = {_e(k)}</b> victims. Perpetrators' citizenship "
+            f"is shown as a region, never a country, and their age as a band; where their details would single a victim out, only "
+            f"their roles (and relationship to the victim) are shown, or none of them (<code>*</code>). A victim whose perpetrators "
+            f"could not be shown at all has no row here.</p>"
+        )
+        detail = vp.get("detail") or {}
+        for column in [c for c in vp.get("columns") or [] if c in detail]:  # privacy.json's keys are sorted: the list keeps the order
+            d = detail[column]
+            if not isinstance(d, Mapping):
+                continue
+            parts = [f"as recorded in {_pct(d.get('full', 0))}"]
+            if d.get("coarser"):
+                parts.append(f"coarser in {_pct(d['coarser'])}")
+            if d.get("suppressed"):
+                parts.append(f"hidden (*) in {_pct(d['suppressed'])}")
+            columns.append((column, str(d.get("of", "victim")), _cap(", ".join(parts)) + " of its rows"))
+        numbers = [
+            ("rows", rows),
+            ("k (counted per victim, across both tables)", k),
+            ("smallest group of identical rows", vp.get("smallest_group", "-")),
+        ]
+    body = "".join(f"<tr><td>{_e(label(c))} <small><code>{_e(c)}</code></small></td><td>{_e(of)}</td><td>{_e(words)}</td></tr>" for c, of, words in columns)
+    table = f"<h3>Its columns and their detail</h3><table><tr><th>column</th><th>of the</th><th>detail</th></tr>{body}</table>" if columns else ""
+    return (f'<section id="victim-perpetrator"><h2>The victim-perpetrator table</h2>{holds}{counted}{table}'
+            f"<h3>Its privacy numbers</h3>{_table(numbers)}</section>")
+
+
+def _short(value: Any) -> str:
+    return f"{float(value):.4g}" if isinstance(value, (int, float)) else "-"
 
 
 def _detail_rows(privacy: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -396,6 +477,8 @@ def render_report(privacy: Mapping[str, Any], *, partner: str = "") -> bytes:
         budget = privacy.get("budget") or {}
         numbers += [
             ("epsilon (privacy loss of this release)", privacy.get("epsilon")),
+            *([("epsilon of each table: victims / victim-perpetrator", f"{privacy['epsilon_parts'].get('victims')} / {privacy['epsilon_parts'].get('victim_perpetrator')}")]
+              if isinstance(privacy.get("epsilon_parts"), Mapping) else []),
             ("delta (chance the epsilon bound fails)", f"{float(privacy.get('delta', 0)):.3g}"),
             ("combination length preserved", privacy.get("reporting_length")),
             ("smallest allowed group (resolution)", privacy.get("resolution")),
@@ -487,6 +570,7 @@ figure{{margin:1.5em 0}}figcaption{{font-weight:bold;margin-bottom:.3em}}img{{ma
 {_levels_html(privacy)}
 {combos_html}
 {figure_html}
+{_vp_section(privacy)}
 <p class="note">{_e(note)}</p>
 </body></html>
 """

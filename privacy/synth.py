@@ -211,19 +211,43 @@ def drop_rare_combinations(frame: pd.DataFrame, length: int, floor: int, also: S
     synthetic rows only: it spends no privacy budget. A derived column (a concatenation of 15 flags)
     can be rare although every short combination of its flags is not, hence the check on the final
     columns. `also` adds longer column sets (the full quasi-identifier combination), kept at the
-    floor as rows go. Returns the kept rows and how many were removed."""
+    floor as rows go. Returns the kept rows and how many were removed.
+
+    Twelve columns at length 3 are 298 column sets, counted again after every removal round: the
+    columns are encoded to integer codes once and each set is counted with numpy on the codes
+    (a pandas groupby per set was a tenth of a 20,000-row synthetic release)."""
     columns = [c for c in frame.columns if frame[c].nunique(dropna=False) > 1]
     start = len(frame)
-    while len(frame):
-        rare = pd.Series(False, index=frame.index)
-        subsets = [list(s) for size in range(1, min(length, len(columns)) + 1) for s in itertools.combinations(columns, size)]
-        for subset in [*subsets, *(list(a) for a in also if a)]:
-            sizes = frame.groupby(subset, dropna=False, sort=False)[subset[0]].transform("size")
-            rare |= sizes < floor
+    codes: dict[str, np.ndarray] = {}
+    cardinality: dict[str, int] = {}
+    for column in {c for c in columns} | {c for a in also for c in a}:
+        values, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+        codes[column], cardinality[column] = values.astype(np.int64), max(len(uniques), 1)
+    subsets = [list(s) for size in range(1, min(length, len(columns)) + 1) for s in itertools.combinations(columns, size)]
+    subsets += [list(a) for a in also if a]
+    keep = np.arange(len(frame))
+    while len(keep):
+        rare = np.zeros(len(keep), dtype=bool)
+        for subset in subsets:
+            rare |= _combination_sizes([codes[c][keep] for c in subset], [cardinality[c] for c in subset]) < floor
         if not rare.any():
             break
-        frame = frame[~rare]
-    return frame.reset_index(drop=True), start - len(frame)
+        keep = keep[~rare]
+    return frame.iloc[keep].reset_index(drop=True), start - len(keep)
+
+
+def _combination_sizes(codes: Sequence[np.ndarray], cardinality: Sequence[int]) -> np.ndarray:
+    """For every row, how many rows share its values in these columns (codes from pd.factorize)."""
+    key, size = codes[0], cardinality[0]
+    for column, k in zip(codes[1:], cardinality[1:]):
+        if size * k >= 2**62:  # keep the mixed-radix key inside int64
+            uniques, key = np.unique(key, return_inverse=True)
+            size = len(uniques)
+        key, size = key * k + column, size * k
+    if size <= 4 * len(key) + 1024:
+        return np.bincount(key, minlength=size)[key]
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return counts[inverse]
 
 
 def _sorted_parts(strings: pd.Series) -> pd.Series:

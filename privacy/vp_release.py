@@ -151,11 +151,37 @@ def vp_rows(published: pd.DataFrame, shown: pd.Series, schema: Schema, label: st
     return frame.astype(object).where(frame.notna(), None)
 
 
-def describe_vp(vp: pd.DataFrame) -> dict[str, Any]:
-    """The victim-perpetrator part of privacy.json: computed from its published rows only."""
+def describe_vp(vp: pd.DataFrame, finest: Mapping[str, tuple[Hierarchy, int]] | None = None, schema: Schema | None = None) -> dict[str, Any]:
+    """The victim-perpetrator part of privacy.json: computed from its published rows only (never
+    from the victims or perpetrators left out). `finest` (victim column -> (hierarchy, finest level
+    published)) lets `detail` tell a coarser label from one as recorded; `schema` says which
+    columns are the perpetrator's."""
+    perpetrator = set(perpetrator_columns(schema)) if schema is not None else set()
+    detail: dict[str, dict[str, Any]] = {}
+    n = len(vp)
+    for column in vp.columns:
+        if column == PART_COLUMN:
+            continue
+        cells = vp[column].astype(object).where(vp[column].notna(), "").astype(str)
+        hidden = int((cells == TOP).sum())
+        coarser = 0
+        if finest and column in finest:
+            hierarchy, level = finest[column]
+            shown = {v for v in cells.unique() if v not in ("", TOP)}
+            coarser = int(cells.isin({v for v in shown if not is_label(hierarchy, v, level)}).sum())
+        detail[column] = {
+            "of": "perpetrator" if column in perpetrator else "victim",
+            "full": round((n - hidden - coarser) / n, 4) if n else 0.0,
+            "coarser": round(coarser / n, 4) if n else 0.0,
+            "suppressed": round(hidden / n, 4) if n else 0.0,
+        }
+    sizes = vp.fillna("").groupby(list(vp.columns), sort=False).size() if n else pd.Series(dtype=int)
     return {
         "file": VP_FILE,
-        "records_out": int(len(vp)),
+        "records_out": int(n),
+        "smallest_group": int(sizes.min()) if len(sizes) else 0,
+        "columns": list(detail),
+        "detail": detail,
         "guarantee_text": "counted per victim: everything published about a victim, in either table and across the two, "
                           "is shared by at least k victims; perpetrators' citizenship as a region, their age as a band",
     }

@@ -47,10 +47,11 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RELEASE_ID = re.compile(r"^r-[0-9a-f]{20}$")
 MAX_FILES = 16
 _MAX_LISTED = 10
-# Tables a release may carry besides data.csv. Empty today: a name added here (for example
-# "victim_perpetrator.csv") passes the file-set check, and every cell of it is then held to the
-# release view's allowed values like data.csv's (a column the view does not know is refused). Its
-# privacy is NOT re-checked (no gate, no k): add that check in check_upload together with the name.
+# Tables a release may carry besides data.csv: each passes the file-set check, every cell of it is
+# held to its view's allowed values like data.csv's (a column the view does not know is refused),
+# and the gate checks it with data.csv in check_upload (every whole row >= k times for a
+# k-anonymized release; for a synthetic one, resolution on its combinations and its epsilon a
+# recorded part of the release's).
 EXTRA_TABLE_FILES: tuple[str, ...] = ("victim_perpetrator.csv",)
 
 

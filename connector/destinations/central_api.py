@@ -82,7 +82,8 @@ class CentralApiDestination(Destination):
         return backoff_delay(attempt, base=self.backoff, cap=MAX_DELAY, retry_after=retry_after)
 
     def _request(self, method: str, path: str, *, extra_headers: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
-        """One logical request with retries; returns the final response (any status) or raises PublishError."""
+        """One logical request with retries; returns the final response (any status) or raises PublishError.
+        A failed POST may have delivered its body (a timeout after the receiver read it): `sent`."""
         last_error = ""
         for attempt in range(self.retries + 1):
             response: requests.Response | None = None
@@ -91,7 +92,7 @@ class CentralApiDestination(Destination):
                 headers = {**self._headers(), **(extra_headers or {})}
                 response = self.session.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
             except SecretMissing as exc:
-                raise PublishError(f"cannot publish to {self.url}: token: {exc}") from None
+                raise PublishError(f"cannot publish to {self.url}: token: {exc}", sent=attempt > 0 and method == "POST") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_error = f"{type(exc).__name__} talking to {self.url}"
             else:
@@ -100,7 +101,7 @@ class CentralApiDestination(Destination):
                 last_error = f"HTTP {response.status_code} from {self.url}{path}"
             if attempt < self.retries:
                 self.sleep(self.delay(attempt + 1, response))
-        raise PublishError(f"{method} {self.url}{path} failed after {self.retries + 1} attempts: {last_error}")
+        raise PublishError(f"{method} {self.url}{path} failed after {self.retries + 1} attempts: {last_error}", sent=method == "POST")
 
     # -- Destination ---------------------------------------------------------------------------
 
@@ -127,13 +128,13 @@ class CentralApiDestination(Destination):
         if existing.status_code == 200:
             return PublishResult(bundle.release_id, location, published=False)
         if existing.status_code != 404:
-            raise PublishError(_refusal("checking", bundle, existing))
+            raise PublishError(_refusal("checking", bundle, existing), sent=False)
         ordered = [name for name in bundle.files if name != MANIFEST_FILE] + [MANIFEST_FILE]
         files = [("files", (name, bundle.files[name], content_type(name))) for name in ordered]
         response = self._request("POST", "/releases", files=files, extra_headers={"Idempotency-Key": bundle.release_id})
         if response.status_code in (200, 201):
             return PublishResult(bundle.release_id, location, published=True)
-        raise PublishError(_refusal("uploading", bundle, response))
+        raise PublishError(_refusal("uploading", bundle, response))  # the receiver read the files: sent
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class FolderDestination(Destination):
         target = self.root / bundle.partner / bundle.release_id
         if (target / MANIFEST_FILE).is_file():
             return PublishResult(bundle.release_id, str(target), published=False)
+        renamed = False  # until the rename, the files are in a private staging folder (mode 0700)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             for stale in target.parent.glob(f".{bundle.release_id}.*"):  # left by a crash; the job lock
@@ -51,12 +52,13 @@ class FolderDestination(Destination):
                 if target.exists():  # a crashed earlier attempt left an incomplete folder: replace it
                     shutil.rmtree(target)
                 os.rename(staging, target)
+                renamed = True
                 _fsync_dir(target.parent)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
         except OSError as exc:
-            raise PublishError(f"cannot write release {bundle.release_id} to {target}: {exc.strerror}") from None
+            raise PublishError(f"cannot write release {bundle.release_id} to {target}: {exc.strerror}", sent=renamed) from None
         return PublishResult(bundle.release_id, str(target), published=True)
 
 

@@ -162,21 +162,22 @@ class S3Destination(Destination):
 
         manifest_key = self.key(bundle, MANIFEST_FILE)
         current = MANIFEST_FILE
+        sent = False  # True from the first put on: an object put before a failure stays readable
         try:
             if self._exists(manifest_key):
                 return PublishResult(bundle.release_id, self.location(bundle), published=False)
             for name, content in bundle.files.items():
                 if name != MANIFEST_FILE:
-                    current = name
+                    current, sent = name, True
                     self._put(self.key(bundle, name), name, content)
-            current = MANIFEST_FILE
+            current, sent = MANIFEST_FILE, True
             self._put(manifest_key, MANIFEST_FILE, bundle.files[MANIFEST_FILE])  # last: marks the release whole
         except SecretMissing as exc:
-            raise PublishError(f"cannot publish to {self.describe()}: {exc}") from None
+            raise PublishError(f"cannot publish to {self.describe()}: {exc}", sent=sent) from None
         except ClientError as exc:
-            raise PublishError(f"cannot write s3://{self.bucket}/{self.key(bundle, current)}: S3 error {_code(exc)}") from None
+            raise PublishError(f"cannot write s3://{self.bucket}/{self.key(bundle, current)}: S3 error {_code(exc)}", sent=sent) from None
         except BotoCoreError as exc:
-            raise PublishError(f"cannot write s3://{self.bucket}/{self.key(bundle, current)}: {type(exc).__name__}") from None
+            raise PublishError(f"cannot write s3://{self.bucket}/{self.key(bundle, current)}: {type(exc).__name__}", sent=sent) from None
         return PublishResult(bundle.release_id, self.location(bundle), published=True)
 
 

@@ -514,7 +514,8 @@ def _add_years(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
-def _age_on(birth: date, on: date) -> int:
+def age_on(birth: date, on: date) -> int:
+    """Whole years from `birth` to `on`: the age every source's truth uses (a form asks it as a number)."""
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
@@ -537,8 +538,8 @@ def _new_case(rng: random.Random, created_at: datetime, mess_rate: float) -> Gen
     else:
         age = 18 + min(int(rng.expovariate(1 / 11)), 52)  # mostly 18-35
     birth: date | None = registered - timedelta(days=365 * age + _ri(rng, 1, 360))
-    while _age_on(birth, registered) != age:  # correct leap-year drift so the age is exact
-        birth += timedelta(days=1 if _age_on(birth, registered) > age else -1)
+    while age_on(birth, registered) != age:  # correct leap-year drift so the age is exact
+        birth += timedelta(days=1 if age_on(birth, registered) > age else -1)
     if rng.random() < 0.08:
         birth = None  # unknown birth date
     elif rng.random() < mess_rate / 10:
@@ -968,7 +969,7 @@ def expected_fields(case: GeneratedCase) -> dict[str, Any]:
         out["prs_Birthdate"] = None
     registered = case.created_at.date()
     out["ext_RegistrationDate"] = registered.isoformat()
-    age = _age_on(date.fromisoformat(out["prs_Birthdate"]), registered) if out["prs_Birthdate"] else None
+    age = age_on(date.fromisoformat(out["prs_Birthdate"]), registered) if out["prs_Birthdate"] else None
     out["ext_AgeAtRegistration"] = age
     out["ext_MajorityStatus"] = None if age is None else ("Minor" if age < 18 else "Adult")
     coe = exploitation_country(case)
@@ -980,7 +981,7 @@ def expected_fields(case: GeneratedCase) -> dict[str, Any]:
         {
             "per_RoleInProcess": sorted(p["per_RoleInProcess"]) or None,
             "per_Gender": p.get("prs_Gender"),
-            "per_AgeAtRegistration": _age_on(p["prs_Birthdate"], registered) if p.get("prs_Birthdate") else None,
+            "per_AgeAtRegistration": age_on(p["prs_Birthdate"], registered) if p.get("prs_Birthdate") else None,
             "per_Citizenship": p.get("citizenship"),
             "per_RelationshipToVictim": p.get("relation"),
             "per_MoneyPaid": p.get("money_paid"),
@@ -1078,6 +1079,7 @@ def personal_values(cases: Iterable[GeneratedCase]) -> set[str]:
 __all__ = [
     "GeneratedCase",
     "LABELS",
+    "age_on",
     "COUNTRIES",
     "CORRIDORS",
     "MESSABLE",

@@ -7,6 +7,13 @@ repeats, so by default the sandboxes serve a *partner variant*: the HTCDS form u
 group and three repeats (`perpetrators`, `events`, `support_plans`). `variant="htcds"` serves the form
 exactly as published (then the repeat-fed fields are simply absent).
 
+The perpetrators repeat asks what the victim-perpetrator table needs, as a case worker would ask
+it of the victim: roles (select_multiple), how the victim knew the person (asked of every
+perpetrator, CTDC's relation codes), gender, an age in years (an estimate: a victim seldom knows a
+trafficker's birth date; asked at the interview, which is the submission), citizenship (the
+form's own country list) and whether the person paid or received money for the victim (yes / no /
+don't know). The events repeat asks type, country, date and city of each trafficking event.
+
 Values are rendered as a form server stores them: choice names, select_multiple names joined by
 a space, ISO dates, then `generate.render` applies the case's mess, so the ODK, Kobo, Salesforce
 and Excel sandboxes show the same mess on the same cases. Limits of the form, on purpose: the
@@ -28,7 +35,7 @@ from connector.sources.xlsform import FormDefinition, form_from_rows
 
 FORM_ID = "htcds_xlsform"
 BASE_VERSION = "vSmt4GQA3C9uBMLPEVfgND"
-PARTNER_VERSION = "vSmt4GQA3C9uBMLPEVfgND-partner1"
+PARTNER_VERSION = "vSmt4GQA3C9uBMLPEVfgND-partner2"  # partner2: the perpetrator questions of the victim-perpetrator table
 VARIANTS = ("partner", "htcds")
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 
@@ -46,11 +53,13 @@ PARTNER_SURVEY: list[dict[str, Any]] = [
     {"type": "end_group", "name": "", "label": None},
     {"type": "begin_repeat", "name": "perpetrators", "label": "Perpetrators"},
     {"type": "select_multiple perpetratorrole", "name": "per_Role_in_Process", "label": "Role in Process"},
-    {"type": "select_one recruiterrelation", "name": "per_Recruiter_Relation", "label": "Relation of the recruiter to the victim",
-     "relevant": "selected(${per_Role_in_Process}, 'RecruiterOrIntermediary')"},
+    {"type": "select_one relationshiptovictim", "name": "per_Relationship_to_Victim", "label": "How did the victim know this person?"},
     {"type": "text", "name": "per_First_Name", "label": "First Name"},
     {"type": "text", "name": "per_Second_Name", "label": "Second Name"},
     {"type": "select_one gender", "name": "per_Gender", "label": "Gender"},
+    {"type": "integer", "name": "per_Age", "label": "Age in years (an estimate if not known)"},
+    {"type": "select_one citizenship", "name": "per_Citizenship", "label": "Citizenship"},
+    {"type": "select_one yesnodontknow", "name": "per_Money_Paid", "label": "Did this person pay or receive money for the victim?"},
     {"type": "end_repeat", "name": "", "label": None},
     {"type": "begin_repeat", "name": "events", "label": "Trafficking events"},
     {"type": "select_one eventtype", "name": "hte_Type", "label": "Type"},
@@ -69,10 +78,12 @@ PARTNER_LISTS = {
     "relationshiptotrafficker": "relationship_to_trafficker",
     "referralreason": "referral_reason",
     "perpetratorrole": "perpetrator_role",
-    "recruiterrelation": "recruiter_relation",
+    "relationshiptovictim": "recruiter_relation",
     "eventtype": "event_type",
     "supportplantype": "support_plan_type",
 }
+# A yes/no question with a "don't know" answer: the common schema's boolean has no code list.
+PARTNER_CHOICES = [("yesnodontknow", "yes", "Yes"), ("yesnodontknow", "no", "No"), ("yesnodontknow", "dont_know", "Don't know")]
 
 
 @lru_cache(maxsize=1)
@@ -108,6 +119,7 @@ def form_rows(variant: str = "partner") -> tuple[list[dict[str, Any]], list[dict
         codelists = load_schema().codelists
         for list_name, codelist in PARTNER_LISTS.items():
             choices.extend({"list_name": list_name, "name": code, "label": label} for code, label in codelists[codelist].items())
+        choices.extend({"list_name": list_name, "name": name, "label": label} for list_name, name, label in PARTNER_CHOICES)
         settings["version"] = PARTNER_VERSION
     return survey, choices, settings
 
@@ -313,16 +325,7 @@ def render_answers(case: gen.GeneratedCase, variant: str = "partner") -> dict[st
                 "outgoing_referral/cas_ReferredOrganisation": c.get("cas_ReferredOrganisation"),
                 "outgoing_referral/cas_ReferredPrimaryCaseWorker": c.get("cas_ReferredPrimaryCaseWorker"),
                 "outgoing_referral/cas_OutgoingReferralDetails": c.get("cas_OutgoingReferralDetails"),
-                "perpetrators": [
-                    {
-                        "per_Role_in_Process": " ".join(p["per_RoleInProcess"]),
-                        "per_Recruiter_Relation": p["relation"] if "RecruiterOrIntermediary" in p["per_RoleInProcess"] else None,
-                        "per_First_Name": p.get("prs_FirstName"),
-                        "per_Second_Name": p.get("prs_SecondName"),
-                        "per_Gender": p.get("prs_Gender"),
-                    }
-                    for p in case.perpetrators
-                ],
+                "perpetrators": [_perpetrator(case, p) for p in case.perpetrators],
                 "events": [_event(case, e, first=(e is _first_exploitation(case))) for e in case.events],
                 "support_plans": [
                     {"spl_Type": s.get("spl_Type"), "spl_PlannedEndDate": _iso(s.get("spl_PlannedEndDate")), "spl_Objectives": s.get("spl_Objectives")}
@@ -332,6 +335,30 @@ def render_answers(case: gen.GeneratedCase, variant: str = "partner") -> dict[st
         )
     answers["__version__"] = PARTNER_VERSION if variant == "partner" else BASE_VERSION
     return answers
+
+
+MONEY_PAID = {True: "yes", False: "no", None: "dont_know"}  # None: the generator's "not recorded"
+
+
+def _perpetrator(case: gen.GeneratedCase, perp: dict) -> dict[str, Any]:
+    """One perpetrator as the partner variant's repeat answers it.
+
+    The victim seldom knows a trafficker's birth date, so the form asks an age in years (an
+    estimate if need be) at the interview, which is the submission: the generator's age on the
+    registration date. A relationship is asked of every perpetrator, and money paid has a
+    "don't know" answer for what the generator leaves unrecorded.
+    """
+    birth = perp.get("prs_Birthdate")
+    return {
+        "per_Role_in_Process": " ".join(perp["per_RoleInProcess"]),
+        "per_Relationship_to_Victim": perp.get("relation"),
+        "per_First_Name": perp.get("prs_FirstName"),
+        "per_Second_Name": perp.get("prs_SecondName"),
+        "per_Gender": perp.get("prs_Gender"),
+        "per_Age": None if birth is None else str(gen.age_on(birth, case.created_at.date())),
+        "per_Citizenship": perp.get("citizenship"),
+        "per_Money_Paid": MONEY_PAID[perp.get("money_paid")],
+    }
 
 
 def _first_exploitation(case: gen.GeneratedCase) -> dict | None:
@@ -346,11 +373,23 @@ def _event(case: gen.GeneratedCase, event: dict, *, first: bool) -> dict[str, An
     return {"hte_Type": event.get("hte_Type"), "hte_Country": country, "hte_Date": _iso(event.get("hte_Date")), "hte_City": event.get("hte_City")}
 
 
+# Common-schema fields that only the partner variant's questions feed: unknown with the published form.
+PARTNER_FIELDS = (
+    "vic_RelationshipToTrafficker", "cas_CaseOwner", "cas_ReasonForCaseClosure", "cas_ReasonForOutgoingReferral",
+    "cas_OutgoingReferralDate", "cas_ReferredOrganisation", "cas_ReferredPrimaryCaseWorker", "cas_OutgoingReferralDetails",
+    "ext_CountryOfExploitation", "ext_RecruiterRelation", "ext_PerpetratorRoles", "ext_Perpetrators", "ext_TraffickingEvents",
+    "ext_TraffickMonths",
+)  # fmt: skip
+
+
 def expected_for_form(case: gen.GeneratedCase, variant: str = "partner") -> dict[str, Any]:
-    """`generate.expected_fields` as this form can carry it: one citizenship only (the form's `select_one`)."""
+    """`generate.expected_fields` as this form can carry it: one citizenship only (the form's
+    `select_one`); with the published form (`htcds`), the partner variant's fields unknown."""
     expected = gen.expected_fields(case)
     if expected.get("prs_Citizenship"):
         expected["prs_Citizenship"] = expected["prs_Citizenship"][:1]
+    if variant == "htcds":
+        expected.update(dict.fromkeys(PARTNER_FIELDS))
     return expected
 
 

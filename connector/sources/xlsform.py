@@ -29,10 +29,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping as AnyMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.records import Problem
 from connector.sources.base import FieldInfo
+
+if TYPE_CHECKING:  # for types only: the mapping engine is imported where it is used
+    from connector.mapping import FieldRule, Mapping
 
 GROUP_TYPES = {"begin_group", "begin group"}
 REPEAT_TYPES = {"begin_repeat", "begin repeat"}
@@ -435,7 +438,7 @@ def apply_renames(fields: dict[str, Any], renames: AnyMapping[str, str]) -> dict
 def check_mapping_against_form(form: FormDefinition, mapping_ref: str, *, where: str, renames: AnyMapping[str, str], base_dir: Path | None) -> list[Problem]:
     """Problems a form version causes for a mapping: mapped questions renamed or removed, choices
     that are no code of the target list (each would become a rejection), repeats gone."""
-    from connector.mapping import MappingError, fold, load_mapping
+    from connector.mapping import MappingError, load_mapping
 
     try:
         mapping = load_mapping(mapping_ref, base_dir=base_dir)
@@ -468,20 +471,42 @@ def check_mapping_against_form(form: FormDefinition, mapping_ref: str, *, where:
         if child_name is not None and question is None:
             problems.append(Problem(f"{where}: form {form.form_id}{version}", f"{rule.target}: repeat {name} has no question {child_name}", hint="fix `pick:`/`collect:` in the mapping"))
             continue
-        spec = mapping.schema.fields[rule.target]
-        if question is None or not question.list_name or not spec.codelist:
-            continue
-        codes = mapping.schema.codelists[spec.codelist]
-        known = {fold(c) for c in codes} | {fold(label) for label in codes.values()} | set(rule.value_map)
-        unknown = [n for n in form.choice_names(question.list_name) if fold(n) not in known]
-        if unknown:
-            shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-            problems.append(
-                Problem(
-                    f"{where}: form {form.form_id}{version}: {question.path}",
-                    f"{len(unknown)} choice(s) are not codes of {spec.codelist!r} and will be rejected: {shown}",
-                    severity="warning",
-                    hint=f"add them under `map:` of {rule.target} in the mapping",
+        # A records rule (`each:`) reads one question of the repeat per entry key: each one gone is an unknown key.
+        for sub in rule.each:
+            child = next((q for q in (form.field(f"{name}/{reverse.get(s, s)}") for s in sub.sources) if q is not None), None)
+            if child is None:
+                problems.append(
+                    Problem(
+                        f"{where}: form {form.form_id}{version}",
+                        f"{rule.target}: repeat {name} has no question {' or '.join(sub.sources)}; {sub.target} will stay unknown",
+                        severity="warning",
+                        hint=f"fix `each: {sub.target}:` in the mapping or add `rename:` to the source options",
+                    )
                 )
-            )
+            else:
+                problems.extend(_choices_not_codes(form, mapping, child, sub, f"{where}: form {form.form_id}{version}"))
+        problems.extend(_choices_not_codes(form, mapping, question, rule, f"{where}: form {form.form_id}{version}"))
     return problems
+
+
+def _choices_not_codes(form: FormDefinition, mapping: Mapping, question: FormField | None, rule: FieldRule, where: str) -> list[Problem]:
+    """A warning for the choices of `question` that are no code of the rule target's list (each would be a rejection)."""
+    from connector.mapping import fold
+
+    spec = mapping.schema.fields[rule.target]
+    if question is None or not question.list_name or not spec.codelist:
+        return []
+    codes = mapping.schema.codelists[spec.codelist]
+    known = {fold(c) for c in codes} | {fold(label) for label in codes.values()} | set(rule.value_map)
+    unknown = [n for n in form.choice_names(question.list_name) if fold(n) not in known]
+    if not unknown:
+        return []
+    shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+    return [
+        Problem(
+            f"{where}: {question.path}",
+            f"{len(unknown)} choice(s) are not codes of {spec.codelist!r} and will be rejected: {shown}",
+            severity="warning",
+            hint=f"add them under `map:` of {rule.target} in the mapping",
+        )
+    ]

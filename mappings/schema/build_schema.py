@@ -331,8 +331,8 @@ EXTENSION_FIELDS: list[dict[str, Any]] = [
         "role": QUASI,
         "codelist": None,
         "items": ["hte_Date", "hte_Type", "hte_Country"],
-        "description": "The historic trafficking events of the case (Salesforce: Event and Task activities), one entry "
-                       "each with its type, date and country. Never published itself: ext_TraffickMonths and "
+        "description": "The historic trafficking events of the case (Salesforce: Event and Task activities; ODK Central "
+                       "and Kobo: the form's events repeat), one entry each with its type, date and country. Never published itself: ext_TraffickMonths and "
                        "ext_CountryOfExploitation are derived from it.",
     },
     {

@@ -1,5 +1,6 @@
 """One job with an ODK Central and a Kobo source, through the real pipeline and store: the store equals
-the generator's truth after mapping, and a second run stores only what changed."""
+the generator's truth after mapping (perpetrators, trafficking events and months trafficked from the
+partner form's repeats included), and a second run stores only what changed."""
 
 from __future__ import annotations
 
@@ -46,6 +47,30 @@ def _store_rows(pipeline: Pipeline, source: str) -> dict[str, dict[str, Any]]:
     return {row["record_id"]: row for row in frame.to_dict("records")}
 
 
+def _assert_store_equals_truth(pipeline: Pipeline, targets: list[str], odk_now: list, kobo_now: list) -> None:
+    """Every live case stored, every mapped field equal to the truth: the perpetrators (one entry per
+    repeat entry, with gender, age, citizenship, relationship, money paid), the events and the
+    months trafficked included, from both servers."""
+    assert {"ext_Perpetrators", "ext_TraffickingEvents", "ext_TraffickMonths"} <= set(targets)
+    for source, cases, key in (("odk", odk_now, xlsform_render.instance_id), ("kobo", kobo_now, lambda c: str(submission_id(c)))):
+        stored = _store_rows(pipeline, source)
+        live = [c for c in cases if not c.deleted]
+        assert set(stored) == {key(c) for c in live}, source
+        for case in live:
+            expected = xlsform_render.expected_for_form(case)
+            row = stored[key(case)]
+            assert {t: row.get(t) for t in targets} == {t: expected.get(t) for t in targets}, (source, case.case_id)
+        # The comparison has something to compare: several perpetrators for some cases, each item known for some.
+        entries = [e for row in stored.values() for e in row["ext_Perpetrators"] or []]
+        assert len(entries) == sum(len(c.perpetrators) for c in live) and any(len(c.perpetrators) >= 2 for c in live), source
+        for item in gen.PERPETRATOR_ITEMS:
+            assert any(e[item] is not None for e in entries), (source, item)
+        assert any(e["per_MoneyPaid"] is False for e in entries) and any(e["per_AgeAtRegistration"] is None for e in entries), source
+        events = [e for row in stored.values() for e in row["ext_TraffickingEvents"] or []]
+        assert len(events) == sum(len(c.events) for c in live), source
+        assert any(row["ext_TraffickMonths"] is not None for row in stored.values()), source
+
+
 @pytest.mark.parametrize("n, odk_seed, kobo_seed, evolve_seeds", [(50, 31, 32, (33, 34)), (30, 2, 3, (2, 3))])
 def test_one_job_pulls_maps_and_stores_both_servers_and_then_only_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, odk_seed: int, kobo_seed: int, evolve_seeds: tuple[int, int]
@@ -62,14 +87,7 @@ def test_one_job_pulls_maps_and_stores_both_servers_and_then_only_changes(
         targets = load_mapping("xlsform_htcds").targets()
 
         def check_store(pipeline: Pipeline, odk_now: list, kobo_now: list) -> None:
-            for source, cases, key in (("odk", odk_now, xlsform_render.instance_id), ("kobo", kobo_now, lambda c: str(submission_id(c)))):
-                stored = _store_rows(pipeline, source)
-                live = [c for c in cases if not c.deleted]
-                assert set(stored) == {key(c) for c in live}, source
-                for case in live:
-                    expected = xlsform_render.expected_for_form(case)
-                    row = stored[key(case)]
-                    assert {t: row.get(t) for t in targets} == {t: expected.get(t) for t in targets}, (source, case.case_id)
+            _assert_store_equals_truth(pipeline, targets, odk_now, kobo_now)
 
         pipeline = Pipeline(config)
         first = pipeline.sync()
@@ -108,14 +126,7 @@ def test_store_equals_the_truth_through_edits_deletes_restores_and_more_kobo_row
         def check_store(odk_now: list, kobo_now: list) -> None:
             pipeline = Pipeline(load_config(path))
             try:
-                for source, cases, key in (("odk", odk_now, xlsform_render.instance_id), ("kobo", kobo_now, lambda c: str(submission_id(c)))):
-                    stored = _store_rows(pipeline, source)
-                    live = [c for c in cases if not c.deleted]
-                    assert set(stored) == {key(c) for c in live}, source
-                    for case in live:
-                        expected = xlsform_render.expected_for_form(case)
-                        row = stored[key(case)]
-                        assert {t: row.get(t) for t in targets} == {t: expected.get(t) for t in targets}, (source, case.case_id)
+                _assert_store_equals_truth(pipeline, targets, odk_now, kobo_now)
             finally:
                 pipeline.close()
 

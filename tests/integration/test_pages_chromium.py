@@ -76,7 +76,7 @@ def test_reports_and_the_central_page_read_well_in_a_browser_at_1280_px(tmp_path
     release = pd.DataFrame({"gender": ["Female"] * 26 + ["Male"] * 24, "isForcedLabour": ["1", "0", "0"] * 16 + ["1", "1"]})
     from privacy.metrics import publishable_metrics
 
-    metrics = publishable_metrics(compare(real, release, reporting_length=2, quasi_identifiers=["gender"], threshold=10))
+    metrics = publishable_metrics(compare(real, release, reporting_length=2, quasi_identifiers=["gender"], threshold=10), release)
     synthetic = {"method": "synthetic", "epsilon": 1.0, "delta": 1e-5, "resolution": 10, "records_out": 50, "reporting_length": 2,
                  "records_synthesized": 80, "records_removed_below_resolution": 30, "budget": {"total": 12.0, "spent_before": 1.0, "left_after": 10.0},
                  "binning": {"gender": {"hierarchy": "gender", "level": 0, "level_name": "value"}, "ageBroad": {"hierarchy": "age", "level": 4, "level_name": "*"}},

@@ -129,6 +129,35 @@ def test_a_crash_before_the_manifest_leaves_no_visible_release_and_a_retry_compl
     assert destination(bucket).publish(bundle).published
 
 
+def test_a_failure_after_a_put_says_bytes_left_and_one_before_any_says_none(bucket):
+    """Objects put before the failure stay readable in the bucket: a synthetic release's noisy counts
+    left the partner, so its privacy budget must stay spent (PublishError.sent)."""
+    from botocore.exceptions import ClientError
+
+    bundle = make_bundle("ngo-a")
+    dest = destination(bucket)
+    real_put = dest._put
+
+    def failing(key, name, content):
+        if name == "manifest.json":
+            raise ClientError({"Error": {"Code": "500", "Message": "internal"}}, "PutObject")
+        real_put(key, name, content)
+
+    dest._put = failing  # type: ignore[method-assign]
+    with pytest.raises(PublishError) as caught:
+        dest.publish(bundle)
+    assert caught.value.sent is True and admin().list_objects_v2(Bucket=bucket).get("Contents")
+
+    def refused(key):
+        raise ClientError({"Error": {"Code": "403", "Message": "denied"}}, "HeadObject")
+
+    checking = destination(bucket)
+    checking._exists = refused  # type: ignore[method-assign]
+    with pytest.raises(PublishError) as before:
+        checking.publish(make_bundle("ngo-b"))
+    assert before.value.sent is False  # the check before the first put failed: nothing went up
+
+
 def test_errors_name_the_bucket_not_the_credentials(bucket, monkeypatch):
     monkeypatch.setenv("TEST_S3_SECRET", "wrong-secret-value")
     dest = S3Destination("no-such-bucket-here", endpoint_url=_ENDPOINT[0], region="us-east-1",

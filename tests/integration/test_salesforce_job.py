@@ -140,6 +140,10 @@ def test_job_pulls_everything_then_only_edits_new_and_deletes(tmp_path: Path, pa
         live_cases = {r["Id"] for r in org.records["Case"].values() if not r["IsDeleted"]}
         for obj in ("Connected_Person_or_Organisation__c", "Event", "Task"):  # deleted children of live cases
             assert any(r["IsDeleted"] and (r.get("Case__c") or r.get("WhatId")) in live_cases for r in org.records[obj].values()), obj
+        # ... and cases with both: several live perpetrators and one in the recycle bin.
+        persons = org.records["Connected_Person_or_Organisation__c"].values()
+        live_count = {cid: sum(1 for r in persons if r["Case__c"] == cid and not r["IsDeleted"]) for cid in live_cases}
+        assert any(live_count[r["Case__c"]] >= 2 for r in persons if r["IsDeleted"] and r["Case__c"] in live_cases)
         job = _job(tmp_path, handle, api=api)
         checker = Pipeline(load_config(job))
         problems = checker.check()

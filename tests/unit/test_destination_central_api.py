@@ -94,6 +94,23 @@ def test_a_refusal_is_reported_with_the_receivers_reasons_and_not_retried(token)
         destination.publish(bundle)
     assert "prs_FirstName" in str(caught.value) and "HTTP 422" in str(caught.value)
     assert len(post.calls) == 1 and sleeps == []
+    assert caught.value.sent  # the receiver read the files: a synthetic release's budget stays spent
+
+
+@responses.activate
+def test_a_failure_before_the_upload_says_nothing_was_sent_and_one_during_it_says_it_may_have_been(token):
+    import requests
+
+    bundle = make_bundle("ngo-a")
+    responses.get(f"{URL}/releases/{bundle.release_id}", body=requests.ConnectionError("reset"))
+    with pytest.raises(PublishError) as checking:
+        dest(token, retries=1)[0].publish(bundle)
+    assert checking.value.sent is False
+    responses.replace(responses.GET, f"{URL}/releases/{bundle.release_id}", status=404)
+    responses.post(f"{URL}/releases", body=requests.Timeout("read timed out"))  # after the body went out
+    with pytest.raises(PublishError) as uploading:
+        dest(token, retries=1)[0].publish(bundle)
+    assert uploading.value.sent is True
 
 
 def test_a_missing_token_is_named_by_its_reference_only(monkeypatch):

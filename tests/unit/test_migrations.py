@@ -48,7 +48,7 @@ def store_with_history(url: str) -> tuple[dict, list]:
 
 def downgrade_to_version_1(url: str) -> None:
     """What a store written by the connector before migrations looks like (version 1)."""
-    execute(url, "DROP TABLE schema_migrations", "DROP TABLE release_parts", "DROP INDEX ix_runs_job_status", "UPDATE store_meta SET value = '1' WHERE key = 'schema_version'")
+    execute(url, "DROP TABLE schema_migrations", "DROP TABLE release_parts", "DROP INDEX ix_runs_job_status", "ALTER TABLE privacy_budget DROP COLUMN parts", "UPDATE store_meta SET value = '1' WHERE key = 'schema_version'")
 
 
 def test_the_latest_shape_is_the_store_metadata():

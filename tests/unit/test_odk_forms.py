@@ -74,3 +74,37 @@ def test_a_name_used_in_two_groups_keeps_the_first_short_key_and_counts_the_coll
     flat = flatten_answers({"a/city": "Lviv", "b/city": "Kyiv"}, stats=stats)
     assert flat == {"city": "Lviv", "a/city": "Lviv", "b/city": "Kyiv"}
     assert stats.collisions == 1
+
+
+def test_the_partner_forms_perpetrators_and_events_map_the_same_from_odk_and_kobo_answers() -> None:
+    from connector.mapping import load_mapping
+    from connector.records import RawRecord
+
+    recruiter = {"per_Role_in_Process": "Exploiter RecruiterOrIntermediary", "per_Relationship_to_Victim": "Family", "per_First_Name": "Ivan",
+                 "per_Gender": "Masculine", "per_Age": 41, "per_Citizenship": "UA", "per_Money_Paid": "yes"}  # fmt: skip
+    transporter = {"per_Role_in_Process": "Transporter", "per_Relationship_to_Victim": "Other", "per_Money_Paid": "dont_know"}
+    events = [{"hte_Type": "Exploitation", "hte_Country": "PL", "hte_Date": "2020-03-01"}, {"hte_Type": "Recruitment", "hte_Country": "UA", "hte_Date": "2020-01-10", "hte_City": "Lviv"}]
+    odk = {"perpetrators": [{**recruiter, "__id": "r1"}, {**transporter, "__id": "r2"}], "events": [{**e, "__id": f"e{i}"} for i, e in enumerate(events)]}
+    kobo = {  # Kobo keys repeat answers by their full path and keeps numbers as text
+        "perpetrators": [{f"perpetrators/{k}": str(v) for k, v in child.items()} for child in (recruiter, transporter)],
+        "events": [{f"events/{k}": v for k, v in e.items()} for e in events],
+    }
+    mapping = load_mapping("xlsform_htcds")
+    mapped = []
+    for answers in (odk, kobo):
+        fields = {**flatten_answers(answers, skip=frozenset({"__id"})), "_submission_time": "2021-06-15T10:00:00.000Z"}
+        case, rejections = mapping.map_record("form", RawRecord("uuid:1", fields))
+        assert rejections == []
+        mapped.append(case.fields)
+    odk_fields, kobo_fields = mapped
+    assert odk_fields == kobo_fields
+    assert odk_fields["ext_Perpetrators"] == [
+        {"per_RoleInProcess": ["Exploiter", "RecruiterOrIntermediary"], "per_Gender": "Masculine", "per_AgeAtRegistration": 41,
+         "per_Citizenship": "UA", "per_RelationshipToVictim": "Family", "per_MoneyPaid": True},
+        {"per_RoleInProcess": ["Transporter"], "per_Gender": None, "per_AgeAtRegistration": None,
+         "per_Citizenship": None, "per_RelationshipToVictim": "Other", "per_MoneyPaid": None},  # "don't know" is unknown
+    ]  # fmt: skip
+    assert odk_fields["ext_RecruiterRelation"] == ["Family"]  # the recruiter's relation only: roles are space-separated
+    assert odk_fields["ext_PerpetratorRoles"] == ["Exploiter", "RecruiterOrIntermediary", "Transporter"]
+    assert [e["hte_Type"] for e in odk_fields["ext_TraffickingEvents"]] == ["Recruitment", "Exploitation"]
+    assert odk_fields["ext_CountryOfExploitation"] == "PL" and odk_fields["ext_TraffickMonths"] == 17

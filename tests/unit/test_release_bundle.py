@@ -74,12 +74,27 @@ def test_a_failed_write_leaves_no_release_visible(release, tmp_path, monkeypatch
         real_write(path, content)
 
     monkeypatch.setattr(folder_module, "_write", failing_write)
-    with pytest.raises(PublishError, match="No space left"):
+    with pytest.raises(PublishError, match="No space left") as caught:
         FolderDestination(tmp_path / "releases").publish(bundle)
     partner_dir = tmp_path / "releases" / "ngo"
     assert list(partner_dir.iterdir()) == []  # neither the release nor its staging folder
+    assert caught.value.sent is False  # so a synthetic release's budget is given back
     monkeypatch.setattr(folder_module, "_write", real_write)
     assert FolderDestination(tmp_path / "releases").publish(bundle).published
+
+
+def test_a_failure_after_the_rename_says_the_release_may_have_been_read(release, tmp_path, monkeypatch):
+    import connector.destinations.folder as folder_module
+
+    bundle = build_bundle(release, partner="ngo", schema=load_schema(), run_ids=["r1"])
+
+    def failing_sync(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(folder_module, "_fsync_dir", failing_sync)
+    with pytest.raises(PublishError) as caught:
+        FolderDestination(tmp_path / "releases").publish(bundle)
+    assert (tmp_path / "releases" / "ngo" / bundle.release_id / "data.csv").is_file() and caught.value.sent is True
 
 
 def test_an_incomplete_folder_from_a_crash_is_replaced(release, tmp_path):

@@ -147,3 +147,49 @@ def test_the_preview_comparison_shows_real_values_at_the_finest_level_next_to_th
     assert list(marginals) == ["yearOfRegistration", "ageBroad"]
     text = " ".join("".join(parse(render_report({**full_row_record(), "metrics": {"marginals": marginals}})).text).split())
     assert "Real data before generalization and the release" in text and "This is a local preview" in text
+
+
+def vp_entry():
+    """privacy.json's `victim_perpetrator` of a k-anonymized release (privacy.vp_release.describe_vp)."""
+    detail = {"ageBroad": {"of": "victim", "full": 0.5, "coarser": 0.25, "suppressed": 0.25},
+              "perpetratorRole": {"of": "perpetrator", "full": 1.0, "coarser": 0.0, "suppressed": 0.0},
+              "perpetratorAge": {"of": "perpetrator", "full": 0.4, "coarser": 0.0, "suppressed": 0.6}}
+    return {"file": "victim_perpetrator.csv", "records_out": 24, "smallest_group": 6, "columns": ["ageBroad", "perpetratorRole", "perpetratorAge"],
+            "detail": dict(sorted(detail.items()))}  # as read back from privacy.json: keys sorted
+
+
+def _section(page: Page) -> str:
+    return " ".join(" ".join(page.text).split())  # table cells apart
+
+
+def test_a_k_anonymized_release_with_perpetrators_has_their_section_with_columns_detail_and_numbers():
+    data = render_report({**full_row_record(), "victim_perpetrator": vp_entry()})
+    page = parse(data)
+    text = _section(page)
+    assert data.count(b'<section id="victim-perpetrator">') == 1
+    assert page.headings.count("The victim-perpetrator table") == 1
+    assert {"Its columns and their detail", "Its privacy numbers"} <= set(page.headings)
+    assert "one row per perpetrator of a victim (24 rows)" in text and "How it is counted: per victim." in text
+    assert "is shared by at least k = 10 victims" in text
+    # columns in the table's order (not privacy.json's sorted keys), each with its detail
+    age = text.index("Age at registration ageBroad victim As recorded in 50.0%, coarser in 25.0%, hidden (*) in 25.0% of its rows")
+    role = text.index("perpetratorRole perpetrator As recorded in 100.0% of its rows")
+    assert age < role < text.index("perpetratorAge perpetrator As recorded in 40.0%, hidden (*) in 60.0% of its rows")
+    assert "k (counted per victim, across both tables) 10 smallest group of identical rows 6" in text
+    assert "The victim-perpetrator table" not in _section(parse(render_report(full_row_record())))  # no table, no section
+
+
+def test_a_synthetic_release_with_perpetrators_has_their_section_with_its_epsilon_counted_per_victim(metrics):
+    vp = {"file": "victim_perpetrator.csv", "method": "synthetic", "epsilon": 1.0, "delta": 1e-5, "epsilon_per_row": 0.5, "max_perpetrators_per_victim": 2,
+          "reporting_length": 2, "resolution": 10, "records_out": 30, "link_columns": ["gender", "citizenshipRegion"],
+          "perpetrator_columns": ["perpetratorRole", "perpetratorAge"], "binning": {"perpetratorAge": {"hierarchy": "perpetrator_age", "level": 0, "level_name": "value"},
+          "citizenshipRegion": {"hierarchy": "region", "level": 0, "level_name": "UN M49 region"}}}
+    record = {**synthetic_record(metrics), "epsilon_parts": {"victim_perpetrator": 1.0, "victims": 3.0}, "victim_perpetrator": vp}
+    page = parse(render_report(record))
+    text = _section(page)
+    assert "The victim-perpetrator table" in page.headings
+    assert "epsilon = 1.0 of the release's 4.0" in text and "at most 2 perpetrators of each victim were read and each row was given epsilon 0.5" in text
+    assert "UN M49 region of the victim's citizenship citizenshipRegion victim The UN region" in text
+    assert "perpetratorRole perpetrator as drawn (not grouped)" in text
+    assert "epsilon of each table: victims / victim-perpetrator 3.0 / 1.0" in text
+    assert "perpetrators read per victim, at most 2" in text and "epsilon per row 0.5" in text

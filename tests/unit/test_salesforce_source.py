@@ -465,3 +465,31 @@ def test_a_bulk_csv_connected_contact_column_nests_like_the_rest_answer(key_file
     assert not any("." in key for key in child)
     empty = src._child(layout, "connected", {"Id": "a01B", "Connected_Contact__r.Gender__c": None})
     assert empty["Connected_Contact"] is None
+
+
+@responses.activate
+def test_several_perpetrators_per_case_and_a_deleted_one_in_the_recycle_bin_are_read_as_the_live_ones(key_file):
+    # queryAll answers the recycle bin too, child subqueries included: the query says
+    # `WHERE IsDeleted = false`, and should a deleted row arrive anyway (the source also drops a
+    # row flagged IsDeleted), it is no perpetrator: neither an entry nor its roles.
+    token_ok(responses)
+    describes(responses)
+    limits(responses)
+    perpetrators = {"totalSize": 3, "done": True, "records": [
+        {"attributes": {}, "Type__c": "IntimatePartner", "Role_in_Process__c": "RecruiterOrIntermediary;ControlledIndividual", "IsDeleted": False},
+        {"attributes": {}, "Type__c": "Other", "Role_in_Process__c": "Transporter", "IsDeleted": False},
+        {"attributes": {}, "Type__c": "Family", "Role_in_Process__c": "SoldIndividual;Exploiter", "IsDeleted": True},
+    ]}  # fmt: skip
+    responses.get(f"{DATA}/queryAll/", json={"totalSize": 1, "done": True, "records": [case_row(1, Connected_Persons_or_Organisations__r=perpetrators)]})
+    (page, _) = list(source(key_file, api="rest").pages(None))
+    query = parse_qs(responses.calls[len(OBJECTS) + 2].request.url.split("?", 1)[1])["q"][0]
+    assert "FROM Connected_Persons_or_Organisations__r WHERE IsDeleted = false" in query
+    from connector.mapping import load_mapping
+
+    case, _ = load_mapping("salesforce_htcds").map_record("sf", page.records[0])
+    assert [(e["per_RelationshipToVictim"], e["per_RoleInProcess"]) for e in case.fields["ext_Perpetrators"]] == [
+        ("IntimatePartner", ["ControlledIndividual", "RecruiterOrIntermediary"]),
+        ("Other", ["Transporter"]),
+    ]
+    assert case.fields["ext_PerpetratorRoles"] == ["ControlledIndividual", "RecruiterOrIntermediary", "Transporter"]  # none of the deleted row's roles
+    assert case.fields["ext_RecruiterRelation"] == ["IntimatePartner"]

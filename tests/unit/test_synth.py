@@ -261,7 +261,7 @@ def test_failed_publish_gives_the_budget_back(tmp_path, monkeypatch):
     from connector.pipeline import Pipeline
 
     def fail(self, bundle):
-        raise PublishError("disk full")
+        raise PublishError("disk full", sent=False)  # the destination knows no byte left
 
     config = load_config(_job(tmp_path, budget=6.0))
     pipeline = Pipeline(config)
@@ -272,6 +272,39 @@ def test_failed_publish_gives_the_budget_back(tmp_path, monkeypatch):
         assert report.status == "failed"
         assert pipeline.store.spent("test-ngo") == (0.0, 0.0)
         assert [e["status"] for e in pipeline.store.budget_ledger("test-ngo")] == ["void"]
+    finally:
+        pipeline.close()
+
+
+@pytest.mark.parametrize("failure", ["sent", "interrupted"])
+def test_a_publish_that_failed_after_bytes_may_have_left_keeps_the_budget_spent(tmp_path, monkeypatch, failure):
+    """Files put before the manifest (S3), an upload the receiver read before it answered, a signal
+    mid-upload: the noisy counts left the partner, and the next run draws new noise from the same
+    cases. So the entry stays pending (counted), and the retry is charged again."""
+    from connector.destinations import PublishError
+    from connector.destinations.folder import FolderDestination
+    from connector.pipeline import Pipeline
+
+    def fail(self, bundle):
+        if failure == "sent":
+            raise PublishError("the receiver did not answer in time")  # default: bytes may have left
+        raise KeyboardInterrupt
+
+    config = load_config(_job(tmp_path, budget=12.0))
+    pipeline = Pipeline(config)
+    try:
+        pipeline.sync()
+        with monkeypatch.context() as patch:
+            patch.setattr(FolderDestination, "publish", fail)
+            if failure == "sent":
+                assert pipeline.release().status == "failed"
+            else:
+                with pytest.raises(KeyboardInterrupt):
+                    pipeline.release()
+        assert pipeline.store.spent("test-ngo")[0] == 4.0
+        assert [e["status"] for e in pipeline.store.budget_ledger("test-ngo")] == ["pending"]
+        assert pipeline.release().status == "published"  # new noise from the same cases: charged again
+        assert pipeline.store.spent("test-ngo")[0] == 8.0
     finally:
         pipeline.close()
 
