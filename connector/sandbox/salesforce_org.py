@@ -280,6 +280,7 @@ class Org:
     _latest: datetime | None = None
     # (object, stamp field) -> (stamps ascending, positions in insertion order): the query planner's index
     _stamps: dict[tuple[str, str], tuple[list[datetime], list[int]]] = field(default_factory=dict)
+    _refs: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)
     _in_sets: dict[int, tuple[list[Any], frozenset[Any], frozenset[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -464,6 +465,7 @@ class Org:
 
     def _reindex(self) -> None:
         self._stamps = {}  # rebuilt on the next query that filters on a stamp
+        self._refs = {}
         self._children = {}
         for parent, relations in CHILDREN.items():
             for _, (child, ref) in relations.items():
@@ -586,36 +588,65 @@ class Org:
 
     def _candidates(self, obj: str, where: Any) -> Iterable[dict[str, Any]]:
         """The records that may match `where`, in the org's record order: every record, or, when the
-        clause ANDs a range on a stamp field (`SystemModstamp > X`, the incremental query), only those
-        in that range, found by bisection in a sorted index, as Salesforce's own index on
-        SystemModstamp serves such a filter ("Query & Search Optimization Cheat Sheet": SystemModstamp
+        clause ANDs a range on a stamp field (`SystemModstamp > X`, the incremental query, or a
+        parent's: `Contact.SystemModstamp > X`), only those in that range, found by bisection in a
+        sorted index, as Salesforce's own index on SystemModstamp serves such a filter ("Query & Search Optimization Cheat Sheet": SystemModstamp
         is indexed). Every condition is still checked on each candidate by `matches`, so the index
         changes the cost, never the answer."""
         records = self.records[obj]
         best: list[int] | None = None
         for node in _conjuncts(where):
-            if node[0] != "cmp" or "." in node[1] or node[2] not in _RANGE_OPS:
+            if node[0] != "cmp" or node[2] not in _RANGE_OPS or node[1].count(".") > 1:
                 continue
-            name = self.canonical(obj, node[1])
+            relationship, _, field_name = node[1].rpartition(".")
             bound = _as_stamp(node[3])
-            if name not in _STAMP_FIELDS or bound is None:
+            if bound is None:
                 continue
-            stamps, positions = self._stamp_index(obj, name)
-            lo, hi = 0, len(stamps)
-            op = node[2]
-            if op in (">", ">="):
-                lo = (bisect.bisect_right if op == ">" else bisect.bisect_left)(stamps, bound)
-            elif op in ("<", "<="):
-                hi = (bisect.bisect_left if op == "<" else bisect.bisect_right)(stamps, bound)
-            else:
-                lo, hi = bisect.bisect_left(stamps, bound), bisect.bisect_right(stamps, bound)
-            found = positions[lo:hi]
-            if best is None or len(found) < len(best):
-                best = found
+            if not relationship:  # `SystemModstamp > X` on the object itself
+                name = self.canonical(obj, field_name)
+                if name in _STAMP_FIELDS:
+                    found = self._stamp_range(obj, name, node[2], bound)
+                    best = found if best is None or len(found) < len(best) else best
+                continue
+            rel = _find(PARENTS.get(obj, {}), relationship)  # `Contact.SystemModstamp > X`: the changed parents' children
+            if rel is None:
+                continue
+            parent_obj, ref = PARENTS[obj][rel]
+            name = self.canonical(parent_obj, field_name)
+            if name not in _STAMP_FIELDS:
+                continue
+            parents = list(self.records[parent_obj].values())
+            by_parent = self._ref_index(obj, ref)
+            found = sorted(p for i in self._stamp_range(parent_obj, name, node[2], bound) for p in by_parent.get(parents[i]["Id"], ()))
+            best = found if best is None or len(found) < len(best) else best
         if best is None:
             return records.values()
         ordered = list(records.values())
         return [ordered[position] for position in sorted(best)]
+
+    def _stamp_range(self, obj: str, name: str, op: str, bound: datetime) -> list[int]:
+        """Positions of `obj`'s records whose stamp `name` satisfies `op bound`, by bisection."""
+        stamps, positions = self._stamp_index(obj, name)
+        lo, hi = 0, len(stamps)
+        if op in (">", ">="):
+            lo = (bisect.bisect_right if op == ">" else bisect.bisect_left)(stamps, bound)
+        elif op in ("<", "<="):
+            hi = (bisect.bisect_left if op == "<" else bisect.bisect_right)(stamps, bound)
+        else:
+            lo, hi = bisect.bisect_left(stamps, bound), bisect.bisect_right(stamps, bound)
+        return positions[lo:hi]
+
+    def _ref_index(self, obj: str, ref: str) -> dict[str, list[int]]:
+        """Positions of `obj`'s records by the Id their lookup `ref` holds (the reverse of a parent path)."""
+        key = (obj, ref)
+        if key not in self._refs:
+            index: dict[str, list[int]] = {}
+            for position, record in enumerate(self.records[obj].values()):
+                target = record.get(ref)
+                if target:
+                    index.setdefault(target, []).append(position)
+            self._refs[key] = index
+        return self._refs[key]
 
     def _stamp_index(self, obj: str, name: str) -> tuple[list[datetime], list[int]]:
         key = (obj, name)

@@ -61,6 +61,26 @@ def test_a_window_with_other_conditions_and_an_or_gives_what_a_full_scan_gives(o
         assert org.run(parse(text), True) == _scan(org, text, True), text
 
 
+@pytest.mark.parametrize("op", [">", ">=", "<="])
+def test_a_parent_stamp_range_gives_what_a_full_scan_gives(org: Org, op: str) -> None:
+    """`Contact.SystemModstamp > X` on Case (the source's changed-contacts query): the changed
+    Contacts' Cases, through a reverse index of the lookup."""
+    stamps = _stamps(org, "Contact")
+    found_any = False
+    for stamp in (stamps[0], stamps[len(stamps) // 2], stamps[-1]):
+        text = f"SELECT Id FROM Case WHERE Contact.SystemModstamp {op} {soql_datetime(stamp)} AND Contact.SystemModstamp <= {soql_datetime(stamps[-1])}"
+        org.clear_query_cache()
+        found = org.run(parse(text), False)
+        assert found == _scan(org, text, False), text
+        found_any = found_any or bool(found)
+    assert found_any, "the fixture must give the query something to find"
+    for text in (
+        f"SELECT Id FROM Case WHERE Contact.SystemModstamp >= {soql_datetime(stamps[0])} AND Contact.SystemModstamp <= {soql_datetime(stamps[-1])}",
+    ):
+        org.clear_query_cache()
+        assert org.run(parse(text), True) == _scan(org, text, True), text
+
+
 def test_an_id_list_matches_case_insensitively_as_equality_does(org: Org) -> None:
     ids = list(org.records["Case"])[:5]
     listed = ", ".join(soql_string(i.lower() if n % 2 else i) for n, i in enumerate(ids))
