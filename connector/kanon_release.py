@@ -18,6 +18,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from connector.store import SeriesChange, Store
@@ -47,19 +48,42 @@ class NextRelease:
 
 
 def row_digests(view: pd.DataFrame) -> list[str]:
-    """A digest of each view row's values: a published record whose digest changes was corrected."""
-    frame = view.astype(object).where(view.notna(), "\x00")
-    joined = frame.astype(str).agg("\x1f".join, axis=1)
-    return [hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] for text in joined]
+    """A digest of each view row's values: a published record whose digest changes was corrected.
+
+    The text of a row is its cells as `str` ("\x00" for unknown) joined by "\x1f". Each column's
+    distinct values are turned into text once and shared by the rows that hold them, so the
+    table is never copied as one new string per cell (issue #16: a release within 1 GiB)."""
+    texts = [_cell_texts(view.iloc[:, j]) for j in range(view.shape[1])]
+    return [hashlib.sha256("\x1f".join(cells).encode("utf-8")).hexdigest()[:32] for cells in zip(*texts)] if texts else [
+        hashlib.sha256(b"").hexdigest()[:32] for _ in range(len(view))
+    ]
+
+
+def _cell_texts(column: pd.Series) -> np.ndarray:
+    """Each cell's text in a row digest, as an object array: the distinct values (and one unknown)
+    go through exactly the conversion the digests have always used (a frame's `.astype(str)`,
+    which reads "\x00" as ""), then every row takes its value's text."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    distinct = pd.concat([pd.Series(uniques, dtype=column.dtype), pd.Series([None], dtype=column.dtype)], ignore_index=True)
+    frame = distinct.to_frame("v")
+    texts = frame.astype(object).where(frame.notna(), "\x00").astype(str)["v"].to_numpy(dtype=object)
+    return texts[codes]  # code -1 (unknown) is the last entry
+
+
+def _read_strings(data: bytes) -> pd.DataFrame:
+    """CSV bytes as a frame of strings ("" for blank); equal cells of a column share one string
+    object (read as categories, then as objects), so a 100,000-row part costs pointers, not copies."""
+    frame = pd.read_csv(io.BytesIO(data), dtype="category", keep_default_na=False)
+    return frame.astype(object)
 
 
 def read_part(part: Part) -> pd.DataFrame:
     """A stored part's published rows, every cell a string ("" for blank)."""
-    return pd.read_csv(io.BytesIO(part.data_csv), dtype=str, keep_default_na=False)
+    return _read_strings(part.data_csv)
 
 
 def read_vp(part: Part) -> pd.DataFrame | None:
-    return pd.read_csv(io.BytesIO(part.vp_csv), dtype=str, keep_default_na=False) if part.vp_csv is not None else None
+    return _read_strings(part.vp_csv) if part.vp_csv is not None else None
 
 
 def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: pd.DataFrame, setup: KSetup, *, min_new: int, schema: Any = None) -> NextRelease:

@@ -259,7 +259,7 @@ class Mapping:
         if not entries:
             return None
         order = list(self.schema.fields[rule.target].items)
-        return sorted(entries, key=lambda e: [json.dumps(e.get(k), sort_keys=True, default=str) for k in order])
+        return sorted(entries, key=lambda e: [_sort_text(e.get(k)) for k in order])
 
     # -- normalisation by schema type ------------------------------------------------------------
 
@@ -533,6 +533,24 @@ def _code_lookup(name: str, codes: dict[str, str]) -> dict[str, str]:
     for code in codes:
         lookup[fold(code)] = code  # codes win over labels
     return lookup
+
+
+_SORT_TEXTS: dict[Any, str] = {}
+
+
+def _sort_text(value: Any) -> str:
+    """An entry value's JSON text, the key entries of a `records` field are sorted by; remembered per
+    value (typed, so 1 and True stay apart), as the same codes recur in every case."""
+    try:
+        key = (value.__class__, tuple((v.__class__, v) for v in value)) if value.__class__ is list else (value.__class__, value)
+        text = _SORT_TEXTS.get(key)
+    except TypeError:  # unhashable (a dict inside): not remembered
+        return json.dumps(value, sort_keys=True, default=str)
+    if text is None:
+        text = json.dumps(value, sort_keys=True, default=str)
+        if len(_SORT_TEXTS) < MEMO_LIMIT:
+            _SORT_TEXTS[key] = text
+    return text
 
 
 def _get(record: Any, dotted: str) -> Any:

@@ -273,10 +273,15 @@ class Pipeline:
 
     def _keyed_view(self) -> tuple[list[tuple[str, str]], pd.DataFrame]:
         """(source, record id) of every live case, and the release view aligned with them."""
-        from privacy.view import derive_release_view
+        from privacy.view import derive_release_view, view_fields
 
         job = self.config.job
-        snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled])
+        fields = view_fields(self.schema)
+        if "victim_perpetrator" in job.release.tables:
+            from privacy.view_vp import PERPETRATORS_FIELD
+
+            fields |= view_fields(self.schema, self.schema.vp_view) | {PERPETRATORS_FIELD}
+        snapshot = self.store.snapshot([s.id for s in job.sources if s.enabled], fields=fields)
         keys = list(zip(snapshot["source"].astype(str), snapshot["record_id"].astype(str)))
         view = derive_release_view(snapshot, self.schema, datasource=job.partner.datasource, columns=job.release.columns)
         if "victim_perpetrator" in job.release.tables and job.release.method == "k_anonymity":  # each victim's perpetrators, one value (privacy.vp_release)

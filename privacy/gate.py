@@ -122,12 +122,22 @@ def _strings(series: pd.Series) -> list[str]:
 
 
 def parse_csv_bytes(data: bytes) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of CSV bytes, every cell a string (an empty field is the empty string)."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
-    rows = list(reader)
-    if not rows:
+    """Header and rows of CSV bytes, every cell a string (an empty field is the empty string).
+
+    Every byte is read back, as before; the text is decoded as it is read (not copied whole), and
+    equal cells of a column share one string, so 100,000 rows of codes cost pointers rather than
+    a new string per cell (issue #16: a release within 1 GiB). A ragged row is kept as it is read.
+    """
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""))
+    header = next(reader, None)
+    if header is None:
         return [], []
-    return rows[0], rows[1:]
+    shared: list[dict[str, str]] = [{} for _ in header]
+    width = len(header)
+    rows: list[list[str]] = []
+    for row in reader:
+        rows.append([seen.setdefault(cell, cell) for seen, cell in zip(shared, row)] if len(row) == width else row)
+    return header, rows
 
 
 def admit(

@@ -100,6 +100,18 @@ class OdkSandboxState:
     order: list[str] = field(default_factory=list)
     _ascending: list[_Submission] | None = field(default=None, repr=False)
     _keys: list[tuple[str, int]] = field(default_factory=list, repr=False)
+    # system date path -> (moments ascending, submissions in (moment, seq) order); cleared when a date changes
+    _indexes: dict[str, tuple[list[datetime], list[_Submission]]] = field(default_factory=dict, repr=False)
+
+    def by_date(self, path: str) -> tuple[list[datetime], list[_Submission]]:
+        """The submissions with a `path` date (`__system/submissionDate`, `__system/updatedAt`),
+        ordered by it then by creation: the database index Central's ordered, filtered feed walks."""
+        if path not in self._indexes:
+            name = path.removeprefix("__system/")
+            dated = [(_parse_moment(v), s.seq, s) for s in self.submissions.values() if (v := _date_of(s, name)) is not None]
+            dated.sort(key=lambda t: (t[0], t[1]))
+            self._indexes[path] = ([t[0] for t in dated], [t[2] for t in dated])
+        return self._indexes[path]
 
     def newest_first(self, before: tuple[str, int] | None = None) -> Iterator[_Submission]:
         """Submissions in Central's default order (createdAt DESC, id DESC), lazily, optionally only
@@ -193,6 +205,7 @@ class OdkCentralApp(SandboxApp):
         moment = render.utc_iso(at or datetime.now(timezone.utc))
         with self.lock:
             self.review_states[case_id] = (state, moment)  # type: ignore[assignment]
+            self.state._indexes.clear()  # updatedAt moves
             for sub in self.state.submissions.values():
                 if sub.case_id == case_id:
                     sub.review_state = state
@@ -443,11 +456,15 @@ class OdkCentralApp(SandboxApp):
                 return _problem(400, 400.35, "Invalid $skiptoken")
             cursor = self.state.submissions.get(wanted)  # deleted or not: Central joins on it regardless
             cursor_key = (cursor.submission_date, cursor.seq) if cursor is not None else ("", -1)  # unknown: nothing is older
-        window = None if order else _page_window(query, self.page_size)
+        window = _page_window(query, self.page_size)
         try:
-            if window is not None:  # the page (after any $skip) and one row more say all _table_reply needs
-                expand = query.get("$expand") == "*"
+            expand = query.get("$expand") == "*"
+            if window is not None and not order:  # the page (after any $skip) and one row more say all _table_reply needs
                 subs = list(itertools.islice(filter(matches, self.state.newest_first(cursor_key)), window))
+                return self._table_reply(request, root, "Submissions", subs, key="instanceId", convert=lambda s: self._row(s, expand=expand), database_paged=True)
+            walk = self._ordered_walk(text, order) if window is not None and order and cursor_key is None else None
+            if walk is not None:  # ordered by a date the filter bounds from below: walk its index from the bound
+                subs = list(itertools.islice(filter(matches, walk), window))
                 return self._table_reply(request, root, "Submissions", subs, key="instanceId", convert=lambda s: self._row(s, expand=expand), database_paged=True)
             subs = [s for s in (self.state.submissions[iid] for iid in self.state.order) if matches(s)]
         except FilterError as exc:
@@ -462,6 +479,29 @@ class OdkCentralApp(SandboxApp):
             subs.sort(key=lambda s: (s.submission_date, s.seq), reverse=True)
         expand = query.get("$expand") == "*"
         return self._table_reply(request, root, "Submissions", subs, key="instanceId", convert=lambda s: self._row(s, expand=expand), database_paged=True)
+
+    def _ordered_walk(self, text: str, order: list[tuple[str, bool]]) -> Iterator[_Submission] | None:
+        """The submissions from the filter's lower bound on a date, in `$orderby` order, when the query
+        is `$filter=<date> ge|gt X [and ...]&$orderby=<date> asc` (the connector's incremental feed):
+        Central answers it from the index on that column, so a page costs its own rows, not the table's.
+        Rows with no such date cannot pass a `ge`/`gt` filter, and `matches` still checks every
+        condition, so this changes the cost, never the answer. None when the query is not of that shape."""
+        if len(order) != 1 or order[0][1] or order[0][0] not in _INDEXED_DATES:
+            return None
+        path = order[0][0]
+        try:
+            tokens = _tokenize(text)
+        except FilterError:
+            return None
+        if any(t == ("word", "or") or t == ("word", "not") for t in tokens):
+            return None
+        bounds = [_parse_moment(tokens[i + 2][1]) for i in range(len(tokens) - 2)
+                  if tokens[i] == ("word", path) and tokens[i + 1] in (("word", "ge"), ("word", "gt")) and tokens[i + 2][0] == "dt"]
+        if not bounds:
+            return None
+        moments, subs = self.state.by_date(path)
+        start = bisect_left(moments, max(bounds))
+        return (subs[i] for i in range(start, len(subs)))
 
     def _table_reply(
         self,
@@ -612,6 +652,13 @@ class OdkCentralApp(SandboxApp):
             f'<EntityType Name="Submissions"><Key><PropertyRef Name="__id"/></Key><Property Name="__id" Type="Edm.String"/>{props}</EntityType>'
             "</Schema></edmx:DataServices></edmx:Edmx>"
         )
+
+
+_INDEXED_DATES = ("__system/submissionDate", "__system/updatedAt")
+
+
+def _date_of(sub: _Submission, name: str) -> str | None:
+    return sub.submission_date if name == "submissionDate" else sub.updated_at
 
 
 def _repeat_id(instance_id: str, path: str, index: int) -> str:

@@ -26,6 +26,7 @@ Case's. The HTTP layer (`salesforce.py`) turns queries into pages; this module o
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -277,6 +278,10 @@ class Org:
     _counters: dict[str, int] = field(default_factory=dict)
     _children: dict[tuple[str, str], dict[str, list[str]]] = field(default_factory=dict)
     _latest: datetime | None = None
+    # (object, stamp field) -> (stamps ascending, positions in insertion order): the query planner's index
+    _stamps: dict[tuple[str, str], tuple[list[datetime], list[int]]] = field(default_factory=dict)
+    _refs: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)
+    _in_sets: dict[int, tuple[list[Any], frozenset[Any], frozenset[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for obj in OBJECT_FIELDS:
@@ -459,6 +464,8 @@ class Org:
             yield "Support_Plan__c", self.record_id("Support_Plan__c", (cid, i)), row, created, stamp, deleted
 
     def _reindex(self) -> None:
+        self._stamps = {}  # rebuilt on the next query that filters on a stamp
+        self._refs = {}
         self._children = {}
         for parent, relations in CHILDREN.items():
             for _, (child, ref) in relations.items():
@@ -568,7 +575,8 @@ class Org:
         with self.lock:
             for name in query.fields:
                 self.resolve(obj, None, name)
-            rows = [r for r in self.records[obj].values() if (include_deleted or not r["IsDeleted"]) and self.matches(obj, r, query.where)]
+            candidates = self._candidates(obj, query.where)
+            rows = [r for r in candidates if (include_deleted or not r["IsDeleted"]) and self.matches(obj, r, query.where)]
             for name, descending, nulls_last in reversed(query.order):
                 present = [r for r in rows if self.resolve(obj, r, name) is not None]
                 absent = [r for r in rows if self.resolve(obj, r, name) is None]
@@ -577,6 +585,75 @@ class Org:
             if query.limit is not None:
                 rows = rows[: query.limit]
             return [r["Id"] for r in rows]
+
+    def _candidates(self, obj: str, where: Any) -> Iterable[dict[str, Any]]:
+        """The records that may match `where`, in the org's record order: every record, or, when the
+        clause ANDs a range on a stamp field (`SystemModstamp > X`, the incremental query, or a
+        parent's: `Contact.SystemModstamp > X`), only those in that range, found by bisection in a
+        sorted index, as Salesforce's own index on SystemModstamp serves such a filter ("Query & Search Optimization Cheat Sheet": SystemModstamp
+        is indexed). Every condition is still checked on each candidate by `matches`, so the index
+        changes the cost, never the answer."""
+        records = self.records[obj]
+        best: list[int] | None = None
+        for node in _conjuncts(where):
+            if node[0] != "cmp" or node[2] not in _RANGE_OPS or node[1].count(".") > 1:
+                continue
+            relationship, _, field_name = node[1].rpartition(".")
+            bound = _as_stamp(node[3])
+            if bound is None:
+                continue
+            if not relationship:  # `SystemModstamp > X` on the object itself
+                name = self.canonical(obj, field_name)
+                if name in _STAMP_FIELDS:
+                    found = self._stamp_range(obj, name, node[2], bound)
+                    best = found if best is None or len(found) < len(best) else best
+                continue
+            rel = _find(PARENTS.get(obj, {}), relationship)  # `Contact.SystemModstamp > X`: the changed parents' children
+            if rel is None:
+                continue
+            parent_obj, ref = PARENTS[obj][rel]
+            name = self.canonical(parent_obj, field_name)
+            if name not in _STAMP_FIELDS:
+                continue
+            parents = list(self.records[parent_obj].values())
+            by_parent = self._ref_index(obj, ref)
+            found = sorted(p for i in self._stamp_range(parent_obj, name, node[2], bound) for p in by_parent.get(parents[i]["Id"], ()))
+            best = found if best is None or len(found) < len(best) else best
+        if best is None:
+            return records.values()
+        ordered = list(records.values())
+        return [ordered[position] for position in sorted(best)]
+
+    def _stamp_range(self, obj: str, name: str, op: str, bound: datetime) -> list[int]:
+        """Positions of `obj`'s records whose stamp `name` satisfies `op bound`, by bisection."""
+        stamps, positions = self._stamp_index(obj, name)
+        lo, hi = 0, len(stamps)
+        if op in (">", ">="):
+            lo = (bisect.bisect_right if op == ">" else bisect.bisect_left)(stamps, bound)
+        elif op in ("<", "<="):
+            hi = (bisect.bisect_left if op == "<" else bisect.bisect_right)(stamps, bound)
+        else:
+            lo, hi = bisect.bisect_left(stamps, bound), bisect.bisect_right(stamps, bound)
+        return positions[lo:hi]
+
+    def _ref_index(self, obj: str, ref: str) -> dict[str, list[int]]:
+        """Positions of `obj`'s records by the Id their lookup `ref` holds (the reverse of a parent path)."""
+        key = (obj, ref)
+        if key not in self._refs:
+            index: dict[str, list[int]] = {}
+            for position, record in enumerate(self.records[obj].values()):
+                target = record.get(ref)
+                if target:
+                    index.setdefault(target, []).append(position)
+            self._refs[key] = index
+        return self._refs[key]
+
+    def _stamp_index(self, obj: str, name: str) -> tuple[list[datetime], list[int]]:
+        key = (obj, name)
+        if key not in self._stamps:
+            pairs = sorted((r[name], position) for position, r in enumerate(self.records[obj].values()) if r.get(name) is not None)
+            self._stamps[key] = ([stamp for stamp, _ in pairs], [position for _, position in pairs])
+        return self._stamps[key]
 
     def matches(self, obj: str, record: dict[str, Any], node: Any) -> bool:
         if node is None:
@@ -592,7 +669,7 @@ class Org:
         if kind == "cmp":
             return compare(value, node[2], node[3])
         if kind == "in":
-            return any(compare(value, "=", v) for v in node[2])
+            return self._in(value, node[2])
         if kind == "semijoin":
             sub: Query = node[2]
             cache_key = id(sub)
@@ -624,8 +701,25 @@ class Org:
             rows.sort(key=lambda r: _sort_key(self.resolve(child, r, name)), reverse=descending)
         return child, rows[: sub.limit] if sub.limit is not None else rows
 
+    def _in(self, value: Any, listed: list[Any]) -> bool:
+        """`value IN (listed)` with `compare`'s "=" (strings case-insensitively), by set lookup."""
+        cached = self._in_sets.get(id(listed))
+        if cached is None or cached[0] is not listed:
+            others = frozenset(v for v in listed if not isinstance(v, str) and v is not None)
+            cached = (listed, others, frozenset(v.casefold() for v in listed if isinstance(v, str)))
+            self._in_sets[id(listed)] = cached
+        if isinstance(value, str):
+            return value.casefold() in cached[2]
+        if value is None:
+            return None in listed
+        try:
+            return value in cached[1]
+        except TypeError:  # an unhashable value: compare one by one
+            return any(compare(value, "=", v) for v in listed)
+
     def clear_query_cache(self) -> None:
         self._semijoin_cache = {}
+        self._in_sets = {}
 
     def _object(self, name: str) -> str:
         for obj in OBJECT_FIELDS:
@@ -660,6 +754,28 @@ def _kind(obj: str, api: str) -> str:
         if name == api:
             return kind
     return "string"
+
+
+_STAMP_FIELDS = ("SystemModstamp", "LastModifiedDate", "CreatedDate")
+_RANGE_OPS = (">", ">=", "<", "<=", "=")
+
+
+def _conjuncts(node: Any) -> list[Any]:
+    """The conditions a WHERE clause ANDs together (the clause itself when it is not an AND)."""
+    if node is None:
+        return []
+    if node[0] == "and":
+        return _conjuncts(node[1]) + _conjuncts(node[2])
+    return [node]
+
+
+def _as_stamp(value: Any) -> datetime | None:
+    """A literal as the UTC datetime `compare` would compare a stamp with; None if it is not a date."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else None
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    return None
 
 
 def _content(record: dict[str, Any]) -> dict[str, Any]:

@@ -195,6 +195,7 @@ class Layout:
     found_how: dict[str, dict[str, str]] = field(default_factory=dict)
     types: dict[str, dict[str, str]] = field(default_factory=dict)
     lookups: dict[str, str] = field(default_factory=dict)  # Case lookup (conventional) -> the org's relationship name
+    _names: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)  # conventional_names, per role
 
     @classmethod
     def conventional(cls) -> "Layout":
@@ -216,6 +217,7 @@ class Layout:
         by_name = {f["name"].lower(): f for f in described}
         obj = self.objects[role]
         self.fields[role] = {}
+        self._names.pop(role, None)
         self.missing[role] = []
         self.found_how[role] = {}
         self.types[role] = {f["name"]: f.get("type", "string") for f in described}
@@ -262,8 +264,12 @@ class Layout:
         return [prefix + actual for actual in self.fields[role].values()]
 
     def conventional_names(self, role: str) -> dict[str, str]:
-        """actual API name (lower case) -> conventional name, to rename raw values."""
-        return {actual.lower(): name for name, actual in self.fields[role].items()}
+        """actual API name (lower case) -> conventional name, to rename raw values (built once per
+        role: every record of a pull is renamed with it; `resolve` starts it afresh)."""
+        names = self._names.get(role)
+        if names is None:
+            names = self._names[role] = {actual.lower(): name for name, actual in self.fields[role].items()}
+        return names
 
     def required_missing(self) -> list[tuple[str, str]]:
         wanted = {role: {w.name for w in wants if w.required} for role, wants in FIELDS.items()}

@@ -278,3 +278,15 @@ def test_compiled_extractors_read_what_the_rules_say(name):
             variants.append({**{s: None for s in rule.sources[:i]}, source: f"v{i}", **{s: "later" for s in rule.sources[i + 1 :]}})
         for fields in variants:
             assert extract(fields) == _extract(fields, rule), (rule.target, fields)
+
+
+def test_the_sort_text_of_entry_values_is_their_json_even_when_remembered() -> None:
+    """`records` entries are sorted by each value's JSON text; the text is remembered per typed
+    value, so [1] and [True], 1 and 1.0, keep their own texts whatever came first."""
+    import json
+
+    from connector.mapping import _sort_text
+
+    values = [[1], [True], 1, 1.0, True, "1", None, ["a", "b"], ("a", "b"), [{"x": 1}], {"b": 1, "a": 2}, [1], [True], 1.0, 1]
+    for value in values:
+        assert _sort_text(value) == json.dumps(value, sort_keys=True, default=str), value

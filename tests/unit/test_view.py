@@ -218,3 +218,20 @@ def test_rules_read_in_plain_words(schema: Schema) -> None:
     assert describe_rule(schema.view["yearOfRegistration"].rule) == "The year of `ext_RegistrationDate`; blank if that date is unknown."
     assert "DebtBondage" in describe_rule(schema.view["meansOfControlDebtBondage"].rule)
     assert describe_rule(schema.view["meansOfControlUsesChildren"].rule).startswith("Always blank: ")
+
+
+def test_a_rule_runs_per_distinct_value_yet_each_case_gets_its_own_value(schema: Schema) -> None:
+    """Derivation works on encoded columns (issue #16): equal values of different types stay apart
+    (True is not 1), list values and unhashable values still reach the rule, row order is kept."""
+    index = [10, 11, 12, 13, 14, 15, 16]
+    cases = pd.DataFrame(
+        {
+            "ext_MajorityStatus": pd.Series(["Minor", True, 1, "Minor", None, 1.5, "Adult"], index=index, dtype=object),
+            "prs_Citizenship": pd.Series([["GH", "NG"], ["NG"], ["GH", "NG"], [{"odd": 1}], "GH", None, ("NG", "GH")], index=index, dtype=object),
+        }
+    )
+    view = derive_release_view(cases, schema, datasource="ngo-a", columns=["majorityStatus", "citizenship", "Datasource"])
+    assert view["majorityStatus"].fillna("-").tolist() == ["Minor", "True", "1", "Minor", "-", "1.5", "Adult"]
+    assert view["citizenship"].fillna("-").tolist() == ["GH", "NG", "GH", "{'odd': 1}", "GH", "-", "NG"]
+    assert view["Datasource"].tolist() == ["ngo-a"] * 7
+    assert list(view.index) == index
