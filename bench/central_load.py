@@ -1,7 +1,7 @@
 """Load test: many partners publishing and the central team reading, at once, against the receiver.
 
-The receiver runs in its own process (uvicorn, one worker, on 127.0.0.1 only) with SQLite or
-PostgreSQL behind it; this process runs `--clients` concurrent clients (asyncio, one keep-alive connection each) for
+The receiver runs in its own process (uvicorn, one worker, on 127.0.0.1 only), or with `--workers N`
+as deployed by `htcds-connector central serve --workers N`, with SQLite or PostgreSQL behind it; this process runs `--clients` concurrent clients (asyncio, one keep-alive connection each) for
 `--duration` seconds. Each client loops: pick an operation (publishes with `--publish-share`,
 else a read), send it, record status and latency, then wait a random think time averaging
 `--think` seconds (closed loop: 200 clients with a 1 s think time offer about 200 requests/s).
@@ -98,6 +98,45 @@ def _serve(database_url: str, data_dir: str, ready: Any, stop: Any) -> None:
         stop.wait()
         ready.put(time.process_time() - started)
     app.state.engine.dispose()
+
+
+def _run_served(database_url: str, data_dir: Path, tokens: dict[str, str], admin: str, bundles: dict[str, list[dict[str, bytes]]],
+                args: argparse.Namespace) -> tuple[dict[str, Any], float, float]:
+    """The load against the receiver as deployed with `central serve --workers N` (uvicorn's
+    supervisor and N processes on one socket, access log on); (samples, seconds, receiver CPU s).
+    The CPU seconds are the supervisor's from os.wait4 after SIGTERM, which on Linux include the
+    workers it waited for."""
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("htcds-connector")), "central", "serve", "--data-dir", str(data_dir),
+               "--database-url", database_url, "--port", str(port), "--workers", str(args.workers)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the receiver did not start: {' '.join(command[:4])} exited {server.poll()}") from None
+                time.sleep(0.2)
+        time.sleep(1.0)  # every worker up, not only the first
+        started = time.monotonic()
+        samples = asyncio.run(_load(url, tokens, admin, bundles, args))
+        elapsed = time.monotonic() - started
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, _, usage = os.wait4(server.pid, 0)
+        server.returncode = 0
+    return samples, elapsed, usage.ru_utime + usage.ru_stime
 
 
 def _pg_schema_url(pg_url: str) -> tuple[str, str]:
@@ -290,21 +329,24 @@ def run_backend(backend: str, args: argparse.Namespace, bundles: dict[str, list[
             admin = add_admin(engine)
             engine.dispose()
             context = mp.get_context("spawn")
-            ready, stop = context.Queue(), context.Event()
-            server = context.Process(target=_serve, args=(database_url, str(Path(tmp) / "data"), ready, stop), daemon=True)
-            server.start()
-            try:
-                url = ready.get(timeout=60)
-                started = time.monotonic()
-                samples = asyncio.run(_load(url, tokens, admin, bundles, args))
-                elapsed = time.monotonic() - started
-                stop.set()
-                receiver_cpu = ready.get(timeout=30)
-            finally:
-                stop.set()
-                server.join(timeout=30)
-                if server.is_alive():
-                    server.terminate()
+            if args.workers > 1:
+                samples, elapsed, receiver_cpu = _run_served(database_url, Path(tmp) / "data", tokens, admin, bundles, args)
+            else:
+                ready, stop = context.Queue(), context.Event()
+                server = context.Process(target=_serve, args=(database_url, str(Path(tmp) / "data"), ready, stop), daemon=True)
+                server.start()
+                try:
+                    url = ready.get(timeout=60)
+                    started = time.monotonic()
+                    samples = asyncio.run(_load(url, tokens, admin, bundles, args))
+                    elapsed = time.monotonic() - started
+                    stop.set()
+                    receiver_cpu = ready.get(timeout=30)
+                finally:
+                    stop.set()
+                    server.join(timeout=30)
+                    if server.is_alive():
+                        server.terminate()
         finally:
             if schema:
                 _drop_pg_schema(args.pg_url, schema)
@@ -336,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--releases", type=int, default=3, help="different releases per partner (default 3)")
     parser.add_argument("--rows", type=int, default=300, help="rows per release before anonymization (default 300)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="receiver processes: 1 runs the app in a child process; N > 1 runs `htcds-connector central serve --workers N` (default 1)")
     parser.add_argument("--pg-url", default=PG_URL, help=f"PostgreSQL server URL (default {PG_URL}); the bench uses its own schema")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
@@ -350,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{args.clients} clients, {args.duration:g} s per backend, think time {args.think:g} s, publishes {args.publish_share:.0%}, "
-          f"{args.partners} partners x {args.releases} releases of {args.rows} rows; receiver: 1 uvicorn worker on 127.0.0.1; "
+          f"{args.partners} partners x {args.releases} releases of {args.rows} rows; receiver: {args.workers} uvicorn worker(s) on 127.0.0.1; "
           f"{os.cpu_count()} CPUs, load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after (other work on the machine slows every number)")
     print("| backend | operation | requests | errors | p50 ms | p95 ms | p99 ms |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

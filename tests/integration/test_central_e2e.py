@@ -223,10 +223,10 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(receiver):
     assert time.monotonic() - started < 60
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def test_the_load_bench_runs_mixed_publishes_and_reads_without_errors(backend, capsys):
-    """bench/central_load.py at a small size: a real receiver process on loopback, every operation
-    exercised, no errors (the full run is `python bench/central_load.py`)."""
+@pytest.mark.parametrize(("backend", "workers"), [("sqlite", 1), ("sqlite", 2), pytest.param("postgresql", 1, marks=pytest.mark.postgres)])
+def test_the_load_bench_runs_mixed_publishes_and_reads_without_errors(backend, workers, capsys):
+    """bench/central_load.py at a small size: a real receiver process on loopback (or `central serve
+    --workers 2`), every operation exercised, no errors (the full run is `python bench/central_load.py`)."""
     import sys
     from pathlib import Path
 
@@ -238,7 +238,7 @@ def test_the_load_bench_runs_mixed_publishes_and_reads_without_errors(backend, c
 
         assert _pg_unreachable() is None, _pg_unreachable()  # CI has PostgreSQL: no silent skip
     code = central_load.main(["--backend", backend, "--clients", "12", "--duration", "2", "--think", "0.05", "--partners", "2",
-                              "--releases", "2", "--rows", "120", "--json"])
+                              "--releases", "2", "--rows", "120", "--workers", str(workers), "--json"])
     rows = {row["operation"]: row for row in json.loads(capsys.readouterr().out)}
     assert code == 0 and all(row["errors"] == 0 for row in rows.values()), rows
     assert set(rows) == {"publish", "list", "detail", "file", "harmonized", "page", "read (all)"}
