@@ -36,7 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from connector.central.auth import Principal, authenticate, partner_datasource_values
 from connector.central.cells import escape_csv
@@ -185,6 +185,16 @@ def create_app(settings: CentralSettings | None = None) -> FastAPI:
     @app.exception_handler(UploadRefused)
     async def _refused(_request: Request, exc: UploadRefused) -> JSONResponse:
         return JSONResponse({"detail": exc.as_detail()}, status_code=exc.status, headers=exc.headers or None)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_lost(_request: Request, exc: DBAPIError) -> JSONResponse:
+        """A connection the database dropped (a restart, a failover): the pool is renewed, so the
+        client's retry works. Anything else stays a plain 500; no SQL or driver text is returned."""
+        if not exc.connection_invalidated:
+            raise exc
+        log.warning("the database connection was lost (%s); the pool is renewed", type(exc.orig).__name__)
+        detail = {"error": "the database connection was lost; it is being re-established", "reasons": [], "hint": "retry in a second"}
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(_BrowserLogin)
     async def _login(_request: Request, exc: _BrowserLogin) -> HTMLResponse:

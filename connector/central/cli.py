@@ -75,7 +75,7 @@ def serve(args: argparse.Namespace) -> int:
     `--workers N` runs N receiver processes on one socket (uvicorn's workers), all on the same
     database and files folder. Why: one Python process serves on one core, and a burst of uploads
     (each re-checked by the gate) then makes reads wait behind it; with two processes on two cores
-    the read p99 under bench/central_load.py's burst fell from ~530 ms to ~85 ms (SQLite). Uploads
+    the read p99 under bench/central_load.py's burst fell from ~530-620 ms to ~75-170 ms (SQLite). Uploads
     racing between processes are safe: versions are numbered in one transaction and a conflict is
     looked at again (app.py). The limits (`--max-inflight-upload-mb`, check slots) are per process."""
     import uvicorn

@@ -427,3 +427,37 @@ def test_an_upload_whose_difference_from_the_previous_release_singles_a_case_out
     assert any("rows added since the previous release include 1 row(s)" in r for r in response.json()["detail"]["reasons"])
     assert central.stored()[0] == 1
     assert central.upload(_grown(first, 3)).status_code == 201  # a whole group of k added: safe
+
+
+@pytest.mark.postgres
+def test_a_connection_the_database_dropped_is_a_503_with_retry_after_and_the_next_request_works(tmp_path):
+    """The receiver does not ping before every request (bench/central_load.py: it tripled the read
+    p99): a dropped connection must then fail one request legibly, not as a 500, and heal."""
+    assert _pg_unreachable() is None, _pg_unreachable()  # CI has PostgreSQL: no silent skip
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema, name = f"central_{uuid.uuid4().hex[:10]}", f"htcds_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}", "application_name": name})
+    central = Central(tmp_path, url.render_as_string(hide_password=False))
+    try:
+        assert central.upload(make_bundle("ngo-a")).status_code == 201
+        assert central.client.get("/releases", headers=central.auth("admin")).status_code == 200
+        with admin.begin() as conn:  # only this receiver's connections: other tests run beside it
+            killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"), {"n": name}).scalar()
+        assert killed >= 1
+        lost = central.client.get("/releases", headers=central.auth("admin"))
+        assert lost.status_code == 503 and lost.headers["Retry-After"] == "1", lost.text
+        assert "database connection was lost" in lost.json()["detail"]["error"]
+        assert "terminat" not in lost.text.lower() and "SELECT" not in lost.text  # no driver text, no SQL
+        healed = central.client.get("/releases", headers=central.auth("admin"))
+        assert healed.status_code == 200 and len(healed.json()) == 1
+    finally:
+        central.client.close()
+        central.app.state.engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
