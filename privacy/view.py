@@ -314,13 +314,7 @@ def derive_release_view(
     dtypes, indexed like `cases`. Raises ValueError for an unknown column or a view that does not
     pass `check_view`, so a bad release_view.yaml fails before any data is derived.
     """
-    problems = check_view(schema)
-    if problems:
-        raise ValueError("release_view.yaml: " + "; ".join(problems))
-    wanted = list(schema.view) if columns is None else list(columns)
-    unknown = [name for name in wanted if name not in schema.view]
-    if unknown:
-        raise ValueError(f"not release-view columns: {', '.join(unknown)}")
+    wanted = view_columns(schema, schema.view, columns, file="release_view.yaml", what="release-view")
     deriver = _Deriver(cases, schema, datasource)
     return pd.DataFrame({name: deriver.column(name) for name in wanted}, index=cases.index)
 
@@ -343,6 +337,20 @@ def _columns_of(rule: dict[str, Any]) -> list[str]:
     if kind == "not_specified" and "only_if" in rule:
         return [rule["only_if"]]
     return []
+
+
+def view_columns(schema: Schema, view: dict[str, ViewColumn], columns: list[str] | None, *, file: str, what: str) -> list[str]:
+    """The columns to derive (default: every column of `view`, in its order), after checking the view
+    itself: a bad view file fails before any data is derived. Raises ValueError naming the file or
+    the unknown columns."""
+    problems = check_view(schema, view)
+    if problems:
+        raise ValueError(f"{file}: " + "; ".join(problems))
+    wanted = list(view) if columns is None else list(columns)
+    unknown = [name for name in wanted if name not in view]
+    if unknown:
+        raise ValueError(f"not {what} columns: {', '.join(unknown)}")
+    return wanted
 
 
 def check_view(schema: Schema, view: dict[str, ViewColumn] | None = None) -> list[str]:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from connector.schema import Schema
-from privacy.view import _Deriver, check_view
+from privacy.view import _Deriver, view_columns
 
 CASE_COLUMN = "_case"
 PERPETRATORS_FIELD = "ext_Perpetrators"
@@ -72,13 +72,7 @@ def derive_vp_view(cases: pd.DataFrame, schema: Schema, *, datasource: str, colu
     """The victim-perpetrator view of `cases`: `_case` first, then `columns` (default: every column of
     release_view_vp.yaml, in its order). Raises ValueError for an unknown column or a view that does
     not pass `check_view`, so a bad release_view_vp.yaml fails before any data is derived."""
-    problems = check_view(schema, schema.vp_view)
-    if problems:
-        raise ValueError("release_view_vp.yaml: " + "; ".join(problems))
-    wanted = list(schema.vp_view) if columns is None else list(columns)
-    unknown = [name for name in wanted if name not in schema.vp_view]
-    if unknown:
-        raise ValueError(f"not victim-perpetrator view columns: {', '.join(unknown)}")
+    wanted = view_columns(schema, schema.vp_view, columns, file="release_view_vp.yaml", what="victim-perpetrator view")
     rows = perpetrator_rows(cases, schema)
     deriver = _Deriver(rows, schema, datasource, view=schema.vp_view)
     return pd.DataFrame({CASE_COLUMN: rows[CASE_COLUMN], **{name: deriver.column(name) for name in wanted}}, index=rows.index)
