@@ -21,16 +21,15 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.config import load_config
 from connector.pipeline import Pipeline
-from connector.records import CaseRecord, MappedPage
 from connector.sandbox.generate import expected_fields, generate_cases
 from privacy.hierarchies import load_builtin
 from privacy.kanon_full import cell_strings
+from tests.store_job import store_cases, write_job
 
 EXAMPLES = int(os.environ.get("SERIES_EXAMPLES", "6"))
 POOL = [expected_fields(case) for case in generate_cases(260, seed=3, mess_rate=0.05)]
@@ -38,21 +37,7 @@ IGNORED = {"releasePart", "Datasource"}  # the attacker does not know a part; Da
 
 
 def job(tmp_path: Path, k: int, part_min: int) -> Path:
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        f"""\
-partner: {{id: series-ngo, datasource: Case Management}}
-store: {{url: "sqlite:///state/cases.sqlite"}}
-sources:
-  - id: gen
-    type: excel
-    mapping: excel_htcds
-    options: {{path: unused.xlsx}}
-release: {{method: k_anonymity, k: {k}, part_min_records: {part_min}}}
-destination: {{type: folder, path: releases}}
-"""
-    )
-    return config
+    return write_job(tmp_path, "series-ngo", f"release: {{method: k_anonymity, k: {k}, part_min_records: {part_min}}}")
 
 
 class Partner:
@@ -65,12 +50,7 @@ class Partner:
         self.releases: list[bytes] = []  # data.csv of every release published, in order
 
     def write(self, upserts: dict[str, dict], deletes: set[str]) -> None:
-        store = self.pipeline.store
-        run = store.start_run("series-ngo", "sync")
-        cases = [CaseRecord("gen", rid, fields) for rid, fields in upserts.items()]
-        cases += [CaseRecord("gen", rid, {}, deleted=True) for rid in deletes]
-        store.commit_page("gen", run, MappedPage(cases=cases, cursor=None, number=0))
-        store.finish_run(run, "ok", {})
+        store_cases(self.pipeline.store, "series-ngo", upserts, deletes)
         self.live.update(upserts)
         for rid in deletes:
             self.live.pop(rid, None)
@@ -254,7 +234,7 @@ def test_a_deletion_leaves_promptly_even_when_no_new_part_can_be_formed(tmp_path
         strict.write({}, {"d3"})
         third = strict.release()
         assert third.location is not None  # the release of the first part alone, as published before
-        (header, before), (_, after) = rows_of(strict.releases[1]), rows_of(strict.releases[2])
+        (_, before), (_, after) = rows_of(strict.releases[1]), rows_of(strict.releases[2])
         assert Counter(after) - Counter(before) == Counter()  # nothing added
         removed = Counter(before) - Counter(after)
         assert sum(removed.values()) == 40 and rare(removed, 4) == []

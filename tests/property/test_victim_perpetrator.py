@@ -17,36 +17,24 @@ import pytest
 
 from connector.config import load_config
 from connector.pipeline import Pipeline
-from connector.records import CaseRecord, MappedPage
 from connector.sandbox.generate import expected_fields, generate_cases
 from privacy.gate import ExtraTable, GateRefused, admit
 from privacy.vp_release import VP_FILE
 from tests.property.test_release_series import rows_of
+from tests.store_job import store_cases, write_job
 
 POOL = [expected_fields(case) for case in generate_cases(900, seed=4, mess_rate=0.02)]
 K = 5
 
 
 def job(tmp_path: Path) -> Path:
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        f"""\
-partner: {{id: vp-ngo, datasource: Case Management}}
-store: {{url: "sqlite:///state/cases.sqlite"}}
-sources:
-  - id: gen
-    type: excel
-    mapping: excel_htcds
-    options: {{path: unused.xlsx}}
+    return write_job(tmp_path, "vp-ngo", f"""\
 release:
   k: {K}
   part_min_records: 40
   tables: [victims, victim_perpetrator]
   importance: [yearOfRegistration, perpetrators]
-destination: {{type: folder, path: releases}}
-"""
-    )
-    return config
+""")
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +42,7 @@ def published(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("vp")
     pipeline = Pipeline(load_config(job(tmp_path)))
     try:
-        store = pipeline.store
-        run = store.start_run("vp-ngo", "sync")
-        store.commit_page("gen", run, MappedPage(cases=[CaseRecord("gen", f"c{i}", fields) for i, fields in enumerate(POOL)]))
-        store.finish_run(run, "ok", {})
+        store_cases(pipeline.store, "vp-ngo", {f"c{i}": fields for i, fields in enumerate(POOL)})
         keys, view = pipeline._keyed_view()
         nxt = pipeline.next_k_release(keys, view.copy())
         report = pipeline.release()

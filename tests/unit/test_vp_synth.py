@@ -14,13 +14,13 @@ import pytest
 
 from connector.config import load_config
 from connector.pipeline import Pipeline
-from connector.records import CaseRecord, MappedPage
 from connector.sandbox.generate import expected_fields, generate_cases
 from connector.schema import load_schema
 from connector.store import BudgetExceeded, Store
 from privacy.gate import ExtraTable, GateRefused, admit
 from privacy.hierarchies import hierarchy_for, lift, load_builtin
 from privacy.vp_release import VP_FILE
+from tests.store_job import store_cases, write_job
 
 SCHEMA = load_schema()
 POOL = [expected_fields(case) for case in generate_cases(1500, seed=6)]
@@ -31,25 +31,13 @@ BUDGET = {"total": 12.0, "spent_before": 0.0}
 
 
 def job(tmp_path: Path, *, columns: list[str] = COLUMNS, budget: float = 7.0) -> Path:
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        f"""\
-partner: {{id: synth-ngo, datasource: Case Management}}
-store: {{url: "sqlite:///state/cases.sqlite"}}
-sources:
-  - id: gen
-    type: excel
-    mapping: excel_htcds
-    options: {{path: unused.xlsx}}
+    return write_job(tmp_path, "synth-ngo", f"""\
 release:
   method: synthetic
   tables: [victims, victim_perpetrator]
   columns: {json.dumps(columns)}
   synthetic: {{epsilon: 4, vp_share: 0.25, reporting_length: 2, budget: {budget}}}
-destination: {{type: folder, path: releases}}
-"""
-    )
-    return config
+""")
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +45,7 @@ def published(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("vp-synth")
     pipeline = Pipeline(load_config(job(tmp_path)))
     try:
-        store = pipeline.store
-        run = store.start_run("synth-ngo", "sync")
-        store.commit_page("gen", run, MappedPage(cases=[CaseRecord("gen", f"c{i}", fields) for i, fields in enumerate(POOL)]))
-        store.finish_run(run, "ok", {})
+        store_cases(pipeline.store, "synth-ngo", {f"c{i}": fields for i, fields in enumerate(POOL)})
         report = pipeline.release()
         assert report.status == "published", report.reasons
         yield Path(report.location), pipeline
@@ -266,9 +251,7 @@ def test_preview_checks_the_perpetrator_table_too(tmp_path, monkeypatch, capsys)
     config = job(tmp_path)
     pipeline = Pipeline(load_config(config))
     try:
-        run = pipeline.store.start_run("synth-ngo", "sync")
-        pipeline.store.commit_page("gen", run, MappedPage(cases=[CaseRecord("gen", f"c{i}", fields) for i, fields in enumerate(POOL[:30])]))
-        pipeline.store.finish_run(run, "ok", {})
+        store_cases(pipeline.store, "synth-ngo", {f"c{i}": fields for i, fields in enumerate(POOL[:30])})
     finally:
         pipeline.close()
     victims, record, vp = _synthetic_pair(rare=True)
