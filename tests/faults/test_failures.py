@@ -15,12 +15,10 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,32 +27,15 @@ from sqlalchemy import create_engine, make_url, text
 from connector.errors import EXIT_CONFIG, EXIT_PUBLISH, EXIT_SOURCE
 from tests.faults.jobs import REPO, cli_command, run_cli, write_job
 from tests.postgres import admin_engine, fresh_schema
+from tests.webhook import webhook_receiver
 
 
 @pytest.fixture
 def webhook():
     """A webhook receiver on 127.0.0.1: `.posts` holds the JSON bodies it got."""
-    posts: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.posts = posts
-    server.extra = f'notify: {{webhook: {{url: "http://127.0.0.1:{server.server_address[1]}/hook"}}}}\n'
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with webhook_receiver(lambda _headers, body: json.loads(body)) as server:
+        server.extra = f'notify: {{webhook: {{url: "{server.url}"}}}}\n'
+        yield server
 
 
 def assert_reported(result: subprocess.CompletedProcess, code: int, webhook, words: str) -> dict:

@@ -3,14 +3,13 @@ webhook), each at its config line; `notify test` sends a real test message."""
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from connector.cli import main
 from connector.sandbox.excel_writer import write_workbook
 from connector.sandbox.generate import generate_cases
+from tests.webhook import webhook_receiver
 
 JOB = """\
 partner: {{id: check-ngo}}
@@ -25,25 +24,8 @@ sources:
 
 @pytest.fixture
 def receiver():
-    posts = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.posts, server.url = posts, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver(lambda _headers, body: json.loads(body)) as server:
+        yield server
 
 
 def _closed_port() -> int:

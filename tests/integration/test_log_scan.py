@@ -12,8 +12,6 @@ the release files.
 import json
 import os
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from connector.sandbox.excel_writer import write_workbook
 from connector.schema import load_schema
 from connector.sandbox.generate import generate_cases, personal_values
 from tests.faults.jobs import run_cli
+from tests.webhook import webhook_receiver
 
 N_CASES = int(os.environ.get("HTCDS_LOG_SCAN_CASES", "400"))
 SOURCE_PASSWORD = "scripted-s0urce-passw0rd"
@@ -32,25 +31,8 @@ MIN_LENGTH = 4  # shorter values (initials, "Li") match ordinary words and codes
 
 @pytest.fixture(scope="module")
 def receiver():
-    bodies = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(self.rfile.read(int(self.headers["Content-Length"])).decode() + json.dumps(dict(self.headers)))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, bodies
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with webhook_receiver(lambda headers, body: body.decode() + json.dumps(headers)) as server:
+        yield server, server.posts
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 
 import json
 from datetime import datetime, timedelta, timezone
-import threading
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -14,6 +12,7 @@ from connector import notify
 from connector.config import NotifyConfig, load_config
 from connector.scheduler import run_job
 from tests.faults.jobs import write_job
+from tests.webhook import webhook_receiver
 
 SMTP_PASSWORD = "smtp-pa55word-xyz"
 WEBHOOK_TOKEN = "hook-t0ken-abc"
@@ -56,29 +55,8 @@ def smtp():
 
 @pytest.fixture
 def receiver():
-    posts = []
-    statuses = []  # statuses to answer, in order; 204 once they run out
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            posts.append({"headers": dict(self.headers), "body": json.loads(body)})
-            self.send_response(statuses.pop(0) if statuses else 204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.posts, server.statuses = posts, statuses
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with webhook_receiver(lambda headers, body: {"headers": headers, "body": json.loads(body)}) as server:
+        yield server
 
 
 @pytest.fixture
