@@ -200,7 +200,7 @@ def synthesize_vp(
                            rules=vp_rules(schema), sampler=sampler)
     extra = synthetic.record.get("resolution_generalization") or {}
 
-    table = synthetic.table.astype(object).where(synthetic.table.notna(), "").astype(str)
+    table = as_strings(synthetic.table)
     kept = _linked(table, victims.table, plan, link_hierarchies, extra)
     drawn = len(table)
     every_qi = qis + [c for c in plan.columns if schema.vp_view[c].role == "quasi_identifier" and c not in qis]
@@ -250,7 +250,7 @@ def victim_keys(victims: pd.DataFrame, plan: VpPlan, link_hierarchies: Mapping[s
     """The link columns of every synthetic victim row, as the victim-perpetrator table shows them:
     regions derived from the victim's country labels, coarsened where the table's resolution step
     coarsened a column (`extra` levels)."""
-    cells = victims.astype(object).where(victims.notna(), "").astype(str)
+    cells = as_strings(victims)
     columns: list[pd.Series] = []
     for column in plan.link:
         values = cells[plan.regions[column]].map(_region) if column in plan.regions else cells[column]
