@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import threading
+from dataclasses import fields
 import time
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,8 @@ def serve(args: argparse.Namespace) -> int:
         uvicorn.run(create_app(settings), **options)
         return 0
     create_app(settings).state.engine.dispose()  # tables created once, before the workers start
-    os.environ[SETTINGS_ENV] = json.dumps({
-        "database_url": settings.database_url, "data_dir": str(settings.data_dir), "max_upload_bytes": settings.max_upload_bytes,
-        "max_inflight_upload_bytes": settings.max_inflight_upload_bytes, "min_k": settings.min_k,
-    })
+    handed = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "schema"}  # the schema is the packaged one
+    os.environ[SETTINGS_ENV] = json.dumps(handed, default=str)
     uvicorn.run("connector.central.cli:app_from_environment", factory=True, workers=workers, **options)
     return 0
 
