@@ -8,8 +8,9 @@ For each source (excel, salesforce, odk_central, kobo) and size: a fresh job (SQ
 k-anonymity with k = 10, folder destination) runs twice, the first run and an unchanged re-run.
 The sandbox (or the workbook writer) lives in its own process, and the connector runs as a child
 process, `htcds-connector run CONFIG --json`, so the numbers are the connector's own: wall time
-from start to exit, CPU seconds (user + system, from `os.wait4` of that child) and its peak
-resident memory (`ru_maxrss`); the sandbox's CPU seconds during the run are shown beside them
+from start to exit, CPU seconds (user + system, from `os.wait4` of that child, its mapping worker
+included) and its peak resident memory (`ru_maxrss`, or the sum over its process tree sampled
+every 20 ms when that is larger); the sandbox's CPU seconds during the run are shown beside them
 (from /proc), so a slow server is not mistaken for a slow connector. CPU seconds hardly depend on what else the machine runs; wall time
 does, so say the load (`uptime`) next to any numbers you quote.
 
@@ -172,17 +173,51 @@ def _connector_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from connector.cli import main; sys.exit(main())"]
 
 
-def run_connector(config: Path, env: dict[str, str], sandbox: Sandbox, timeout: float, label: str) -> tuple[float, float, float, int, dict[str, Any]]:
-    """Run the connector once as a child process; (wall s, CPU s, peak MiB, exit code, its JSON)."""
+def _tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants now (the connector's mapping worker
+    included), from /proc; 0 where /proc cannot tell."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/statm") as statm:
+                total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo.extend(int(c) for c in children.read().split())
+        except (OSError, ValueError):
+            continue
+    return total / 2**20
+
+
+def _profiled(command: list[str], profile: Path | None, label: str) -> list[str]:
+    """Wrap the connector in py-spy (folded stacks, subprocesses too) when a profile folder is given."""
+    if profile is None:
+        return command
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = profile / (label.replace(" ", "-").replace(",", "") + ".folded")
+    return [spy, "record", "--subprocesses", "--rate", "100", "--format", "raw", "--output", str(out), "--", *command]
+
+
+def run_connector(config: Path, env: dict[str, str], sandbox: Sandbox, timeout: float, label: str,
+                  profile: Path | None = None) -> tuple[float, float, float, int, dict[str, Any]]:
+    """Run the connector once as a child process; (wall s, CPU s, peak MiB, exit code, its JSON).
+
+    CPU seconds include the connector's own child processes (its mapping worker), which it waits
+    for; peak memory is the larger of its own peak and the most its process tree held at once
+    (sampled every 20 ms)."""
     out_path, err_path = config.with_suffix(".out"), config.with_suffix(".err")
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
-        child = subprocess.Popen([*_connector_command(), "run", str(config), "--json"], stdout=out, stderr=err,
+        command = _profiled([*_connector_command(), "run", str(config), "--json"], profile, label)
+        child = subprocess.Popen(command, stdout=out, stderr=err,
                                  env={**os.environ, **env}, cwd=config.parent)
+        tree_peak = 0.0
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
+            tree_peak = max(tree_peak, _tree_rss_mib(child.pid))
             try:
                 sandbox.check()
                 if time.perf_counter() - started > timeout:
@@ -200,10 +235,11 @@ def run_connector(config: Path, env: dict[str, str], sandbox: Sandbox, timeout: 
         tail = err_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise WorkerDied(f"{label}: the connector exited {code}: " + " | ".join(tail))
     try:
-        report = json.loads(out_path.read_text(encoding="utf-8"))
+        text = out_path.read_text(encoding="utf-8")
+        report = json.loads("\n".join(line for line in text.splitlines() if not line.startswith("py-spy>")))
     except ValueError as exc:
         raise WorkerDied(f"{label}: the connector's --json output is not JSON ({exc})") from None
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code, report
+    return wall, usage.ru_utime + usage.ru_stime, max(usage.ru_maxrss / 1024, tree_peak), code, report
 
 
 def _sync_totals(report: dict[str, Any]) -> tuple[int, float]:
@@ -212,7 +248,7 @@ def _sync_totals(report: dict[str, Any]) -> tuple[int, float]:
     return sum(s.get("fetched", 0) for s in sources), sum(s.get("seconds", 0.0) for s in sources)
 
 
-def bench_one(kind: str, cases: int, timeout: float) -> list[Measured]:
+def bench_one(kind: str, cases: int, timeout: float, profile: Path | None = None) -> list[Measured]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{kind}-"))
     try:
         sandbox = Sandbox(kind, cases, workdir, timeout)
@@ -222,7 +258,7 @@ def bench_one(kind: str, cases: int, timeout: float) -> list[Measured]:
             for run in ("first", "re-run"):
                 label = f"{kind} {cases:,} {run}"
                 served_before = sandbox.cpu_seconds()
-                wall, cpu, peak, code, report = run_connector(config, sandbox.info["env"], sandbox, timeout, label)
+                wall, cpu, peak, code, report = run_connector(config, sandbox.info["env"], sandbox, timeout, label, profile)
                 served = sandbox.cpu_seconds() - served_before
                 fetched, sync_s = _sync_totals(report)
                 release = (report.get("release") or {}).get("status")
@@ -248,19 +284,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated, from {', '.join(SOURCES)}")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds any one step may take before the benchmark gives up (default 1800)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per run")
+    parser.add_argument("--py-spy", dest="profile", type=Path, metavar="DIR",
+                        help="profile every connector run with py-spy into DIR (folded stacks; the numbers then include py-spy's cost)")
     args = parser.parse_args(argv)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = [s for s in sources if s not in SOURCES]
     if unknown:
         parser.error(f"unknown source {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores", flush=True)
     rows: list[Measured] = []
     try:
         for cases in sizes:
             for kind in sources:
-                for result in bench_one(kind, cases, args.timeout):
+                for result in bench_one(kind, cases, args.timeout, args.profile):
                     rows.append(result)
                     if args.json:
                         print(json.dumps(result.__dict__), flush=True)

@@ -35,8 +35,9 @@ from connector.errors import (
 )
 from connector.faults import fault_point
 from connector.lock import JobLock, PostgresJobLock
+from connector.map_pages import MAP_AHEAD_AFTER, MapAhead, map_page
 from connector.logs import get_logger
-from connector.mapping import Mapping, MappingError, load_mapping
+from connector.mapping import MappingError, load_mapping
 from connector.records import MappedPage, Page, Problem, RawRecord, Rejection
 from connector.release import build_bundle
 from connector.schema import Schema, load_schema
@@ -124,8 +125,12 @@ class Pipeline:
         progress: ProgressHook | None = None,
         schema: Schema | None = None,
         stop_requested: Callable[[], bool] | None = None,
+        map_ahead_after: int | None = MAP_AHEAD_AFTER,
     ):
         self.config = config
+        # Records a source delivers in a run before its pages are mapped in a worker process
+        # (connector.map_pages); None maps every page in this process.
+        self.map_ahead_after = map_ahead_after
         self.schema = schema or load_schema()
         self.progress = progress
         # Checked after each committed page: SIGTERM handlers and the daemon set it to stop cleanly.
@@ -212,10 +217,9 @@ class Pipeline:
             cursor = self.store.cursor(source_config.id)
             log.info("sync started", extra={"run_id": run_id, "source": source_config.id, "resume": cursor is not None})
             duplicates = FirstCopies(source_config.id) if source.full_snapshot else None
-            for fetched in source.pages(cursor):
-                fault_point("sync.page_fetched")
-                page = duplicates.of(fetched) if duplicates is not None else fetched
-                mapped = _map_page(mapping, source_config.id, page)
+
+            def commit(fetched: Page, page: Page, mapped: MappedPage) -> str | None:
+                """Store one page and count it; why to stop fetching now, or None."""
                 counts = self.store.commit_page(source_config.id, run_id, mapped)
                 # Every record the read met is present, stored or rejected: none of them is "missing".
                 seen.update(raw.record_id for raw in page.records)
@@ -235,10 +239,48 @@ class Pipeline:
                 if self.progress:
                     self.progress(source_config.id, result.pages, result.fetched)
                 fault_point("sync.page_committed")
-                reason = self._should_stop()
-                if reason:
-                    result.status, result.error = "interrupted", f"{source_config.id}: {reason}"
-                    break
+                return self._should_stop()
+
+            # Pages are mapped in this process until the source has delivered `map_ahead_after`
+            # records; then in a worker process, one page ahead of the commits (connector.map_pages).
+            ahead: MapAhead | None = None
+            held: tuple[Page, Page] | None = None  # (as fetched, de-duplicated) page in the worker
+            read = 0
+            reason: str | None = None
+            pages = iter(source.pages(cursor))
+            try:
+                while True:
+                    try:
+                        fetched = next(pages)
+                    except StopIteration:
+                        break
+                    except Exception:
+                        if held is not None and ahead is not None:  # what was read before the failure is kept
+                            commit(*held, ahead.take())
+                            held = None
+                        raise
+                    fault_point("sync.page_fetched")
+                    page = duplicates.of(fetched) if duplicates is not None else fetched
+                    if ahead is None and self.map_ahead_after is not None and read >= self.map_ahead_after:
+                        ahead = MapAhead(mapping, source_config.mapping, self.schema, self.config.base_dir, source_config.id)
+                    read += len(page.records)
+                    if ahead is None:
+                        reason = commit(fetched, page, map_page(mapping, source_config.id, page))
+                    else:
+                        before, held = held, (fetched, page)
+                        mapped_before = ahead.take() if before is not None else None
+                        ahead.put(page)
+                        if before is not None:
+                            reason = commit(*before, mapped_before)
+                    if reason:
+                        break
+                if held is not None and ahead is not None and not reason:
+                    reason = commit(*held, ahead.take())
+            finally:
+                if ahead is not None:
+                    ahead.close()
+            if reason:
+                result.status, result.error = "interrupted", f"{source_config.id}: {reason}"
             if result.status == "ok" and getattr(source, "full_snapshot", False) and getattr(source, "complete_read", False):
                 result.deleted += self.store.mark_missing_deleted(source_config.id, run_id, seen)
             result.requests = source.stats.requests
@@ -646,31 +688,6 @@ class FirstCopies:
         if not rejected:
             return page
         return Page(kept, page.cursor, page.number, rejections=[*page.rejections, *rejected])
-
-
-def _map_page(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
-    """Map a page; a record that breaks the mapper itself becomes a rejection, not a failed run.
-    Records the source itself rejected (`page.rejections`) are added as they are."""
-    mapped = _map_records(mapping, source_id, page)
-    if page.rejections:
-        mapped.rejections.extend(page.rejections)
-    return mapped
-
-
-def _map_records(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
-    try:
-        return mapping.map_page(source_id, page)
-    except Exception:  # noqa: BLE001 - isolate the record at fault below
-        out = MappedPage(cursor=page.cursor, number=page.number)
-        for raw in page.records:
-            try:
-                case, rejections = mapping.map_record(source_id, raw)
-            except Exception as exc:  # noqa: BLE001 - the stored version (if any) is kept as it was
-                out.rejections.append(Rejection(source_id, raw.record_id, "*", None, f"mapping failed: {type(exc).__name__}"))
-                continue
-            out.cases.append(case)
-            out.rejections.extend(rejections)
-        return out
 
 
 def _release_metrics(basis: Any, table: pd.DataFrame, reporting_length: int, privacy: dict[str, Any], threshold: int, seed: int | None) -> dict[str, Any]:

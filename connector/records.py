@@ -64,6 +64,9 @@ class CaseRecord:
     fields: dict[str, Any]
     updated_at: datetime | None = None
     deleted: bool = False
+    # The canonical JSON of the fields (`connector.case_json`), when it was made ahead: the mapping
+    # worker sends this text instead of the fields, and the store keeps it as it is.
+    data: str | None = None
 
 
 @dataclass(frozen=True)

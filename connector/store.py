@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,6 +56,8 @@ from sqlalchemy.engine import Connection, Dialect, Engine, create_engine, make_u
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
+from connector.case_json import as_utc as _as_utc
+from connector.case_json import canonical_json, content_hash
 from connector.errors import STORAGE_ERRNOS, ReleaseRefused, StoreError, storage_problem
 from connector.faults import fault_point
 from connector.lock import PostgresJobLock
@@ -870,7 +871,7 @@ class Store:
                 continue
             if rows.get(case.record_id, {}).get("deleted"):
                 continue
-            data = canonical_json(case.fields, where=f"{source}/{case.record_id}")
+            data = case.data if case.data is not None else canonical_json(case.fields, where=f"{source}/{case.record_id}")
             rows[case.record_id] = {
                 "record_id": case.record_id,
                 "data": data,
@@ -1039,38 +1040,7 @@ def _marker_key(job: str, method: str) -> str:
     return f"released:{hashlib.sha256(f'{job}|{method}'.encode()).hexdigest()[:40]}"
 
 
-def canonical_json(fields: dict[str, Any], where: str = "") -> str:
-    """The one JSON text of a case's fields: sorted keys, no spaces, UTF-8, NaN as null.
-
-    Equal content always gives equal text, so its hash detects unchanged records across runs.
-    Dates are written as ISO strings; any other non-JSON value is an error naming the field.
-    """
-    clean = {name: _json_value(value, f"{where} field {name}") for name, value in fields.items()}
-    return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def content_hash(data: str) -> str:
-    """SHA-256 of a record's canonical JSON."""
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()
-
-
 _EMPTY_HASH = content_hash(EMPTY_DATA)
-
-
-def _json_value(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, datetime):
-        return _as_utc(value).isoformat() if value.tzinfo else value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item, where) for item in value]
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):  # an entry of a `records` field
-        return {key: _json_value(item, where) for key, item in value.items()}
-    raise StoreError(f"{where}: a value of type {type(value).__name__} cannot be stored")
 
 
 def _tombstone(record_id: str, updated_at: datetime | None) -> dict[str, Any]:
@@ -1089,12 +1059,6 @@ def _dumps(value: dict[str, Any]) -> str:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:

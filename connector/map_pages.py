@@ -1,0 +1,233 @@
+"""Mapping a source's pages: in this process, or in a worker process one page ahead of the commits.
+
+Why a worker: a first sync of 100,000 cases spends about a third of its CPU reading the source,
+a quarter mapping and an eighth committing, and one Python process uses one core. With
+`MapAhead`, a second process maps page N (and writes each case's canonical JSON, the store's
+costliest step) while this process reads page N+1 from the source and commits page N-1.
+
+What does not change: pages are committed in order, each with its cursor, by this process only;
+the worker holds nothing that is not read again on the next run. It exits when its pipe closes
+(the parent stopped or died, even by `kill -9`) and ignores SIGINT/SIGTERM, which stop the parent
+after its current page (a service manager signals the whole process group). If the worker cannot
+start or dies, the page it held is mapped here and so is the rest of the run, with one warning:
+the worker is a speed-up, never a reason for a run to fail.
+
+The worker is a clean interpreter (`python -c`, talking over two pipes with
+`multiprocessing.connection`), not a `fork`: the parent may hold a database connection, threads
+of the scheduler and signal handlers that a forked copy would share; and not `multiprocessing`'s
+`spawn`, which would import the parent's main module (the whole CLI) first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from connector.case_json import canonical_json
+from connector.mapping import Mapping, load_mapping
+from connector.records import CaseRecord, MappedPage, Page, Rejection
+from connector.schema import Schema
+
+log = logging.getLogger(__name__)
+
+# Records a source must have delivered in this run before the worker starts: below it, starting an
+# interpreter (about half a CPU-second) costs more than it saves, and a quiet night stays cheap.
+MAP_AHEAD_AFTER = 2_000
+
+
+def map_page(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
+    """Map a page; a record that breaks the mapper itself becomes a rejection, not a failed run.
+    Records the source itself rejected (`page.rejections`) are added as they are."""
+    mapped = _map_records(mapping, source_id, page)
+    if page.rejections:
+        mapped.rejections.extend(page.rejections)
+    return mapped
+
+
+def _map_records(mapping: Mapping, source_id: str, page: Page) -> MappedPage:
+    try:
+        return mapping.map_page(source_id, page)
+    except Exception:  # noqa: BLE001 - isolate the record at fault below
+        out = MappedPage(cursor=page.cursor, number=page.number)
+        for raw in page.records:
+            try:
+                case, rejections = mapping.map_record(source_id, raw)
+            except Exception as exc:  # noqa: BLE001 - the stored version (if any) is kept as it was
+                out.rejections.append(Rejection(source_id, raw.record_id, "*", None, f"mapping failed: {type(exc).__name__}"))
+                continue
+            out.cases.append(case)
+            out.rejections.extend(rejections)
+        return out
+
+
+def with_json(page: MappedPage) -> MappedPage:
+    """The page with each live case's canonical JSON made and sent in place of its fields.
+
+    A case whose fields cannot be written as JSON keeps its fields, so the store raises the same
+    error, naming the field, that it raises without the worker."""
+    cases = []
+    for case in page.cases:
+        if case.deleted or case.data is not None:
+            cases.append(case)
+            continue
+        try:
+            data = canonical_json(case.fields)
+        except Exception:  # noqa: BLE001 - the store reports it, with the record and field
+            cases.append(case)
+            continue
+        cases.append(CaseRecord(case.source, case.record_id, {}, case.updated_at, case.deleted, data))
+    return MappedPage(cases=cases, rejections=page.rejections, cursor=page.cursor, number=page.number)
+
+
+class MapAhead:
+    """Maps the pages of one source in a worker process, one page ahead of the caller's commits.
+
+    Use: `put(page)` hands a page over and returns at once; `take()` returns the mapped page that
+    was handed over last (only one is in flight, so neither side ever blocks on a full pipe).
+    """
+
+    def __init__(self, mapping: Mapping, mapping_ref: str | Path, schema: Schema, base_dir: Path | None, source_id: str):
+        self.mapping = mapping  # this process's copy, for a page the worker could not map
+        self.source_id = source_id
+        self._held: Page | None = None
+        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            to_worker, from_worker = os.pipe(), os.pipe()  # not inherited, but for the ends passed
+        except OSError as exc:
+            self._give_up(f"could not start ({type(exc).__name__}: {exc})")
+            return
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", f"from connector.map_pages import serve; serve({to_worker[0]}, {from_worker[1]})"],
+                pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL, env=_worker_env(),
+            )
+        except Exception as exc:  # noqa: BLE001 - mapping in this process works as well, only slower
+            for fd in (*to_worker, *from_worker):
+                os.close(fd)
+            self._give_up(f"could not start ({type(exc).__name__}: {exc})")
+            return
+        os.close(to_worker[0])  # the worker's ends: it must see EOF when this process closes or dies
+        os.close(from_worker[1])
+        self._conn = _Duplex(Connection(from_worker[0], writable=False), Connection(to_worker[1], readable=False))
+        try:
+            self._conn.send((str(mapping_ref), schema, base_dir, source_id))
+        except Exception as exc:  # noqa: BLE001
+            self._give_up(f"could not start ({type(exc).__name__}: {exc})")
+
+    @property
+    def running(self) -> bool:
+        return self._conn is not None
+
+    def put(self, page: Page) -> None:
+        if self._held is not None:
+            raise RuntimeError("MapAhead.put: the page before has not been taken")
+        self._held = page
+        if self._conn is not None:
+            try:
+                self._conn.send(page)
+            except Exception as exc:  # noqa: BLE001 - e.g. the worker died; take() maps it here
+                self._give_up(f"stopped taking pages ({type(exc).__name__})")
+
+    def take(self) -> MappedPage:
+        page, self._held = self._held, None
+        if page is None:
+            raise RuntimeError("MapAhead.take: no page was put")
+        if self._conn is not None:
+            try:
+                ok, payload = self._conn.recv()
+                if ok:
+                    return payload
+                self._give_up(f"failed: {payload}")
+            except Exception as exc:  # noqa: BLE001 - EOFError when it died: map the page here
+                self._give_up(f"stopped ({type(exc).__name__})")
+        return with_json(map_page(self.mapping, self.source_id, page))
+
+    def close(self) -> None:
+        """Stop the worker; a page still in it is dropped (its cursor was never committed)."""
+        conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        if conn is not None:
+            try:
+                conn.close()  # the worker reads EOF and returns
+            except OSError:
+                pass
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def _give_up(self, why: str) -> None:
+        log.warning("mapping worker %s; mapping in this process from here on", why, extra={"source": self.source_id})
+        self.close()
+
+    def __enter__(self) -> MapAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _worker_env() -> dict[str, str]:
+    """This environment, with the folder that holds this package first on the worker's path (a
+    checkout that is not installed imports the same code)."""
+    here = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+
+
+class _Duplex:
+    """Two one-way pipes used as one connection (a worker started by `subprocess` gets plain fds)."""
+
+    def __init__(self, reader: Connection, writer: Connection):
+        self.reader, self.writer = reader, writer
+
+    def send(self, obj: Any) -> None:
+        self.writer.send(obj)
+
+    def recv(self) -> Any:
+        return self.reader.recv()
+
+    def close(self) -> None:
+        for end in (self.writer, self.reader):
+            try:
+                end.close()
+            except OSError:
+                pass
+
+
+def serve(read_fd: int, write_fd: int) -> None:
+    """The worker: map each page it is sent and send it back with its cases' JSON; stop at EOF.
+
+    The first message names the mapping; a failure before the loop ends the worker quietly (the
+    parent, reading EOF, maps in its own process and says so)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn = _Duplex(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+    try:
+        mapping_ref, schema, base_dir, source_id = conn.recv()
+        mapping = load_mapping(mapping_ref, schema, base_dir=base_dir)
+    except Exception:  # noqa: BLE001 - EOF, or a mapping this process cannot load: the parent maps
+        return
+    while True:
+        try:
+            page = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply: tuple[bool, Any] = (True, with_json(map_page(mapping, source_id, page)))
+        except Exception as exc:  # noqa: BLE001 - the parent maps this page itself; no value in the text
+            reply = (False, f"{type(exc).__name__} on page {page.number + 1}")
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+        except Exception as exc:  # noqa: BLE001 - the reply could not be pickled; nothing was written
+            conn.send((False, f"{type(exc).__name__} sending page {page.number + 1}"))
