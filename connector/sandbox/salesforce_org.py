@@ -592,10 +592,19 @@ class Org:
         parent's: `Contact.SystemModstamp > X`), only those in that range, found by bisection in a
         sorted index, as Salesforce's own index on SystemModstamp serves such a filter ("Query & Search Optimization Cheat Sheet": SystemModstamp
         is indexed). Every condition is still checked on each candidate by `matches`, so the index
-        changes the cost, never the answer."""
+        changes the cost, never the answer. A field `IN` a list of strings (`Id IN (...)`, a child's
+        `Case__c IN (...)`: the keyed read of a batch's children) is served by an index of that
+        field's values, compared case-insensitively as `_in` compares them (the same cheat sheet
+        lists Id, lookup and master-detail fields among the standard indexed fields)."""
         records = self.records[obj]
         best: list[int] | None = None
         for node in _conjuncts(where):
+            if node[0] == "in" and "." not in node[1] and node[2] and all(isinstance(v, str) for v in node[2]):
+                # `Id IN (...)`, `Case__c IN (...)`: the records holding one of the listed strings
+                by_value = self._folded_index(obj, self.canonical(obj, node[1]))
+                found = sorted({p for v in node[2] for p in by_value.get(v.casefold(), ())})
+                best = found if best is None or len(found) < len(best) else best
+                continue
             if node[0] != "cmp" or node[2] not in _RANGE_OPS or node[1].count(".") > 1:
                 continue
             relationship, _, field_name = node[1].rpartition(".")
@@ -645,6 +654,18 @@ class Org:
                 target = record.get(ref)
                 if target:
                     index.setdefault(target, []).append(position)
+            self._refs[key] = index
+        return self._refs[key]
+
+    def _folded_index(self, obj: str, name: str) -> dict[str, list[int]]:
+        """Positions of `obj`'s records by the case-folded string in field `name`."""
+        key = (obj, "\0in:" + name)
+        if key not in self._refs:
+            index: dict[str, list[int]] = {}
+            for position, record in enumerate(self.records[obj].values()):
+                value = record.get(name)
+                if isinstance(value, str):
+                    index.setdefault(value.casefold(), []).append(position)
             self._refs[key] = index
         return self._refs[key]
 

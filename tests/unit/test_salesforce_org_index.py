@@ -89,3 +89,30 @@ def test_an_id_list_matches_case_insensitively_as_equality_does(org: Org) -> Non
     found = org.run(parse(text), True)
     assert found == _scan(org, text, True)
     assert found == ids
+
+
+@pytest.mark.parametrize("include_deleted", [False, True])
+def test_a_lookup_in_a_list_gives_what_a_full_scan_gives(org: Org, include_deleted: bool) -> None:
+    """`Case__c IN (...)`, the keyed read of a batch's children, served from an index of the
+    lookup's values: same rows, same order, deleted rows only under queryAll, other conditions kept."""
+    child = "Connected_Person_or_Organisation__c"
+    case_ids = list(org.records["Case"])
+    chunk = [i.upper() if n % 3 == 0 else i for n, i in enumerate(case_ids[::3])] + ["500000000000000AAA"]
+    listed = ", ".join(soql_string(i) for i in chunk)
+    deleted_parents = {r["Case__c"] for r in org.records[child].values() if r["IsDeleted"]}
+    assert deleted_parents & {i.casefold() for i in chunk} | deleted_parents & set(chunk), "the fixture must list a case with a deleted child"
+    for text in (
+        f"SELECT Id, Case__c FROM {child} WHERE Case__c IN ({listed}) AND IsDeleted = false ORDER BY Case__c, Id",
+        f"SELECT Id FROM {child} WHERE Case__c IN ({listed})",
+        f"SELECT Id FROM {child} WHERE Case__c IN ({listed}) AND Type__c != 'Victim'",
+        f"SELECT Id FROM {child} WHERE (Case__c IN ({listed}) OR Type__c = 'Victim')",
+    ):
+        org.clear_query_cache()
+        found = org.run(parse(text), include_deleted)
+        org.clear_query_cache()
+        scanned = _scan(org, text, include_deleted)
+        if "ORDER BY" in text:
+            assert sorted(found) == sorted(scanned) and found == sorted(found, key=lambda i: (org.records[child][i]["Case__c"], i)), text
+        else:
+            assert found == scanned, text
+        assert found, text
