@@ -145,12 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mapping_suggest, command="mapping")
 
     central = sub.add_parser("central", help="the central team's receiver: serve, add-partner")
-    try:
-        from connector.central.cli import register as register_central
-    except ImportError as exc:  # the receiver's web stack is the optional extra `central`
-        central.set_defaults(func=lambda _args, _e=exc: _missing_extra("central", _e), command="central")
-    else:
-        register_central(central.add_subparsers(dest="central_command", required=True))
+    from connector.central.cli import register as register_central  # its web stack is loaded by its commands only
+
+    register_central(central.add_subparsers(dest="central_command", required=True))
 
     sandbox = sub.add_parser("sandbox", help="generated cases for demos and tests", epilog=f"example: {EXAMPLES['sandbox']}")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
@@ -572,11 +569,6 @@ def cmd_sandbox_demo(args: argparse.Namespace) -> int:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _missing_extra(extra: str, exc: ImportError) -> int:
-    err.print(f"this command needs the optional part `{extra}`: pip install 'htcds-connector[{extra}]' ({exc.name} is missing)")
-    return EXIT_CONFIG
 
 
 class _locked:

@@ -96,6 +96,7 @@ class MapAhead:
         self.mapping = mapping  # this process's copy, for a page the worker could not map
         self.source_id = source_id
         self._held: Page | None = None
+        self._used = False  # a page was sent
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         try:
@@ -131,6 +132,7 @@ class MapAhead:
         self._held = page
         if self._conn is not None:
             try:
+                self._used = True
                 self._conn.send(page)
             except Exception as exc:  # noqa: BLE001 - e.g. the worker died; take() maps it here
                 self._give_up(f"stopped taking pages ({type(exc).__name__})")
@@ -158,6 +160,8 @@ class MapAhead:
             except OSError:
                 pass
         if proc is not None:
+            if not self._used:
+                proc.kill()  # still starting, perhaps: nothing to wait for
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -261,10 +261,11 @@ class Pipeline:
                         raise
                     fault_point("sync.page_fetched")
                     page = duplicates.of(fetched) if duplicates is not None else fetched
-                    if ahead is None and self.map_ahead_after is not None and read >= self.map_ahead_after:
+                    starting = ahead is None and self.map_ahead_after is not None and read >= self.map_ahead_after
+                    if starting:  # it starts while this page is mapped here, and takes the next one
                         ahead = MapAhead(mapping, source_config.mapping, self.schema, self.config.base_dir, source_config.id)
                     read += len(page.records)
-                    if ahead is None:
+                    if ahead is None or starting:
                         reason = commit(fetched, page, map_page(mapping, source_config.id, page))
                     else:
                         before, held = held, (fetched, page)

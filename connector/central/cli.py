@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -20,12 +21,49 @@ import time
 from pathlib import Path
 from typing import Any
 
-from connector.central.app import MB, CentralSettings, create_app
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connector.central.app import CentralSettings
+
+# The optional extra `central` (pyproject.toml): its modules are imported only by a central
+# command, so a partner's `htcds-connector run` does not load a web stack it never uses.
+EXTRA_MODULES = ("fastapi", "uvicorn", "multipart", "pyarrow")
 
 DB_ENV = "HTCDS_CENTRAL_DATABASE_URL"
 
 
+def missing_module() -> str | None:
+    """The first module of the `central` extra that is not installed, or None."""
+    from importlib.util import find_spec
+
+    return next((name for name in EXTRA_MODULES if find_spec(name) is None), None)
+
+
+def _needs_extra(command: Any) -> Any:
+    """The command, refusing with what to install when the `central` extra is missing."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        missing = missing_module()
+        if missing:
+            from connector.errors import ConfigurationError
+
+            raise ConfigurationError(f"this command needs the optional part `central` ({missing} is missing)",
+                                     hint="pip install 'htcds-connector[central]'")
+        return command(args)
+
+    return run
+
+
+def create_app(settings: CentralSettings) -> Any:
+    from connector.central.app import create_app as create
+
+    return create(settings)
+
+
 def _settings(args: argparse.Namespace) -> CentralSettings:
+    from connector.central.app import MB, CentralSettings
     data_dir = Path(args.data_dir).expanduser().resolve()
     url = args.database_url or os.environ.get(DB_ENV) or f"sqlite:///{data_dir / 'central.sqlite'}"
     return CentralSettings(
@@ -97,6 +135,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def app_from_environment() -> Any:
     """The app of one `--workers` process, from the settings `serve` left in the environment."""
+    from connector.central.app import CentralSettings
+
     values = json.loads(os.environ[SETTINGS_ENV])
     return create_app(CentralSettings(**{**values, "data_dir": Path(values["data_dir"])}))
 
@@ -118,7 +158,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-* headers")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default: the reverse proxy in front logs them, and a line per request costs the receiver CPU)")
     p.add_argument("--workers", type=int, default=1, help="receiver processes on one socket (2 on a 2-core host keeps reads fast while uploads are checked)")
-    p.set_defaults(func=serve)
+    p.set_defaults(func=_needs_extra(serve))
 
     p = subparsers.add_parser("add-partner", help="register a partner and print its token once",
                               epilog='example: htcds-connector central add-partner ngo-athens --name "NGO Athens"')
@@ -129,7 +169,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--new-token", action="store_true", help="issue another token for an existing partner (rotation)")
     p.add_argument("--datasource", action="append", default=None,
                    help="a Datasource value this partner's releases may carry (repeatable; default: Case Management and Hotline)")
-    p.set_defaults(func=add_partner)
+    p.set_defaults(func=_needs_extra(add_partner))
 
 
 class ServerThread:

@@ -83,3 +83,26 @@ def test_the_server_thread_answers_keep_alive_requests_without_nagle_delays():
             assert client.get("/ping").status_code == 200
         sockets = [c.transport.get_extra_info("socket") for c in server.server.server_state.connections]
         assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+
+
+def test_without_the_central_extra_the_command_says_what_to_install(monkeypatch, capsys):
+    """The receiver's web stack is imported only by a central command; missing, it is named."""
+    import importlib.util
+
+    from connector.cli import main
+    from connector.errors import EXIT_CONFIG
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["central", "serve", "--data-dir", "x"]) == EXIT_CONFIG
+    said = " ".join(capsys.readouterr().err.split())
+    assert "needs the optional part `central` (uvicorn is missing)" in said and "pip install 'htcds-connector[central]'" in said
+
+
+def test_a_partner_run_does_not_import_the_web_stack():
+    import subprocess
+    import sys
+
+    code = "import sys; from connector.cli import _parser; _parser(); print(sorted(m for m in ('fastapi', 'uvicorn', 'connector.central.app') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
