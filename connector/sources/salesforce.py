@@ -620,8 +620,7 @@ class SalesforceSource(Source):
         return rows
 
     def _rename(self, layout: Layout, role: str, rec: dict[str, Any]) -> dict[str, Any]:
-        names = layout.conventional_names(role)
-        return {names.get(k.lower(), k): v for k, v in rec.items() if k != "attributes" and not isinstance(v, dict)}
+        return layout.rename(role, rec)
 
     def _child(self, layout: Layout, role: str, row: dict[str, Any]) -> dict[str, Any]:
         """A child row under conventional names (a mapping `where` matches multi-select members).

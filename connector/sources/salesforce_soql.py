@@ -196,6 +196,7 @@ class Layout:
     types: dict[str, dict[str, str]] = field(default_factory=dict)
     lookups: dict[str, str] = field(default_factory=dict)  # Case lookup (conventional) -> the org's relationship name
     _names: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)  # conventional_names, per role
+    _renamed: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)  # renamer, per role
 
     @classmethod
     def conventional(cls) -> "Layout":
@@ -218,6 +219,7 @@ class Layout:
         obj = self.objects[role]
         self.fields[role] = {}
         self._names.pop(role, None)
+        self._renamed.pop(role, None)
         self.missing[role] = []
         self.found_how[role] = {}
         self.types[role] = {f["name"]: f.get("type", "string") for f in described}
@@ -270,6 +272,24 @@ class Layout:
         if names is None:
             names = self._names[role] = {actual.lower(): name for name, actual in self.fields[role].items()}
         return names
+
+    def rename(self, role: str, rec: dict[str, Any]) -> dict[str, Any]:
+        """A record's plain values under conventional names (no `attributes`, no nested records).
+
+        Records of one pull repeat the same keys, so each key's name is found once (`conventional_names`
+        by its lower case) and remembered as the API wrote it."""
+        known = self._renamed.get(role)
+        if known is None:
+            known = self._renamed[role] = {}
+        out: dict[str, Any] = {}
+        for key, value in rec.items():
+            if key == "attributes" or isinstance(value, dict):
+                continue
+            name = known.get(key)
+            if name is None:
+                name = known[key] = self.conventional_names(role).get(key.lower(), key)
+            out[name] = value
+        return out
 
     def required_missing(self) -> list[tuple[str, str]]:
         wanted = {role: {w.name for w in wants if w.required} for role, wants in FIELDS.items()}
