@@ -56,7 +56,6 @@ from sqlalchemy.engine import Connection, Dialect, Engine, create_engine, make_u
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
-from connector import jsontext
 from connector.case_json import as_utc as _as_utc
 from connector.case_json import canonical_json, content_hash
 from connector.errors import STORAGE_ERRNOS, ReleaseRefused, StoreError, storage_problem
@@ -562,7 +561,7 @@ class Store:
         for source, record_id, data in self._stream_live(sources):
             keys["source"].append(source)
             keys["record_id"].append(record_id)
-            for name, value in jsontext.loads(data).items():
+            for name, value in json.loads(data).items():
                 if wanted is not None and name not in wanted:
                     continue
                 column = columns.get(name)
@@ -596,7 +595,7 @@ class Store:
                 yield CaseRecord(
                     source=row.source,
                     record_id=row.record_id,
-                    fields=jsontext.loads(row.data),
+                    fields=json.loads(row.data),
                     updated_at=row.source_updated_at,
                 )
 

@@ -19,7 +19,6 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from connector import jsontext
 from connector.retry import backoff_delay, parse_retry_after
 from connector.sources.base import SourceAuthError, SourceError, SourceStats
 
@@ -95,7 +94,7 @@ class HttpClient:
         while True:
             response = self.request(method, path_or_url, params=params, json_body=json_body, what=what, auth=auth)
             try:
-                return jsontext.loads(response.content, response.json)
+                return response.json()
             except ValueError:
                 attempt += 1
                 problem = describe_body(response)
