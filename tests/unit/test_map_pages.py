@@ -221,3 +221,36 @@ def test_a_case_whose_json_fails_keeps_its_fields_so_the_store_names_the_field(t
         store.commit_page("fake1", run_id, page)
     assert store.cursor("fake1") is None
     store.close()
+
+
+def test_pages_cross_to_the_worker_and_back_exactly_by_marshal_or_else_by_pickle():
+    from collections import OrderedDict
+    from datetime import date, datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from connector.map_pages import pack, unpack
+    from connector.records import Rejection
+
+    plain = Page(
+        [
+            RawRecord("a1", {"Name": "x", "n": 3, "f": 1.5, "ok": True, "none": None, "kids": [{"Id": "c1", "tags": ["p", "q"]}], "t": (1, 2)},
+                      datetime(2024, 5, 1, 12, 30, 15, 250, tzinfo=timezone.utc)),
+            RawRecord("a2", {}, datetime(2024, 5, 1, 12, 30), deleted=True),
+            RawRecord("a3", {}, None, unreadable=("*", "encrypted"), position="row 7"),
+        ],
+        cursor='{"stamp": "2024"}', number=4, rejections=[Rejection("s", "a9", "f", None, "too long")],
+    )
+    assert pack(plain)[:1] == b"M" and unpack(pack(plain)) == plain
+    mapped = MappedPage(cases=[CaseRecord("s", "a1", {}, datetime(2024, 1, 1, tzinfo=timezone.utc), False, '{"a":1}'), CaseRecord("s", "a2", {"x": [1]}, None, True)],
+                        rejections=[Rejection("s", "a1", "prs_Gender", "Masculin", "not a code")], cursor="9", number=2)
+    assert pack(mapped)[:1] == b"M" and unpack(pack(mapped)) == mapped
+    # values marshal cannot carry exactly go by pickle, and come back as they were
+    for odd in (
+        Page([RawRecord("e1", {"Date": date(2024, 1, 2)})]),  # an Excel cell
+        Page([RawRecord("e2", {"Extra": OrderedDict(a=1)})]),
+        Page([RawRecord("e3", {}, datetime(2024, 1, 1, tzinfo=ZoneInfo("Europe/Athens")))]),
+    ):
+        back = unpack(pack(odd))
+        assert pack(odd)[:1] == b"P" and back == odd
+        assert type(back.records[0].fields.get("Extra", {})) is type(odd.records[0].fields.get("Extra", {}))
+        assert back.records[0].updated_at is None or back.records[0].updated_at.tzinfo == odd.records[0].updated_at.tzinfo
