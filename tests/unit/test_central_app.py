@@ -461,3 +461,38 @@ def test_a_connection_the_database_dropped_is_a_503_with_retry_after_and_the_nex
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_reads_run_in_autocommit_without_begin_and_rollback_round_trips(central):
+    """A read's statements (its token, the release, its files) each run outside a transaction:
+    no BEGIN and ROLLBACK around them, which cost PostgreSQL round trips under load
+    (bench/central_load.py). An upload still runs in transactions."""
+    from sqlalchemy import event
+
+    bundle = make_bundle("ngo-a")
+    assert central.upload(bundle).status_code == 201
+    engine = central.app.state.engine
+    seen: list[tuple[str, bool]] = []
+
+    def autocommit(dbapi_connection) -> bool:
+        if hasattr(dbapi_connection, "autocommit"):  # psycopg2
+            return bool(dbapi_connection.autocommit)
+        return dbapi_connection.isolation_level is None  # sqlite3: no implicit BEGIN
+
+    def before(conn, _cursor, statement, *_args) -> None:
+        seen.append((statement.split()[0].upper(), autocommit(conn.connection.dbapi_connection)))
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        for path in ("/releases", f"/releases/{bundle.release_id}", f"/releases/{bundle.release_id}/files/data.csv", "/partners", "/"):
+            who = "admin" if path in ("/partners", "/") else "ngo-a"
+            assert central.client.get(path, headers=central.auth(who)).status_code == 200, path
+        reads = list(seen)
+        seen.clear()
+        assert central.upload(make_bundle("ngo-a", part="2")).status_code == 201
+        writes = list(seen)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert reads and all(kind == "SELECT" for kind, _ in reads)
+    assert all(auto for _, auto in reads), reads
+    assert any(kind == "INSERT" and not auto for kind, auto in writes), writes
