@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from connector.schema import FORBIDDEN_ROLES, ROLES
+from privacy.cells import column_texts
 from privacy.series import PART_COLUMN, PART_LABEL, check_series
 
 _KEY = secrets.token_bytes(32)
@@ -116,6 +117,9 @@ def to_csv_bytes(table: pd.DataFrame) -> bytes:
 
 
 def _strings(series: pd.Series) -> list[str]:
+    fast = column_texts(series, "")
+    if fast is not None:
+        return fast.tolist()
     missing = series.isna().to_numpy()
     values = series.astype(object).to_numpy()
     return ["" if gone else str(value) for value, gone in zip(values, missing)]

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from privacy.cells import column_texts
 from privacy.facts import Fact
 from privacy.hierarchies import TOP
 
@@ -66,6 +67,9 @@ class Encoded:
 
 def cell_strings(series: pd.Series) -> np.ndarray:
     """A column as strings, None for NA; whole floats as integers (an Int64 year reads '2021')."""
+    fast = column_texts(series, None)
+    if fast is not None:
+        return fast
     values = series.astype(object).to_numpy()
     missing = series.isna().to_numpy()
     out = np.empty(len(values), dtype=object)
