@@ -209,7 +209,7 @@ def run_connector(config: Path, env: dict[str, str], sandbox: Sandbox, timeout: 
     out_path, err_path = config.with_suffix(".out"), config.with_suffix(".err")
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
-        command = _profiled([*_connector_command(), "run", str(config), "--json"], profile, label)
+        command = _profiled([*_connector_command(), "run", str(config), "--json", *os.environ.get("BENCH_CONNECTOR_ARGS", "").split()], profile, label)
         child = subprocess.Popen(command, stdout=out, stderr=err,
                                  env={**os.environ, **env}, cwd=config.parent)
         tree_peak = 0.0

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector.sources.base import SourceError
+from connector.sources.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
     from connector.sources.salesforce import SalesforceApi
@@ -61,10 +62,12 @@ def bulk_rows(api: "SalesforceApi", obj: str, soql: str, *, operation: str, max_
         locator = response.headers.get("Sforce-Locator", "null")
         response.raw.decode_content = True
         response.raw.auto_close = False  # let the text wrapper see EOF instead of a closed file
-        text = io.TextIOWrapper(response.raw, encoding="utf-8", newline="")
+        body = ReadAhead(response.raw)  # the socket is read while rows are parsed (read_ahead.py)
+        text = io.TextIOWrapper(io.BufferedReader(body), encoding="utf-8", newline="")
         try:
             yield from csv_rows(text)
         finally:
+            body.close()
             response.close()
         if not locator or locator == "null":
             return
