@@ -386,11 +386,11 @@ def _csv_chunks(org: Org, job: _Job, ids: list[str], rows_per_chunk: int = BULK_
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=job.delimiter, lineterminator="\r\n" if job.line_ending == "CRLF" else "\n", quoting=csv.QUOTE_ALL)
     writer.writerow(job.query.fields)
+    values = [org.resolver(job.obj, path) for path in job.query.fields]
     for start in range(0, len(ids), rows_per_chunk):
         with org.lock:
-            for rec_id in ids[start : start + rows_per_chunk]:
-                record = org.records[job.obj][rec_id]
-                writer.writerow([_csv_value(org.resolve(job.obj, record, path)) for path in job.query.fields])
+            records = org.records[job.obj]
+            writer.writerows([_csv_value(value(records[rec_id])) for value in values] for rec_id in ids[start : start + rows_per_chunk])
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()

@@ -30,7 +30,7 @@ import bisect
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from connector.sandbox.salesforce_soql import Query, SoqlError, compare
 
@@ -294,6 +294,7 @@ class Org:
                 self._labels[key] = label
                 if help_text:
                     self._help[key] = help_text
+        self._resolvers: dict[tuple[str, str], Callable[[dict[str, Any] | None], Any]] = {}
         self._external = {}  # object -> {lower external name -> canonical}
         self._to_external = {}  # object -> {canonical -> external}
         for obj, specs in OBJECT_FIELDS.items():
@@ -562,8 +563,19 @@ class Org:
 
     def resolve(self, obj: str, record: dict[str, Any] | None, path: str) -> Any:
         """Value of `path` (`Field`, `Parent.Field`, `Parent.Parent.Field`) on a record."""
+        return self.resolver(obj, path)(record)
+
+    def resolver(self, obj: str, path: str) -> Callable[[dict[str, Any] | None], Any]:
+        """`resolve` of one path as a function of the record, its names looked up once (a results
+        set resolves the same fields for every row; the lookups were a third of a Bulk download's
+        CPU). INVALID_FIELD for a path this org cannot answer, raised here, before any row."""
+        key = (obj, path)
+        found = self._resolvers.get(key)
+        if found is not None:
+            return found
         parts = path.split(".")
-        current_obj, current = obj, record
+        chain: list[tuple[str, str]] = []  # (parent object, lookup field), outward
+        current_obj = obj
         for relationship in parts[:-1]:
             rel = _find(PARENTS.get(current_obj, {}), relationship)
             if rel is None:
@@ -571,14 +583,24 @@ class Org:
                     continue  # `Case.Id` on Case
                 raise SoqlError(f"\nDidn't understand relationship '{relationship}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name.", "INVALID_FIELD")
             parent_obj, ref = PARENTS[current_obj][rel]
-            target = current.get(ref) if current else None
-            current = self.records[parent_obj].get(target) if target else None
+            chain.append((parent_obj, ref))
             current_obj = parent_obj
         last = parts[-1]
-        if last.lower() == "type" and len(parts) > 1 and parts[-2].lower() == "what":
-            return current_obj if current else None
-        name = self.canonical(current_obj, last)
-        return current.get(name) if current else None
+        what_type = last.lower() == "type" and len(parts) > 1 and parts[-2].lower() == "what"
+        name = None if what_type else self.canonical(current_obj, last)
+        records, final_obj = self.records, current_obj
+
+        def value(record: dict[str, Any] | None) -> Any:
+            current = record
+            for parent_obj, ref in chain:
+                target = current.get(ref) if current else None
+                current = records[parent_obj].get(target) if target else None
+            if what_type:
+                return final_obj if current else None
+            return current.get(name) if current else None
+
+        self._resolvers[key] = value
+        return value
 
     def run(self, query: Query, include_deleted: bool) -> list[str]:
         """Ids of `query.obj` records matching the WHERE clause, in ORDER BY order, up to LIMIT."""
