@@ -100,7 +100,9 @@ def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: p
     if plan.new_members:
         positions = {key: i for i, key in enumerate(keys)}
         label = part_label(plan.next_seq, setup.series_id, plan.new_members, digests)
-        rows = table.iloc[[positions[key] for key in plan.new_members]]
+        at = [positions[key] for key in plan.new_members]
+        # every case new and in the view's order (a first run): the view itself, not a copy of it
+        rows = table if at == list(range(len(table))) else table.iloc[at]
         published, vp = protect_part_tables(rows, setup, label, schema)
         members = tuple((s, r, digests[(s, r)]) for s, r in plan.new_members)
         vp_bytes = None
@@ -109,6 +111,7 @@ def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: p
             vp_new = (vp, tuple(owners))
             vp_bytes = to_csv_bytes(vp)
         added.append((setup.series_id, Part(plan.next_seq, label, members, to_csv_bytes(published), len(published), vp_bytes)))
+        del published, rows  # the part is its bytes from here on (read back below, as stored parts are)
     frames = [read_part(p) for p in plan.keep] + [read_part(p) for _, p in added]
     retired = [(setup.series_id, p.seq) for p in plan.retire]
     if added:  # a new series replaces the old one only once it has a part of its own
@@ -141,9 +144,15 @@ def next_k_release(store: Store, job: str, keys: list[tuple[str, str]], table: p
 def _compose_columns(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-    out = pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True)
-    out = out.astype(object).where(out.notna(), "")
-    return out.where(out != "", None)
+    # column by column: a blank or missing cell is None. (Frame-wide reindex, concat, astype and two
+    # where() calls made six copies of the release at once: the peak of a 300,000-case release.)
+    out: dict[str, np.ndarray] = {}
+    for c in columns:
+        pieces = [f[c].to_numpy(dtype=object) if c in f.columns else np.full(len(f), None, dtype=object) for f in frames]
+        column = np.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()
+        column[pd.isna(column) | (column == "")] = None
+        out[c] = column
+    return pd.DataFrame(out, columns=columns)
 
 
 def _compose(frames: list[pd.DataFrame], setup: KSetup) -> pd.DataFrame:

@@ -181,8 +181,11 @@ def render(table: pd.DataFrame, encoded: Sequence[Encoded], reached: np.ndarray,
     for c in passthrough:
         out[c] = cell_strings(table[c])
     ordered = [c for c in table.columns if c in out]
-    frame = pd.DataFrame({c: out[c] for c in ordered})
-    return frame.where(frame.notna(), None)
+    for c in ordered:  # every NA as None, column by column (not a second copy of the whole table)
+        missing = pd.isna(out[c])
+        if missing.any():
+            out[c] = np.where(missing, None, out[c])
+    return pd.DataFrame({c: out[c] for c in ordered})
 
 
 def diversify(published: pd.DataFrame, qi_columns: Sequence[str], facts: Sequence[Fact], rule: LDiversityRule) -> tuple[pd.DataFrame, int]:
@@ -230,8 +233,10 @@ def protect_rows(
     passthrough: Sequence[str] = (),
     l_diversity: LDiversityRule | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The published rows of `table` (one release part) and what was done, for the local preview."""
-    table = table.reset_index(drop=True)
+    """The published rows of `table` (one release part) and what was done, for the local preview.
+
+    Only the facts' and `passthrough` columns of `table` are read (by position, never by index
+    label), so the caller passes its rows without copying them into a narrower frame."""
     encoded = [encode(table, fact) for fact in facts]
     reached = specialize(encoded, len(table), k)
     published = render(table, encoded, reached, passthrough)

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from connector.schema import FORBIDDEN_ROLES, ROLES
@@ -273,9 +274,10 @@ def protect_part(rows: pd.DataFrame, setup: KSetup, label: str) -> pd.DataFrame:
 def protect_part_tables(rows: pd.DataFrame, setup: KSetup, label: str, schema: Any = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The part's victim rows and, when the series publishes it, its victim-perpetrator rows
     (`rows` then carries each victim's `_perpetrators`, privacy.vp_release; `schema` names the view)."""
-    table = rows[[c for c in setup.columns if c != PART_COLUMN] + ([PROFILE] if setup.with_vp else [])]
+    # protect_rows reads only the facts' and passthrough columns: the part's rows are passed as
+    # they are, not copied into a frame of those columns (a copy of the view at 300,000 cases)
     try:
-        published, _ = protect_rows(table, setup.facts, setup.k, passthrough=setup.passthrough, l_diversity=setup.l_rule)
+        published, _ = protect_rows(rows, setup.facts, setup.k, passthrough=setup.passthrough, l_diversity=setup.l_rule)
     except KFullError as exc:
         raise ProtectionError(f"the release part cannot be protected: {exc}") from None
     published[PART_COLUMN] = label
@@ -308,9 +310,22 @@ def describe_release(published: pd.DataFrame, setup: KSetup) -> dict[str, Any]:
     if setup.l_rule is not None:
         by_name = {f.name: f for f in setup.facts}
         record["l_diversity"] = {"facts": {name: list(by_name[name].columns) for name in setup.l_rule.facts}, "l": setup.l_rule.l}
-    sizes = published.fillna("").groupby(list(published.columns), sort=False).size() if len(published) else pd.Series(dtype=int)
-    record["smallest_group"] = int(sizes.min()) if len(sizes) else 0
+    record["smallest_group"] = smallest_group(published)
     return record
+
+
+def smallest_group(published: pd.DataFrame) -> int:
+    """Rows in the smallest group of rows alike in every column (a blank is ""), 0 for no rows.
+
+    Counted on integer codes, one column at a time, not by grouping a blank-filled copy of the
+    whole release (the largest allocation of a release step at 300,000 cases)."""
+    if not len(published):
+        return 0
+    group = np.zeros(len(published), dtype=np.int64)
+    for c in published.columns:
+        codes, uniques = pd.factorize(published[c].fillna(""), use_na_sentinel=False)
+        group = np.unique(group * (len(uniques) + 1) + codes, return_inverse=True)[1].astype(np.int64)
+    return int(np.bincount(group).min())
 
 
 def year_and_country_full(published: pd.DataFrame, setup: KSetup) -> float | None:
