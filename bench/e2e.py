@@ -48,7 +48,7 @@ SECRET_ENV = {"odk_central": "BENCH_ODK_PASSWORD", "kobo": "BENCH_KOBO_TOKEN"}
 TARGET_FIRST_WALL_S = 60.0
 TARGET_RERUN_WALL_S = 5.0
 TARGET_PEAK_MIB = 1024.0
-# Beyond 100,000 cases the issue sets only a memory target: < 2 GiB at 300,000.
+# Beyond 100,000 cases the issue sets only a memory target: < 2 GiB at 300,000 (its times are at 100,000).
 LARGE_CASES = 100_000
 TARGET_PEAK_MIB_LARGE = 2048.0
 
@@ -72,6 +72,8 @@ class Measured:
             return f"RSS < {TARGET_PEAK_MIB_LARGE:.0f} MiB"
         if self.run == "first":
             return f"wall < {TARGET_FIRST_WALL_S:.0f} s, RSS < {TARGET_PEAK_MIB:.0f} MiB"
+        if self.cases > LARGE_CASES:
+            return "none at this size"
         return f"wall < {TARGET_RERUN_WALL_S:.0f} s"
 
     def meets(self) -> bool:
@@ -79,7 +81,7 @@ class Measured:
             return self.peak_mib < TARGET_PEAK_MIB_LARGE
         if self.run == "first":
             return self.wall_s < TARGET_FIRST_WALL_S and self.peak_mib < TARGET_PEAK_MIB
-        return self.wall_s < TARGET_RERUN_WALL_S
+        return self.cases > LARGE_CASES or self.wall_s < TARGET_RERUN_WALL_S
 
 
 # -- the sandbox process -------------------------------------------------------------------------
