@@ -225,6 +225,9 @@ class ScheduleConfig(Strict):
 class RunConfig(Strict):
     time_budget_minutes: float | None = Field(None, gt=0, description="stop fetching (after the page in flight) when a run has taken this long")
     release_requires_all_sources: bool = Field(True, description="release only when every enabled source synced in this run")
+    map_worker_after_records: int | None = Field(
+        2000, ge=0, description="records a source delivers in a run before its pages are mapped in a second process, "
+        "one page ahead of the commits (0: from the start; null: never, where a run may not start processes)")
 
 
 class WebhookNotifyConfig(Strict):

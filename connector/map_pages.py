@@ -40,9 +40,9 @@ from connector.schema import Schema
 
 log = logging.getLogger(__name__)
 
-# Records a source must have delivered in this run before the worker starts: below it, starting an
-# interpreter (about half a CPU-second) costs more than it saves, and a quiet night stays cheap.
-MAP_AHEAD_AFTER = 2_000
+# The worker starts once a source has delivered `run.map_worker_after_records` records in a run
+# (default 2,000, connector/config.py): below that, starting an interpreter (about half a
+# CPU-second) costs more than it saves, and a quiet night stays cheap.
 
 
 def map_page(mapping: Mapping, source_id: str, page: Page) -> MappedPage:

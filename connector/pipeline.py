@@ -35,7 +35,7 @@ from connector.errors import (
 )
 from connector.faults import fault_point
 from connector.lock import JobLock, PostgresJobLock
-from connector.map_pages import MAP_AHEAD_AFTER, MapAhead, map_page
+from connector.map_pages import MapAhead, map_page
 from connector.logs import get_logger
 from connector.mapping import MappingError, load_mapping
 from connector.records import MappedPage, Page, Problem, RawRecord, Rejection
@@ -125,12 +125,13 @@ class Pipeline:
         progress: ProgressHook | None = None,
         schema: Schema | None = None,
         stop_requested: Callable[[], bool] | None = None,
-        map_ahead_after: int | None = MAP_AHEAD_AFTER,
+        map_ahead_after: int | None | str = "config",
     ):
         self.config = config
         # Records a source delivers in a run before its pages are mapped in a worker process
-        # (connector.map_pages); None maps every page in this process.
-        self.map_ahead_after = map_ahead_after
+        # (connector.map_pages); None maps every page in this process. "config": the job's
+        # `run.map_worker_after_records`.
+        self.map_ahead_after = config.job.run.map_worker_after_records if map_ahead_after == "config" else map_ahead_after
         self.schema = schema or load_schema()
         self.progress = progress
         # Checked after each committed page: SIGTERM handlers and the daemon set it to stop cleanly.

@@ -38,9 +38,29 @@ def uninterrupted(tmp_path_factory):
     return state
 
 
+# The same kills with pages mapped in the worker process from the second page on
+# (connector/map_pages.py): the main process holds one page in the worker while it fetches the
+# next, so a kill while fetching page 3 finds one page committed, not two.
+WORKER_STAGES = [
+    ("mid-fetch, inside the source", "source.fetch:3", 1),
+    ("mid-fetch, page fetched but not stored", "sync.page_fetched:3", 1),
+    ("between pages", "sync.page_committed:2", 2),
+    ("inside the store commit", "store.commit:4", 3),
+]
+
+
 @pytest.mark.parametrize("stage,fault,pages_committed,release_visible", STAGES, ids=[s[0] for s in STAGES])
 def test_run_killed_at_a_stage_then_rerun_equals_an_uninterrupted_run(tmp_path, size, uninterrupted, stage, fault, pages_committed, release_visible):
-    config = write_job(tmp_path, source=size)
+    _killed_then_rerun(tmp_path, write_job(tmp_path, source=size), size, uninterrupted, fault, pages_committed, release_visible)
+
+
+@pytest.mark.parametrize("stage,fault,pages_committed", WORKER_STAGES, ids=[s[0] for s in WORKER_STAGES])
+def test_run_killed_while_pages_are_mapped_in_the_worker_then_rerun_equals_an_uninterrupted_run(tmp_path, size, uninterrupted, stage, fault, pages_committed):
+    config = write_job(tmp_path, source=size, extra="run: {map_worker_after_records: 0}\n")
+    _killed_then_rerun(tmp_path, config, size, uninterrupted, fault, pages_committed, False)
+
+
+def _killed_then_rerun(tmp_path, config, size, uninterrupted, fault, pages_committed, release_visible):
     killed = run_cli("run", str(config), "--json", fault=fault)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
     assert f"fault injected: SIGKILL at {fault.split(':')[0]}" in killed.stderr
