@@ -12,8 +12,9 @@ after its current page (a service manager signals the whole process group). If t
 start or dies, the page it held is mapped here and so is the rest of the run, with one warning:
 the worker is a speed-up, never a reason for a run to fail.
 
-The worker is a clean interpreter (`python -c`, talking over two pipes with
-`multiprocessing.connection`), not a `fork`: the parent may hold a database connection, threads
+The worker is a clean interpreter (`python -P -c`, talking over two pipes with
+`multiprocessing.connection`; it imports this very package, gets the mapping's text as this
+process read it, and stops at once if its code is not this process's), not a `fork`: the parent may hold a database connection, threads
 of the scheduler and signal handlers that a forked copy would share; and not `multiprocessing`'s
 `spawn`, which would import the parent's main module (the whole CLI) first.
 """
@@ -103,26 +104,24 @@ class MapAhead:
         self._used = False  # a page was sent
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        to_worker = from_worker = (-1, -1)
         try:
-            to_worker, from_worker = os.pipe(), os.pipe()  # not inherited, but for the ends passed
-        except OSError as exc:
-            self._give_up(f"could not start ({type(exc).__name__}: {exc})")
-            return
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", f"from connector.map_pages import serve; serve({to_worker[0]}, {from_worker[1]})"],
-                pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL, env=_worker_env(),
-            )
+            to_worker = os.pipe()  # not inherited, but for the ends passed
+            from_worker = os.pipe()
+            self._proc = subprocess.Popen(_worker_command(to_worker[0], from_worker[1]), pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL)
         except Exception as exc:  # noqa: BLE001 - mapping in this process works as well, only slower
             for fd in (*to_worker, *from_worker):
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             self._give_up(f"could not start ({type(exc).__name__}: {exc})")
             return
         os.close(to_worker[0])  # the worker's ends: it must see EOF when this process closes or dies
         os.close(from_worker[1])
         self._conn = _Duplex(Connection(from_worker[0], writable=False), Connection(to_worker[1], readable=False))
         try:
-            self._conn.send((str(mapping_ref), schema, base_dir, source_id))
+            # the mapping's text as this process read it (not its file again: it may have changed),
+            # and this module's file, so a worker that imported other code stops at once
+            self._conn.send((str(mapping_ref), mapping.text, schema, base_dir, source_id, _this_file()))
         except Exception as exc:  # noqa: BLE001
             self._give_up(f"could not start ({type(exc).__name__}: {exc})")
 
@@ -171,7 +170,10 @@ class MapAhead:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(timeout=5)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:  # left to the system; the run's outcome stands
+                    pass
 
     def _give_up(self, why: str) -> None:
         log.warning("mapping worker %s; mapping in this process from here on", why, extra={"source": self.source_id})
@@ -214,10 +216,18 @@ def unpack(data: bytes) -> Page | MappedPage:
     return MappedPage(cases=[CaseRecord(*_typed(row, _CASE)) for row in rows], rejections=refused, cursor=cursor, number=number)
 
 
+# marshal writes any object with a byte buffer (a numpy scalar, a bytearray) as bytes: a field
+# value of any type but these goes by pickle. Values nested in a list or dict are the API's JSON
+# (str, numbers, bools, None, lists, dicts) in every source today.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None), list, dict, tuple})
+
+
 def _plain(record: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
     values = []
     for name in names:
         value = getattr(record, name)
+        if name == "fields" and not all(map(_PLAIN_TYPES.__contains__, map(type, value.values()))):
+            raise ValueError("a field value of another type")  # kept exactly by pickle
         if name == "updated_at" and value is not None:
             if value.tzinfo not in (None, timezone.utc):
                 raise ValueError("a time zone other than UTC")  # kept exactly by pickle
@@ -230,12 +240,21 @@ def _typed(row: tuple[Any, ...], names: tuple[str, ...]) -> list[Any]:
     return [datetime.fromisoformat(value) if name == "updated_at" and value is not None else value for name, value in zip(names, row)]
 
 
-def _worker_env() -> dict[str, str]:
-    """This environment, with the folder that holds this package first on the worker's path (a
-    checkout that is not installed imports the same code)."""
-    here = str(Path(__file__).resolve().parents[1])
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+def _this_file() -> str:
+    return os.path.realpath(__file__)
+
+
+def _worker_command(read_fd: int, write_fd: int) -> list[str]:
+    """`python -P -c ...`: signals ignored before anything is imported (a SIGTERM to the process
+    group stops only the parent, after its page); no current folder on the path (`-P`), but the
+    folder holding this very package, so the worker imports the code this process runs."""
+    root = str(Path(_this_file()).parents[1])
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"import sys\nif {root!r} not in sys.path: sys.path.insert(0, {root!r})\n"
+        f"from connector.map_pages import serve; serve({read_fd}, {write_fd})"
+    )
+    return [sys.executable, "-P", "-c", code]
 
 
 class _Duplex:
@@ -270,8 +289,10 @@ def serve(read_fd: int, write_fd: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = _Duplex(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
     try:
-        mapping_ref, schema, base_dir, source_id = conn.recv()
-        mapping = load_mapping(mapping_ref, schema, base_dir=base_dir)
+        mapping_ref, text, schema, base_dir, source_id, parents_file = conn.recv()
+        if parents_file != _this_file():
+            return  # other code than the parent's: the parent maps, and says so
+        mapping = load_mapping(mapping_ref, schema, base_dir=base_dir, text=text)
     except Exception:  # noqa: BLE001 - EOF, or a mapping this process cannot load: the parent maps
         return
     while True:

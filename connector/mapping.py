@@ -147,6 +147,7 @@ class Mapping:
         self.derivations = derivations
         self.ignore = ignore
         self.schema = schema
+        self.text: str | None = None  # the YAML it was loaded from (load_mapping)
         self._lookups = {name: _code_lookup(name, codes) for name, codes in schema.codelists.items()}
         self._lookup_keys = {name: list(lookup) for name, lookup in self._lookups.items()}
         # Compiled once: each rule with its field spec, and for coded fields a memo of what each raw
@@ -371,10 +372,13 @@ def redact(spec: FieldSpec | None, value: Any, near_code: bool = False) -> str |
     return f"[redacted, {len(text)} chars]"
 
 
-def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base_dir: Path | None = None) -> Mapping:
-    """Load a packaged mapping by name (`excel_htcds`) or a mapping file by path, checked against the schema."""
+def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base_dir: Path | None = None, text: str | None = None) -> Mapping:
+    """Load a packaged mapping by name (`excel_htcds`) or a mapping file by path, checked against the schema.
+
+    With `text`, that is the mapping's YAML and nothing is read (the mapping worker gets the text
+    the main process read, so both map with the same rules even if the file changes meanwhile)."""
     schema = schema or load_schema()
-    path, text = _read_mapping(str(name_or_path), base_dir)
+    path, text = (Path(str(name_or_path)), text) if text is not None else _read_mapping(str(name_or_path), base_dir)
     from connector.config import _load_yaml_with_lines  # one YAML-with-lines reader for all our files
 
     try:
@@ -432,7 +436,9 @@ def load_mapping(name_or_path: str | Path, schema: Schema | None = None, *, base
             problems.append(f"{where('derive', target)}: unknown derivation {kind!r} or bad arguments")
     if problems:
         raise MappingError(problems)
-    return Mapping(str(doc.get("profile") or path.stem), str(path), rules, derivations, list(doc.get("ignore") or []), schema)
+    mapping = Mapping(str(doc.get("profile") or path.stem), str(path), rules, derivations, list(doc.get("ignore") or []), schema)
+    mapping.text = text
+    return mapping
 
 
 def _parse_rule(target: str, entry: Any, schema: Schema, where, problems: list[str]) -> FieldRule | None:

@@ -75,6 +75,9 @@ class ReadAhead(io.RawIOBase):
         return size
 
     def close(self) -> None:
-        """Stop reading ahead (the thread ends at its next chunk; the caller closes the response)."""
+        """Stop reading ahead and wait (briefly) for the thread to leave the body, so the caller's
+        closing of the response does not race a read still in progress; a read stalled on the
+        network is left to the response's own timeout."""
         self._stopped.set()
+        self._thread.join(timeout=2)
         super().close()

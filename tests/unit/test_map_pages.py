@@ -17,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -254,3 +255,35 @@ def test_pages_cross_to_the_worker_and_back_exactly_by_marshal_or_else_by_pickle
         assert pack(odd)[:1] == b"P" and back == odd
         assert type(back.records[0].fields.get("Extra", {})) is type(odd.records[0].fields.get("Extra", {}))
         assert back.records[0].updated_at is None or back.records[0].updated_at.tzinfo == odd.records[0].updated_at.tzinfo
+
+
+def test_the_worker_maps_with_the_rules_the_main_process_read_even_if_the_file_changes(tmp_path, takes):
+    mapping = _mapping(tmp_path)
+    (tmp_path / "fake.yaml").write_text(MAPPING.replace("prs_FirstName: name", "prs_FirstName: gender"))  # edited mid-run
+    with MapAhead(mapping, tmp_path / "fake.yaml", load_schema(), None, "fake1") as ahead:
+        ahead.put(_page(0))
+        assert ahead.take() == with_json(map_page(mapping, "fake1", _page(0)))
+        assert takes == [True] and ahead.running
+
+
+def test_a_worker_that_imported_other_code_stops_and_the_page_is_mapped_here(tmp_path, monkeypatch, caplog, takes):
+    import connector.map_pages as map_pages
+
+    mapping = _mapping(tmp_path)
+    real = map_pages._this_file()
+    monkeypatch.setattr(map_pages, "_this_file", lambda: real.replace("map_pages.py", "elsewhere.py"))
+    caplog.set_level(logging.WARNING, logger="connector")
+    with MapAhead(mapping, tmp_path / "fake.yaml", load_schema(), None, "fake1") as ahead:
+        ahead.put(_page(0))
+        assert ahead.take() == with_json(map_page(mapping, "fake1", _page(0)))
+        assert not ahead.running
+    assert any("mapping worker" in r.getMessage() for r in caplog.records)
+
+
+def test_a_value_marshal_would_turn_into_bytes_goes_by_pickle():
+    from connector.map_pages import pack, unpack
+
+    page = Page([RawRecord("n1", {"Age": np.int64(7), "Score": np.float64(1.5), "raw": bytearray(b"x")})])
+    assert pack(page)[:1] == b"P"
+    back = unpack(pack(page))
+    assert [type(v) for v in back.records[0].fields.values()] == [np.int64, np.float64, bytearray]
