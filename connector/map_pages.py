@@ -37,7 +37,6 @@ from typing import Any
 from connector.case_json import canonical_json
 from connector.mapping import Mapping, load_mapping
 from connector.records import CaseRecord, MappedPage, Page, RawRecord, Rejection
-from connector.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +96,16 @@ class MapAhead:
     was handed over last (only one is in flight, so neither side ever blocks on a full pipe).
     """
 
-    def __init__(self, mapping: Mapping, mapping_ref: str | Path, schema: Schema, base_dir: Path | None, source_id: str):
+    def __init__(self, mapping: Mapping, source_id: str):
         self.mapping = mapping  # this process's copy, for a page the worker could not map
         self.source_id = source_id
         self._held: Page | None = None
         self._used = False  # a page was sent
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        if mapping.text is None:  # not loaded by load_mapping: nothing to send the worker
+            self._give_up("has no mapping text")
+            return
         to_worker = from_worker = (-1, -1)
         try:
             to_worker = os.pipe()  # not inherited, but for the ends passed
@@ -121,7 +123,7 @@ class MapAhead:
         try:
             # the mapping's text as this process read it (not its file again: it may have changed),
             # and this module's file, so a worker that imported other code stops at once
-            self._conn.send((str(mapping_ref), mapping.text, schema, base_dir, source_id, _this_file()))
+            self._conn.send((mapping.path, mapping.text, mapping.schema, source_id, _this_file()))
         except Exception as exc:  # noqa: BLE001
             self._give_up(f"could not start ({type(exc).__name__}: {exc})")
 
@@ -136,7 +138,7 @@ class MapAhead:
         if self._conn is not None:
             try:
                 self._used = True
-                self._conn.send_page(page)
+                self._conn.writer.send_bytes(pack(page))
             except Exception as exc:  # noqa: BLE001 - e.g. the worker died; take() maps it here
                 self._give_up(f"stopped taking pages ({type(exc).__name__})")
 
@@ -269,8 +271,6 @@ class _Duplex:
     def recv(self) -> Any:
         return self.reader.recv()
 
-    def send_page(self, page: Page | MappedPage) -> None:
-        self.writer.send_bytes(pack(page))
 
     def close(self) -> None:
         for end in (self.writer, self.reader):
@@ -289,10 +289,10 @@ def serve(read_fd: int, write_fd: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = _Duplex(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
     try:
-        mapping_ref, text, schema, base_dir, source_id, parents_file = conn.recv()
+        path, text, schema, source_id, parents_file = conn.recv()
         if parents_file != _this_file():
             return  # other code than the parent's: the parent maps, and says so
-        mapping = load_mapping(mapping_ref, schema, base_dir=base_dir, text=text)
+        mapping = load_mapping(path, schema, text=text)
     except Exception:  # noqa: BLE001 - EOF, or a mapping this process cannot load: the parent maps
         return
     while True:

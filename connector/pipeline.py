@@ -264,7 +264,7 @@ class Pipeline:
                     page = duplicates.of(fetched) if duplicates is not None else fetched
                     starting = ahead is None and self.map_ahead_after is not None and read >= self.map_ahead_after
                     if starting:  # it starts while this page is mapped here, and takes the next one
-                        ahead = MapAhead(mapping, source_config.mapping, self.schema, self.config.base_dir, source_config.id)
+                        ahead = MapAhead(mapping, source_config.id)
                     read += len(page.records)
                     if ahead is None or starting:
                         reason = commit(fetched, page, map_page(mapping, source_config.id, page))

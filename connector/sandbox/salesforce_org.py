@@ -280,7 +280,7 @@ class Org:
     _latest: datetime | None = None
     # (object, stamp field) -> (stamps ascending, positions in insertion order): the query planner's index
     _stamps: dict[tuple[str, str], tuple[list[datetime], list[int]]] = field(default_factory=dict)
-    _refs: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)
+    _refs: dict[tuple[str, str, bool], dict[str, list[int]]] = field(default_factory=dict)
     _in_sets: dict[int, tuple[list[Any], frozenset[Any], frozenset[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -481,12 +481,12 @@ class Org:
         # the connector). Indexes on other fields are built on their first query.
         for obj in self.records:
             self._stamp_index(obj, "SystemModstamp")
-            self._folded_index(obj, "Id")
+            self._index(obj, "Id", folded=True)
             for _, (parent_obj, ref) in PARENTS.get(obj, {}).items():
-                self._ref_index(obj, ref)
+                self._index(obj, ref)
         for relations in CHILDREN.values():
             for _, (child, ref) in relations.items():
-                self._folded_index(child, ref)
+                self._index(child, ref, folded=True)
 
     def now(self) -> datetime:
         """The org's clock: the latest change it holds (generated data lives in its own time)."""
@@ -634,7 +634,7 @@ class Org:
         for node in _conjuncts(where):
             if node[0] == "in" and "." not in node[1] and node[2] and all(isinstance(v, str) for v in node[2]):
                 # `Id IN (...)`, `Case__c IN (...)`: the records holding one of the listed strings
-                by_value = self._folded_index(obj, self.canonical(obj, node[1]))
+                by_value = self._index(obj, self.canonical(obj, node[1]), folded=True)
                 found = sorted({p for v in node[2] for p in by_value.get(v.casefold(), ())})
                 best = found if best is None or len(found) < len(best) else best
                 continue
@@ -658,7 +658,7 @@ class Org:
             if name not in _STAMP_FIELDS:
                 continue
             parents = list(self.records[parent_obj].values())
-            by_parent = self._ref_index(obj, ref)
+            by_parent = self._index(obj, ref)
             found = sorted(p for i in self._stamp_range(parent_obj, name, node[2], bound) for p in by_parent.get(parents[i]["Id"], ()))
             best = found if best is None or len(found) < len(best) else best
         if best is None:
@@ -678,29 +678,22 @@ class Org:
             lo, hi = bisect.bisect_left(stamps, bound), bisect.bisect_right(stamps, bound)
         return positions[lo:hi]
 
-    def _ref_index(self, obj: str, ref: str) -> dict[str, list[int]]:
-        """Positions of `obj`'s records by the Id their lookup `ref` holds (the reverse of a parent path)."""
-        key = (obj, ref)
-        if key not in self._refs:
-            index: dict[str, list[int]] = {}
-            for position, record in enumerate(self.records[obj].values()):
-                target = record.get(ref)
-                if target:
-                    index.setdefault(target, []).append(position)
-            self._refs[key] = index
-        return self._refs[key]
-
-    def _folded_index(self, obj: str, name: str) -> dict[str, list[int]]:
-        """Positions of `obj`'s records by the case-folded string in field `name`."""
-        key = (obj, "\0in:" + name)
-        if key not in self._refs:
-            index: dict[str, list[int]] = {}
+    def _index(self, obj: str, name: str, *, folded: bool = False) -> dict[str, list[int]]:
+        """Positions of `obj`'s records by the value of field `name`: a lookup's Id as stored (the
+        reverse of a parent path), or with `folded` every string case-folded (`Field IN (...)`,
+        compared as `_in` compares)."""
+        key = (obj, name, folded)
+        index = self._refs.get(key)
+        if index is None:
+            index = {}
             for position, record in enumerate(self.records[obj].values()):
                 value = record.get(name)
-                if isinstance(value, str):
+                if folded and isinstance(value, str):
                     index.setdefault(value.casefold(), []).append(position)
+                elif not folded and value:
+                    index.setdefault(value, []).append(position)
             self._refs[key] = index
-        return self._refs[key]
+        return index
 
     def _stamp_index(self, obj: str, name: str) -> tuple[list[datetime], list[int]]:
         key = (obj, name)

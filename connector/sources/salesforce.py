@@ -568,12 +568,12 @@ class SalesforceSource(Source):
         updated = parse_sf_datetime(stamp_text) if stamp_text else None
         if _get_ci(rec, layout.actual("case", "IsDeleted") or "IsDeleted") in (True, "true"):
             return RawRecord(case_id, {}, updated, deleted=True)
-        fields = self._rename(layout, "case", rec)
+        fields = layout.rename("case", rec)
         for relationship in layout.relationships.values():
             fields.pop(relationship, None)  # an empty child subquery answers null under its name
         fields.update(self._lookup_names(layout, rec, fields))
         contact = _get_ci(rec, "Contact")
-        fields["Contact"] = self._rename(layout, "contact", contact) if isinstance(contact, dict) else None
+        fields["Contact"] = layout.rename("contact", contact) if isinstance(contact, dict) else None
         owner = _get_ci(rec, "Owner")
         fields["Owner"] = {"Name": _get_ci(owner, "Name")} if isinstance(owner, dict) else None
         for role, (_, _, key) in CHILD_ROLES.items():  # Events then Tasks under `events`
@@ -619,9 +619,6 @@ class SalesforceSource(Source):
             rows.extend(result.get("records") or [])
         return rows
 
-    def _rename(self, layout: Layout, role: str, rec: dict[str, Any]) -> dict[str, Any]:
-        return layout.rename(role, rec)
-
     def _child(self, layout: Layout, role: str, row: dict[str, Any]) -> dict[str, Any]:
         """A child row under conventional names (a mapping `where` matches multi-select members).
 
@@ -629,7 +626,7 @@ class SalesforceSource(Source):
         dotted (Bulk CSV: `Connected_Contact__r.Gender__c`); either way they land under
         `Connected_Contact` with the Contact's conventional names, or None without a Contact.
         """
-        out = {k: v for k, v in self._rename(layout, role, row).items() if "." not in k}
+        out = {k: v for k, v in layout.rename(role, row).items() if "." not in k}
         relationship = connected_person_relationship(layout) if role == "connected" else None
         if relationship:
             nested = _get_ci(row, relationship)

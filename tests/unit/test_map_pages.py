@@ -167,7 +167,7 @@ def _page(number: int) -> Page:
 
 def test_the_worker_ignores_sigterm_which_stops_only_the_parent(tmp_path, takes):
     mapping = _mapping(tmp_path)
-    with MapAhead(mapping, tmp_path / "fake.yaml", load_schema(), None, "fake1") as ahead:
+    with MapAhead(mapping, "fake1") as ahead:
         ahead.put(_page(0))
         assert ahead.take() == with_json(map_page(mapping, "fake1", _page(0)))
         os.kill(ahead._proc.pid, signal.SIGTERM)  # a service manager signals the whole group
@@ -187,7 +187,7 @@ def test_the_worker_exits_when_its_parent_is_killed(tmp_path):
             from connector.mapping import load_mapping
             from connector.schema import load_schema
             path = {str(tmp_path / "fake.yaml")!r}
-            ahead = MapAhead(load_mapping(path, load_schema()), path, load_schema(), None, "fake1")
+            ahead = MapAhead(load_mapping(path, load_schema()), "fake1")
             print(ahead._proc.pid, flush=True)
             time.sleep(600)
         """)],
@@ -260,7 +260,7 @@ def test_pages_cross_to_the_worker_and_back_exactly_by_marshal_or_else_by_pickle
 def test_the_worker_maps_with_the_rules_the_main_process_read_even_if_the_file_changes(tmp_path, takes):
     mapping = _mapping(tmp_path)
     (tmp_path / "fake.yaml").write_text(MAPPING.replace("prs_FirstName: name", "prs_FirstName: gender"))  # edited mid-run
-    with MapAhead(mapping, tmp_path / "fake.yaml", load_schema(), None, "fake1") as ahead:
+    with MapAhead(mapping, "fake1") as ahead:
         ahead.put(_page(0))
         assert ahead.take() == with_json(map_page(mapping, "fake1", _page(0)))
         assert takes == [True] and ahead.running
@@ -273,7 +273,7 @@ def test_a_worker_that_imported_other_code_stops_and_the_page_is_mapped_here(tmp
     real = map_pages._this_file()
     monkeypatch.setattr(map_pages, "_this_file", lambda: real.replace("map_pages.py", "elsewhere.py"))
     caplog.set_level(logging.WARNING, logger="connector")
-    with MapAhead(mapping, tmp_path / "fake.yaml", load_schema(), None, "fake1") as ahead:
+    with MapAhead(mapping, "fake1") as ahead:
         ahead.put(_page(0))
         assert ahead.take() == with_json(map_page(mapping, "fake1", _page(0)))
         assert not ahead.running
@@ -287,3 +287,13 @@ def test_a_value_marshal_would_turn_into_bytes_goes_by_pickle():
     assert pack(page)[:1] == b"P"
     back = unpack(pack(page))
     assert [type(v) for v in back.records[0].fields.values()] == [np.int64, np.float64, bytearray]
+
+
+def test_a_mapping_without_its_text_is_mapped_here(tmp_path, takes):
+    mapping = _mapping(tmp_path)
+    mapping.text = None  # not made by load_mapping: nothing the worker could load
+    with MapAhead(mapping, "fake1") as ahead:
+        assert not ahead.running
+        ahead.put(_page(0))
+        assert ahead.take() == with_json(map_page(mapping, "fake1", _page(0)))
+    assert takes == [False]
